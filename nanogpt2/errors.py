@@ -1,0 +1,26 @@
+"""One exception type for mistakes a user can fix, and the wrapper that reports it.
+
+Library code raises `UserError` (or a subclass) with a message that names the
+problem and the fix. Entry points (`train.py`, `sample.py`, `data/prepare.py`,
+`python -m nanogpt2.flops`, ...) run their `main` through `run_main`, which
+prints such an error as one line on stderr and exits with status 2 instead of
+showing a traceback. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+
+class UserError(Exception):
+    """Bad input, bad configuration or a missing file: the message says what to do."""
+
+
+def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
+    """Call `main(argv)` and turn a `UserError` into `error: ...` and exit status 2."""
+    try:
+        main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,288 @@
+"""GPT-2, written out in full: config -> attention -> MLP -> block -> GPT.
+
+The network is the one OpenAI released in 2019, weight for weight, so that the
+checkpoints they published load into it and produce the same numbers as the
+reference implementation (tests/test_model.py checks this against
+`transformers`). Read it top to bottom; every shape is written next to the line
+that makes it.
+
+    B  batch size              T  sequence length (<= block_size)
+    C  embedding width n_embd  nh number of heads     hs head size = C // nh
+    V  vocabulary size
+
+References
+    [GPT-2]  Radford et al. 2019, "Language Models are Unsupervised Multitask Learners".
+    [GPT-1]  Radford et al. 2018, "Improving Language Understanding by Generative Pre-Training".
+    [Attn]   Vaswani et al. 2017, "Attention Is All You Need".
+    [GELU]   Hendrycks & Gimpel 2016, "Gaussian Error Linear Units".
+    [Tying]  Press & Wolf 2017, "Using the Output Embedding to Improve Language Models".
+    [Flash]  Dao et al. 2022, "FlashAttention".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nanogpt2.errors import UserError
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class GPTConfig:
+    """The shape of a GPT-2 model. The defaults are GPT-2 small (124M parameters)."""
+
+    block_size: int = 1024
+    """Longest sequence the model can read; the number of learned positions (GPT-2: 1024)."""
+
+    vocab_size: int = 50257
+    """Number of real token ids (GPT-2's BPE: 50,000 merges + 256 bytes + <|endoftext|>)."""
+
+    n_layer: int = 12
+    """Number of transformer blocks stacked on top of each other."""
+
+    n_head: int = 12
+    """Number of attention heads per block; must divide n_embd."""
+
+    n_embd: int = 768
+    """Width of the residual stream (the embedding size C)."""
+
+    dropout: float = 0.0
+    """Dropout probability on embeddings, attention weights and residual branches.
+    GPT-2 was pretrained with 0.1; 0.0 is usual for large-data pretraining, 0.1-0.2 for small fine-tunes."""
+
+    bias: bool = True
+    """Biases in Linear and LayerNorm layers, as in GPT-2. False is slightly faster and
+    works as well for scratch training, but cannot load OpenAI's weights."""
+
+    pad_vocab_multiple: int = 1
+    """Round the embedding table and LM head up to a multiple of this many rows
+    (64 turns 50257 into 50304), which gives the big output matmul GPU-friendly shapes.
+    Padded rows are never predicted or sampled: the model only returns the first
+    vocab_size logits. 1 means no padding (needed to match OpenAI's checkpoints)."""
+
+    def __post_init__(self) -> None:
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "pad_vocab_multiple"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise UserError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise UserError(
+                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
+                f"try n_head in {[h for h in range(1, 33) if self.n_embd % h == 0]}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows in the embedding table and LM head (vocab_size rounded up to pad_vocab_multiple)."""
+        m = self.pad_vocab_multiple
+        return (self.vocab_size + m - 1) // m * m
+
+    @classmethod
+    def gpt2(cls, name: str = "gpt2", **overrides) -> "GPTConfig":
+        """The shape of one of OpenAI's four GPT-2 models ([GPT-2] Table 2), plus overrides."""
+        shapes = {  # (n_layer, n_head, n_embd)
+            "gpt2": (12, 12, 768),  # 124M
+            "gpt2-medium": (24, 16, 1024),  # 355M
+            "gpt2-large": (36, 20, 1280),  # 774M
+            "gpt2-xl": (48, 25, 1600),  # 1558M
+        }
+        if name not in shapes:
+            raise UserError(f"unknown GPT-2 size {name!r}; expected one of {', '.join(shapes)}")
+        n_layer, n_head, n_embd = shapes[name]
+        return cls(**{"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, **overrides})
+
+
+# ---------------------------------------------------------------------------
+# Causal self-attention
+# ---------------------------------------------------------------------------
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head attention in which position t may only look at positions <= t ([Attn] 3.2)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        # One matmul makes queries, keys and values for all heads at once: C -> 3C.
+        # (GPT-2 calls these layers c_attn/c_proj; keeping its names keeps weight loading obvious.)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        # Output projection: mixes the heads back into the residual stream.
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        nh, hs = self.n_head, C // self.n_head
+
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        # Split the width into heads and move the head axis in front of time,
+        # so that each head attends independently.
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+
+        # softmax(q k^T / sqrt(hs) + causal mask) v, computed by PyTorch's fused kernel
+        # (FlashAttention [Flash] on GPUs): the (T, T) score matrix is never stored.
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, nh, T, hs)
+
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.c_proj(y))  # (B, T, C)
+
+
+# ---------------------------------------------------------------------------
+# Feed-forward network
+# ---------------------------------------------------------------------------
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: widen 4x, GELU, project back ([Attn] 3.3)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        # GPT-2 used the tanh approximation of GELU [GELU]; the exact erf form would
+        # change every logit slightly and break equality with OpenAI's checkpoints.
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.gelu(self.c_fc(x))  # (B, T, 4C)
+        return self.dropout(self.c_proj(x))  # (B, T, C)
+
+
+# ---------------------------------------------------------------------------
+# Transformer block
+# ---------------------------------------------------------------------------
+
+
+class Block(nn.Module):
+    """One transformer block, pre-LayerNorm as in GPT-2 ([GPT-2] 2.3).
+
+    GPT-1 normalised after each residual addition; GPT-2 moved LayerNorm to the
+    input of each sub-block, so the residual stream x is a clean sum of every
+    layer's output. That makes deep stacks much easier to train.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))  # (B, T, C): tokens exchange information
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C): each token is processed on its own
+        return x
+
+
+# ---------------------------------------------------------------------------
+# The whole model
+# ---------------------------------------------------------------------------
+
+
+class GPT(nn.Module):
+    """Token + position embeddings -> n_layer blocks -> final LayerNorm -> LM head."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        V, C = config.padded_vocab_size, config.n_embd
+        self.wte = nn.Embedding(V, C)  # token embedding: id -> vector
+        self.wpe = nn.Embedding(config.block_size, C)  # learned position embedding [GPT-1]
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(C, eps=1e-5, bias=config.bias)  # added by GPT-2 after the last block
+        self.lm_head = nn.Linear(C, V, bias=False)  # vector -> a score for every token
+        # Weight tying [Tying]: the output layer reuses the input embedding, as GPT-2 does.
+        # It saves V*C parameters (38.6M in GPT-2 small) and trains as well or better.
+        self.lm_head.weight = self.wte.weight
+
+        self.apply(self._init_weights)
+        # GPT-2 scales the init of each layer that writes into the residual stream by
+        # 1/sqrt(N), N = number of such layers (2 per block), so that the variance of
+        # the stream does not grow with depth ([GPT-2] 2.3).
+        for block in self.h:
+            for proj in (block.attn.c_proj, block.mlp.c_proj):
+                nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # Normal(0, 0.02) for every weight matrix and embedding, zero biases ([GPT-1] 4.1).
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for the next token at every position, and the loss if targets are given.
+
+        idx:     (B, T) token ids, T <= block_size.
+        targets: (B, T) the id that should follow each position; -1 marks positions to ignore.
+        Returns  logits (B, T, vocab_size) and the mean cross-entropy (or None).
+        """
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}")
+        pos = torch.arange(T, device=idx.device)  # (T,)
+
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C): what the token is + where it is
+        for block in self.h:
+            x = block(x)  # (B, T, C)
+        x = self.ln_f(x)  # (B, T, C)
+
+        # Scores over the padded vocabulary, then keep only the real ids, so that
+        # padding rows can never be predicted, counted in the loss, or sampled.
+        logits = self.lm_head(x)[..., : self.config.vocab_size]  # (B, T, V)
+
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T), ignore_index=-1)
+        return logits, loss
+
+    # -- bookkeeping --------------------------------------------------------------
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Number of parameters (tied weights counted once).
+
+        non_embedding=True leaves out the token and position tables, the count
+        Kaplan et al. 2020 use for scaling laws ("N").
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wte.weight.numel() + self.wpe.weight.numel()
+        return n
+
+    def tie_weights(self) -> None:
+        """Make the LM head share the token embedding again (after loading with assign=True)."""
+        self.lm_head.weight = self.wte.weight
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str, **overrides) -> "GPT":
+        """OpenAI's GPT-2 ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl") or a local
+        Hugging Face directory. Only `dropout` may be overridden, and `block_size` cropped.
+        The downloading and key mapping live in nanogpt2/pretrained.py."""
+        from nanogpt2.pretrained import load_pretrained
+
+        return load_pretrained(name_or_dir, **overrides)

@@ -1,0 +1,83 @@
+"""Shared fixtures: the shared corpus, and GPT-2 checkpoints in Hugging Face's layout.
+
+The Hub is unreachable in CI, so "OpenAI's weights" are stood in for by
+`transformers.GPT2LMHeadModel` with random weights, saved to a temporary
+directory, and loaded through the same `GPT.from_pretrained` path as "gpt2".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHAKESPEARE = SHARED / "corpora" / "shakespeare"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect GPU-marked tests when no CUDA device is present."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shakespeare_dir() -> Path:
+    if not SHAKESPEARE.is_dir():
+        pytest.fail(f"the shared corpus is missing at {SHAKESPEARE}")
+    return SHAKESPEARE
+
+
+def make_hf_model(n_layer=2, n_head=3, n_embd=48, block_size=64, vocab_size=101, seed=0):
+    """A transformers GPT-2 with every parameter random (biases and LayerNorms too),
+    so that a mapping mistake anywhere shows up in the logits."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(
+        n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=block_size, vocab_size=vocab_size,
+        bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager",
+    )
+    model = GPT2LMHeadModel(cfg).eval()
+    # Weights scaled by 1/sqrt(fan_in) so that activations are O(1) at every width: with
+    # GPT-2's tiny init the GELU inputs are so small that tanh-GELU and erf-GELU agree to 1e-5.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "ln" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+            elif name.endswith(("wte.weight", "wpe.weight")):
+                p.copy_(0.5 * torch.randn_like(p))
+            else:  # Conv1D weights, stored (in, out)
+                p.copy_(torch.randn_like(p) / p.shape[0] ** 0.5)
+    return model
+
+
+def save_hf_dir(model, path: Path, fmt: str = "safetensors") -> Path:
+    """Write `model` as a Hugging Face directory: model.safetensors or pytorch_model.bin."""
+    path.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(path)
+    if fmt == "safetensors":
+        model.save_pretrained(path)
+    else:  # the older pickle layout, as OpenAI's repositories also ship it
+        torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, path / "pytorch_model.bin")
+    return path
+
+
+@pytest.fixture
+def hf_dir(tmp_path):
+    """Factory: hf_dir(fmt="safetensors", **shape) -> (transformers model, directory)."""
+
+    def make(fmt="safetensors", **shape):
+        model = make_hf_model(**shape)
+        return model, save_hf_dir(model, tmp_path / f"hf-{fmt}", fmt)
+
+    return make
