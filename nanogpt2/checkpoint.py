@@ -1,0 +1,116 @@
+"""Checkpoint files: written atomically, read safely, turned back into models.
+
+A training run keeps two files in its out_dir:
+
+    ckpt.pt   the latest state, for resuming (init_from="resume")
+    best.pt   the state with the lowest validation loss so far, for sampling and export
+
+Each is one `torch.save`d dict (see Trainer.checkpoint_state for the fields).
+Writing goes to a temporary file in the same folder, which is flushed to disk
+and then renamed over the old one with `os.replace`, an atomic operation on
+POSIX and Windows: a crash or Ctrl-C mid-write leaves the previous checkpoint
+intact, never half a file. Reading uses `weights_only=True`, so a checkpoint
+cannot run code on the machine that loads it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nanogpt2.errors import UserError
+from nanogpt2.model import GPT, GPTConfig
+
+LATEST = "ckpt.pt"
+BEST = "best.pt"
+FORMAT_VERSION = 1
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save(obj, path), all or nothing."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """Make dst the same checkpoint as src, atomically (a hard link costs no disk space)."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # file systems without hard links
+        import shutil
+
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    _fsync_dir(dst.parent)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint dict written by this library, with a clear error if it isn't one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+        raise UserError(f"{path} is not a nanogpt2 checkpoint (no model/model_config entries)")
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise UserError(f"{path} was written by a newer nanogpt2 (format {ckpt['format_version']}); upgrade to read it")
+    return ckpt
+
+
+def find_checkpoint(out_dir: str | Path, prefer: str = BEST) -> Path:
+    """The checkpoint file in a training out_dir: `prefer` if present, else the other one."""
+    out_dir = Path(out_dir)
+    for name in (prefer, LATEST if prefer == BEST else BEST):
+        if (out_dir / name).is_file():
+            return out_dir / name
+    raise UserError(f"{out_dir} holds no checkpoint ({BEST} or {LATEST}); train first or check the path")
+
+
+def model_from_checkpoint(ckpt: dict) -> GPT:
+    """A GPT with the architecture and weights stored in `ckpt`."""
+    config = GPTConfig(**ckpt["model_config"])
+    with torch.device("meta"):
+        model = GPT(config)
+    try:
+        model.load_state_dict(ckpt["model"], strict=True, assign=True)
+    except RuntimeError as e:
+        raise UserError(f"checkpoint weights do not fit its own model_config: {str(e).splitlines()[0]}") from None
+    model.tie_weights()
+    return model
+
+
+def load_model(out_dir_or_file: str | Path, prefer: str = BEST) -> tuple[GPT, dict]:
+    """(model, checkpoint dict) from a training out_dir (best.pt preferred) or a checkpoint file."""
+    path = Path(out_dir_or_file)
+    ckpt = read_checkpoint(find_checkpoint(path, prefer) if path.is_dir() else path)
+    return model_from_checkpoint(ckpt), ckpt
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist a rename (POSIX: the directory entry lives in the directory's own data)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,223 @@
+"""`python train.py config/x.py --key=value`: nanoGPT's configuration style, made safe.
+
+A run's settings are a typed dataclass (`TrainConfig`, `SampleConfig`, ...).
+The command line may name Python config files and `--key=value` overrides, in
+any order:
+
+    python train.py config/finetune_small.py --batch_size=4 --lr=3e-5
+
+Precedence is always defaults < config files (left to right) < command-line
+overrides (left to right), whatever order they are typed in. Each config file
+runs as plain Python in a namespace of its own; the names it leaves behind
+(except modules, functions, classes and names starting with "_") are settings.
+Every setting must be a field of the dataclass: a typo is an error that
+suggests the closest field. Command-line values are strings coerced to the
+field's type (`--lr=1` is 1.0, `--compile=False` is False, `--x=None`), and a
+value may itself contain "=".
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import json
+import runpy
+import textwrap
+import types
+import typing
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+from nanogpt2.errors import UserError
+
+T = TypeVar("T")
+
+
+class ConfigError(UserError):
+    """A config file or --key=value that cannot be applied."""
+
+
+def parse_config(cls: type[T], argv: Sequence[str]) -> T:
+    """Build `cls` from defaults, then config files, then --key=value overrides."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    files, overrides = [], []
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            print(describe(cls))
+            raise SystemExit(0)
+        if arg.startswith("--"):
+            key, eq, value = arg[2:].partition("=")
+            if not eq:
+                raise ConfigError(f"{arg!r}: write options as --key=value (e.g. --{key}=...)")
+            overrides.append((key, value))
+        else:
+            files.append(arg)
+
+    values: dict[str, Any] = {}
+    for path in files:
+        for key, value in read_config_file(path).items():
+            _check_known(key, fields, where=f"in {path}")
+            values[key] = _check_type(key, value, hints[key], where=path)
+    for key, text in overrides:
+        _check_known(key, fields, where="on the command line")
+        values[key] = coerce(key, text, hints[key])
+    return cls(**values)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Run a Python config file in a fresh namespace and return the settings it defines."""
+    path = Path(path)
+    if not path.is_file():
+        hint = " (options are written --key=value)" if "=" in str(path) else ""
+        raise ConfigError(f"config file {path} does not exist{hint}")
+    try:
+        namespace = runpy.run_path(str(path), run_name="__config__")
+    except SystemExit:
+        raise
+    except BaseException as e:  # a config file is user code: report where it failed, in one line
+        raise ConfigError(f"config file {path} failed to run: {type(e).__name__}: {e}{_line_of(e, path)}") from None
+    return {
+        k: v
+        for k, v in namespace.items()
+        if not k.startswith("_") and not isinstance(v, (types.ModuleType, types.FunctionType, type))
+    }
+
+
+def coerce(key: str, text: str, hint: Any) -> Any:
+    """Turn a command-line string into a value of the field's type."""
+    declared = hint
+    options = _optional_inner(hint)
+    if options is not None:  # X | None
+        if text in ("None", "none", "null"):
+            return None
+        hint = options
+    try:
+        if hint is bool:
+            lowered = text.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if hint is int:
+            number = float(text.replace("_", ""))  # accept 5e3 and 1_000 for integers too
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if hint is float:
+            return float(text)
+        if hint is str:
+            return text
+        value = ast.literal_eval(text)  # tuples, lists, dicts
+        return _check_type(key, value, hint, where="the command line")
+    except (ValueError, SyntaxError):
+        raise ConfigError(f"--{key}={text}: expected {_type_name(declared)}") from None
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """The config as a plain dict (for JSON files and checkpoints)."""
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write the resolved config as readable JSON."""
+    Path(path).write_text(json.dumps(config_dict(config), indent=2) + "\n")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each dataclass field (read from the class's source)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        body = tree.body[0].body
+        for node, nxt in zip(body, body[1:]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[node.target.id] = inspect.cleandoc(nxt.value.value)
+    return docs
+
+
+def describe(cls: type) -> str:
+    """--help text: every field with its type, default and docstring."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    lines = [f"{cls.__name__} options (--key=value; config files set the same names):", ""]
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"  --{f.name}={default!r}   [{_type_name(hints[f.name])}]")
+        for doc_line in docs.get(f.name, "").splitlines():
+            lines.append(f"      {doc_line}")
+    return "\n".join(lines)
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def _check_known(key: str, fields: dict, where: str) -> None:
+    if key in fields:
+        return
+    close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the list"
+    raise ConfigError(f"unknown setting {key!r} {where}{hint}")
+
+
+def _check_type(key: str, value: Any, hint: Any, where: str) -> Any:
+    """Accept a Python value from a config file if it fits the field's type (int fits float)."""
+    inner = _optional_inner(hint)
+    if inner is not None:
+        if value is None:
+            return None
+        hint = inner
+    origin = typing.get_origin(hint)
+    if isinstance(value, bool) and hint is not bool:
+        pass  # bool is an int subclass, but n_layer=True is a mistake
+    elif hint is float and isinstance(value, int):
+        return float(value)
+    elif origin in (tuple, list) and isinstance(value, (tuple, list)):
+        args = typing.get_args(hint)
+        if origin is list or args[-1:] == (Ellipsis,):  # list[X] or tuple[X, ...]
+            return origin(_check_type(key, v, args[0], where) for v in value)
+        if len(args) == len(value):  # tuple[X, Y]
+            return tuple(_check_type(key, v, a, where) for v, a in zip(value, args))
+    elif hint is Any or (isinstance(hint, type) and isinstance(value, hint)):
+        return value
+    raise ConfigError(f"{key}={value!r} in {where}: expected {_type_name(hint)}")
+
+
+def _optional_inner(hint: Any) -> Any:
+    """X for `X | None` / Optional[X]; None for anything else."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(hint)) == 2:
+            return args[0]
+    return None
+
+
+def _type_name(hint: Any) -> str:
+    inner = _optional_inner(hint)
+    if inner is not None:
+        return f"{_type_name(inner)} or None"
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "text"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _line_of(error: BaseException, path: Path) -> str:
+    """' (line N)' for the innermost frame of `error` inside the config file, if any."""
+    if isinstance(error, SyntaxError) and error.lineno:
+        return f" (line {error.lineno})"
+    tb, line = error.__traceback__, None
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f" (line {line})" if line else ""

@@ -1,0 +1,122 @@
+"""Where and in what precision to run: device, dtype, autocast, compile, seeds.
+
+train.py, sample.py and the benchmarks all start the same way, so the choices
+live here once:
+
+* device "auto": CUDA if present, else Apple's MPS, else the CPU.
+* dtype "auto": bfloat16 on GPUs that have it (Ampere and newer), float16 on
+  older CUDA GPUs (with a GradScaler in training, since fp16 gradients
+  underflow), float32 on the CPU and MPS.
+* Mixed precision by autocast (Micikevicius et al. 2018): weights stay fp32,
+  matmuls run in 16 bits, reductions like softmax and the loss in fp32.
+* TF32 for the fp32 matmuls that remain (10-bit mantissa on tensor cores).
+* torch.compile on by default on CUDA when Triton is importable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nanogpt2.errors import UserError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    dtype: torch.dtype  # the autocast dtype; parameters stay float32
+
+    @property
+    def device_type(self) -> str:
+        return self.device.type
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        """fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range."""
+        return self.dtype == torch.float16
+
+    def autocast(self):
+        """The mixed-precision context for forward passes (a no-op in float32)."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def synchronize(self) -> None:
+        """Wait for queued GPU work (for honest timings)."""
+        if self.device_type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elif self.device_type == "mps":
+            torch.mps.synchronize()
+
+    def describe(self) -> str:
+        name = torch.cuda.get_device_name(self.device) if self.device_type == "cuda" else self.device_type
+        return f"{name} ({self.device}), {str(self.dtype).removeprefix('torch.')}"
+
+
+def resolve_runtime(device: str = "auto", dtype: str = "auto") -> Runtime:
+    """Turn "auto"/explicit device and dtype settings into a checked Runtime."""
+    dev = pick_device(device)
+    return Runtime(dev, pick_dtype(dtype, dev))
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name!r} but CUDA is not available here; use device=auto or cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"device={name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError("device='mps' but MPS is not available here; use device=auto or cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"device={name!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if name not in DTYPES:
+        raise UserError(f"dtype={name!r} is not one of auto, {', '.join(DTYPES)}")
+    dtype = DTYPES[name]
+    if device.type == "cpu" and dtype == torch.float16:
+        raise UserError("dtype=float16 is not supported on the CPU; use bfloat16 or float32")
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise UserError("this GPU has no bfloat16 support; use dtype=float16 (or auto)")
+    return dtype
+
+
+def want_compile(setting: bool | None, device: torch.device) -> bool:
+    """compile=None means: on for CUDA when Triton (compile's GPU code generator) is installed."""
+    if setting is None:
+        return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+    return setting
+
+
+def enable_tf32() -> None:
+    """Let float32 matmuls and convolutions use TF32 tensor cores (Ampere and newer)."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
