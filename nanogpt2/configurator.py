@@ -39,8 +39,9 @@ class ConfigError(UserError):
     """A config file or --key=value that cannot be applied."""
 
 
-def parse_config(cls: type[T], argv: Sequence[str]) -> T:
-    """Build `cls` from defaults, then config files, then --key=value overrides."""
+def parse_config(cls: type[T], argv: Sequence[str], base: dict[str, Any] | None = None) -> T:
+    """Build `cls` from defaults, then `base` (e.g. a resumed run's saved config), then
+    config files, then --key=value overrides. Keys in `base` that `cls` no longer has are ignored."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     files, overrides = [], []
@@ -56,7 +57,7 @@ def parse_config(cls: type[T], argv: Sequence[str]) -> T:
         else:
             files.append(arg)
 
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {k: v for k, v in (base or {}).items() if k in fields}
     for path in files:
         for key, value in read_config_file(path).items():
             _check_known(key, fields, where=f"in {path}")

@@ -149,3 +149,14 @@ def test_read_config_file_returns_settings_only(tmp_path):
     """Modules, functions and classes defined in a config file are not returned."""
     path = write(tmp_path, "g.py", "import os\nclass K: pass\nbatch_size = 1\n")
     assert read_config_file(path) == {"batch_size": 1}
+
+
+def test_base_sits_between_defaults_and_files(tmp_path):
+    """A base dict (a resumed run's saved config) overrides defaults but not files or the command line;
+    keys the dataclass no longer has are ignored."""
+    path = write(tmp_path, "a.py", "batch_size = 2\n")
+    base = {"batch_size": 5, "learning_rate": 0.25, "removed_setting": 1}
+    assert parse_config(Demo, [], base=base).batch_size == 5
+    cfg = parse_config(Demo, [path, "--learning_rate=0.5"], base=base)
+    assert cfg.batch_size == 2 and cfg.learning_rate == 0.5
+    assert parse_config(Demo, [], base=base).learning_rate == 0.25
