@@ -17,18 +17,21 @@ References
     [GELU]   Hendrycks & Gimpel 2016, "Gaussian Error Linear Units".
     [Tying]  Press & Wolf 2017, "Using the Output Embedding to Improve Language Models".
     [Flash]  Dao et al. 2022, "FlashAttention".
+    [KV]     Pope et al. 2022, "Efficiently Scaling Transformer Inference" (3.1, the KV cache).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from nanogpt2.errors import UserError
+from nanogpt2.sampling import check_generation, make_generator, next_token
 
 
 # ---------------------------------------------------------------------------
@@ -108,8 +111,36 @@ class GPTConfig:
 
 
 # ---------------------------------------------------------------------------
-# Causal self-attention
+# Causal self-attention (and the key/value cache used when generating)
 # ---------------------------------------------------------------------------
+
+
+class KVCache:
+    """The keys and values every layer has computed so far, kept while generating text [KV].
+
+    Without it, each new token means running the whole sequence through the model
+    again. With it, a token's keys and values are computed once and stored: the
+    prompt goes through in one pass (the "prefill"), and each new token then costs
+    one position's work, attending to the stored keys and values of the others.
+    Position t's keys and values depend only on tokens <= t (causality), so
+    storing them changes no result.
+    """
+
+    def __init__(self, n_layer: int, capacity: int):
+        self.capacity = capacity  # most positions it can hold (<= block_size)
+        self.length = 0  # positions stored so far; GPT.forward advances it
+        self.kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new positions' k, v (B, nh, T, hs); return all of them so far (B, nh, length + T, hs)."""
+        B, nh, T, hs = k.shape
+        if self.kv[layer] is None:  # allocated on first use, in whatever dtype autocast produced
+            self.kv[layer] = (k.new_empty(B, nh, self.capacity, hs), v.new_empty(B, nh, self.capacity, hs))
+        K, V = self.kv[layer]
+        end = self.length + T
+        K[:, :, self.length : end] = k
+        V[:, :, self.length : end] = v
+        return K[:, :, :end], V[:, :, :end]
 
 
 class CausalSelfAttention(nn.Module):
@@ -126,7 +157,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         nh, hs = self.n_head, C // self.n_head
 
@@ -137,11 +168,20 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
 
-        # softmax(q k^T / sqrt(hs) + causal mask) v, computed by PyTorch's fused kernel
-        # (FlashAttention [Flash] on GPUs): the (T, T) score matrix is never stored.
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, nh, T, hs)
+        if cache is None:  # training, or any pass over a whole sequence
+            # softmax(q k^T / sqrt(hs) + causal mask) v, computed by PyTorch's fused kernel
+            # (FlashAttention [Flash] on GPUs): the (T, T) score matrix is never stored.
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            )  # (B, nh, T, hs)
+        else:  # generating: these T queries continue the L - T positions already cached
+            k, v = cache.update(layer, k, v)  # (B, nh, L, hs)
+            L = k.size(2)
+            # Query i sits at position L - T + i, so it may see keys 0 .. L - T + i: a lower
+            # triangle aligned to the bottom-right corner of the (T, L) score matrix. (SDPA's
+            # is_causal aligns it top-left, right only when L == T.) One query may see every key.
+            mask = None if T == 1 else torch.ones(T, L, dtype=torch.bool, device=x.device).tril(L - T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
 
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
@@ -189,8 +229,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))  # (B, T, C): tokens exchange information
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)  # (B, T, C): tokens exchange information
         x = x + self.mlp(self.ln_2(x))  # (B, T, C): each token is processed on its own
         return x
 
@@ -234,23 +274,37 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits for the next token at every position, and the loss if targets are given.
 
-        idx:     (B, T) token ids, T <= block_size.
-        targets: (B, T) the id that should follow each position; -1 marks positions to ignore.
-        Returns  logits (B, T, vocab_size) and the mean cross-entropy (or None).
+        idx:       (B, T) token ids, T <= block_size.
+        targets:   (B, T) the id that should follow each position; -1 marks positions to ignore.
+        cache:     generation only: idx continues the sequence whose keys and values the cache
+                   holds (it sits at positions cache.length ...), and is added to it.
+        last_only: logits for the last position only, (B, 1, V): all that generation needs,
+                   and it skips most of the LM head's work.
+        Returns    logits (B, T, vocab_size) and the mean cross-entropy (or None).
         """
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)  # (T,)
+        start = 0 if cache is None else cache.length  # position of idx[:, 0]
+        limit = self.config.block_size if cache is None else cache.capacity
+        if start + T > limit:
+            raise ValueError(f"positions {start}..{start + T - 1} do not fit in {limit} (block_size or cache size)")
+        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
 
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C): what the token is + where it is
-        for block in self.h:
-            x = block(x)  # (B, T, C)
-        x = self.ln_f(x)  # (B, T, C)
+        for i, block in enumerate(self.h):
+            x = block(x, cache, i)  # (B, T, C)
+        if cache is not None:
+            cache.length += T
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, C)
+        x = self.ln_f(x)  # (B, T or 1, C)
 
         # Scores over the padded vocabulary, then keep only the real ids, so that
         # padding rows can never be predicted, counted in the loss, or sampled.
@@ -260,6 +314,68 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T), ignore_index=-1)
         return logits, loss
+
+    # -- generation -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, **options) -> torch.Tensor:
+        """idx (B, P) followed by max_new_tokens generated tokens: (B, P + new). Options: generate_tokens."""
+        new = [token[:, None] for token in self.generate_tokens(idx, max_new_tokens, **options)]
+        return torch.cat([idx, *new], dim=1)
+
+    @torch.no_grad()
+    def generate_tokens(
+        self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
+        top_p: float = 1.0, seed: int | torch.Generator | None = None, eot_id: int | None = None,
+        use_cache: bool = True, window_shift: int | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Continue each row of idx (B, P), yielding each new token (B,) as soon as it is chosen.
+
+        temperature, top_k, top_p: how the token is chosen (nanogpt2/sampling.py; 0 = greedy).
+        seed:         an int, or a torch.Generator to continue, makes the draws repeatable.
+        eot_id:       a row that produces this id (GPT-2: 50256) has ended and yields it from
+                      then on; generation stops when every row has ended.
+        use_cache:    False recomputes the whole window for every token (the slow reference).
+        window_shift: the model sees at most block_size tokens. A longer prompt is cut to its
+                      last block_size; when the text outgrows the window, the window jumps
+                      forward by window_shift tokens and the cache is rebuilt (every kept token
+                      has a new position). 1 gives every token a full window, as a model without
+                      a cache sees it, at the cost of a full forward pass per token; the default,
+                      block_size // 8, keeps at least 7/8 of the window and rebuilds 1/8 as often.
+        Dropout is off while generating, whatever the model's mode.
+        """
+        bs = self.config.block_size
+        shift = check_generation(idx, max_new_tokens, temperature, top_k, top_p, window_shift, bs)
+        generator = make_generator(seed, idx.device)
+        was_training = self.training
+        self.eval()
+        try:
+            seq = idx  # (B, P + tokens so far)
+            start = max(0, seq.size(1) - bs)  # the model sees seq[:, start:]
+            cache = None
+            done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+            for step in range(max_new_tokens):
+                if seq.size(1) - start > bs:  # the newest token does not fit: move the window on
+                    start = seq.size(1) - bs - 1 + shift
+                    cache = None  # every kept token has a new position: its keys and values are stale
+                if not use_cache:
+                    logits, _ = self(seq[:, start:], last_only=True)
+                elif cache is None:  # prefill: the whole window in one pass, filling a new cache
+                    window = seq.size(1) - start
+                    cache = KVCache(self.config.n_layer, capacity=min(bs, window + max_new_tokens - 1 - step))
+                    logits, _ = self(seq[:, start:], cache=cache, last_only=True)
+                else:  # the cache holds every token of the window but the newest one
+                    logits, _ = self(seq[:, -1:], cache=cache)  # (B, 1, V)
+                token = next_token(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)
+                if eot_id is not None:
+                    token = token.masked_fill(done, eot_id)
+                    done |= token == eot_id
+                seq = torch.cat([seq, token[:, None]], dim=1)
+                yield token
+                if eot_id is not None and bool(done.all()):
+                    return
+        finally:
+            self.train(was_training)
 
     # -- bookkeeping --------------------------------------------------------------
 
