@@ -1,0 +1,214 @@
+"""Export a trained model to Hugging Face's GPT-2 layout: `python -m nanogpt2.export OUT_DIR HF_DIR`.
+
+The folder it writes is what `transformers` expects of a GPT-2, so
+
+    GPT2LMHeadModel.from_pretrained(HF_DIR)
+    pipeline("text-generation", model=HF_DIR)
+
+work unchanged (and `GPT.from_pretrained(HF_DIR)` reads it back). It holds
+
+    config.json          the shape, in GPT2Config's field names
+    model.safetensors    the weights, named and laid out as GPT2LMHeadModel stores them
+    vocab.json           GPT-2's tokenizer: token string -> id
+    merges.txt           GPT-2's tokenizer: the BPE merges in order
+    tokenizer_config.json
+
+This is nanogpt2/pretrained.py run backwards: the four Conv1D weights per block
+are transposed back to (in, out), names get the "transformer." prefix, and the
+LM head is left out because GPT-2 ties it to the token embedding (transformers
+re-ties it on load, as it does for OpenAI's own files). Padded vocabulary rows
+(pad_vocab_multiple) are never used by the model, so they are dropped.
+
+The tokenizer files are rebuilt offline from tiktoken's r50k_base ranks, which
+are GPT-2's: every token is a byte string, and BPE (Sennrich et al. 2016) made
+token r by merging two tokens of lower rank; replaying BPE on token r's bytes
+with only the lower ranks allowed finds that pair. GPT-2's files write bytes as
+printable characters through a fixed byte -> character table (OpenAI's
+encoder.py, `bytes_to_unicode`), reproduced in `byte_to_unicode` below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from nanogpt2.checkpoint import load_model
+from nanogpt2.errors import UserError, run_main
+from nanogpt2.model import GPT
+from nanogpt2.pretrained import TRANSPOSED
+from nanogpt2.tokenizer import EOT_ID, EOT_TEXT, VOCAB_SIZE, get_tokenizer
+
+MODEL_FILES = ("config.json", "model.safetensors")
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
+
+
+def export_hf(model: GPT, hf_dir: str | Path, overwrite: bool = False) -> list[Path]:
+    """Write `model` (and GPT-2's tokenizer) to hf_dir in Hugging Face's GPT-2 layout; returns the files."""
+    cfg = model.config
+    if not cfg.bias:
+        raise UserError(
+            "this model was trained with bias=False, but Hugging Face's GPT-2 layout always has biases "
+            "in its Linear and LayerNorm layers; only models trained with bias=True can be exported"
+        )
+    hf_dir = Path(hf_dir)
+    if hf_dir.exists() and not hf_dir.is_dir():
+        raise UserError(f"{hf_dir} is a file; give a folder to export into")
+    if hf_dir.is_dir() and any(hf_dir.iterdir()) and not overwrite:
+        raise UserError(f"{hf_dir} is not empty; choose a new folder, or pass --force to overwrite its files")
+    hf_dir.mkdir(parents=True, exist_ok=True)
+
+    from safetensors.torch import save_file
+
+    save_file(hf_state_dict(model), str(hf_dir / "model.safetensors"), metadata={"format": "pt"})
+    _write_json(hf_dir / "config.json", hf_config(model))
+    written = [hf_dir / name for name in MODEL_FILES]
+    # The tokenizer files describe GPT-2's 50,257 ids; a model with another vocabulary
+    # (a custom dataset) would be handed ids it has no embedding for.
+    if cfg.vocab_size == VOCAB_SIZE:
+        written += write_tokenizer_files(hf_dir, model_max_length=cfg.block_size)
+    return written
+
+
+def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """Our weights under GPT2LMHeadModel's names and layouts (lm_head left out: it is tied)."""
+    out = {}
+    for key, t in model.state_dict().items():
+        if key == "lm_head.weight":
+            continue  # the same tensor as wte.weight
+        t = t.detach().to("cpu")
+        if key == "wte.weight":
+            t = t[: model.config.vocab_size]  # drop the padding rows (pad_vocab_multiple)
+        if key.endswith(TRANSPOSED):
+            t = t.t()  # nn.Linear's (out, in) -> Conv1D's (in, out)
+        out["transformer." + key] = t.contiguous()
+    return out
+
+
+def hf_config(model: GPT) -> dict:
+    """config.json for transformers.GPT2Config: our shape plus GPT-2's fixed choices."""
+    cfg = model.config
+    eot = EOT_ID if cfg.vocab_size > EOT_ID else None  # GPT-2's <|endoftext|> starts and ends texts
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.block_size,
+        "n_embd": cfg.n_embd,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_inner": None,  # 4 * n_embd
+        "activation_function": "gelu_new",  # the tanh approximation GPT-2 (and model.py) use
+        "layer_norm_epsilon": 1e-5,
+        "resid_pdrop": cfg.dropout,
+        "embd_pdrop": cfg.dropout,
+        "attn_pdrop": cfg.dropout,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
+        "use_cache": True,
+        "dtype": str(model.wte.weight.dtype).removeprefix("torch."),
+    }
+
+
+# -- tokenizer --------------------------------------------------------------------
+
+
+def byte_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-in character for each of the 256 bytes.
+
+    Printable Latin-1 bytes stand for themselves; the other 68 (control
+    characters, space, ...) get the characters 256, 257, ... in byte order, so
+    that no token string contains whitespace or control codes (space is "Ġ").
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in printable}
+    for n, b in enumerate(b for b in range(256) if b not in table):
+        table[b] = chr(256 + n)
+    return table
+
+
+def bpe_merges(tokens: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+    """The merge that made each token from rank 256 on, from the tokens in rank order.
+
+    BPE encodes by repeatedly joining the adjacent pair whose result has the
+    lowest rank. Run on token r's own bytes with only ranks below r allowed, it
+    stops at exactly the two pieces whose merge created token r.
+    """
+    rank = {t: r for r, t in enumerate(tokens)}
+    merges = []
+    for r in range(256, len(tokens)):
+        parts = [bytes([b]) for b in tokens[r]]
+        while len(parts) > 2:
+            ranks = [rank.get(a + b, r) for a, b in zip(parts, parts[1:])]
+            best = min(range(len(ranks)), key=ranks.__getitem__)
+            if ranks[best] >= r:
+                raise UserError(f"the tokenizer's ranks are not a BPE vocabulary (token {r} cannot be built)")
+            parts[best : best + 2] = [parts[best] + parts[best + 1]]
+        if len(parts) != 2 or rank.get(parts[0], r) >= r or rank.get(parts[1], r) >= r:
+            raise UserError(f"the tokenizer's ranks are not a BPE vocabulary (token {r} cannot be built)")
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+def write_tokenizer_files(hf_dir: Path, model_max_length: int = 1024) -> list[Path]:
+    """vocab.json, merges.txt and tokenizer_config.json for GPT-2's BPE, rebuilt from tiktoken."""
+    enc = get_tokenizer()
+    tokens = [enc.decode_bytes([i]) for i in range(EOT_ID)]  # ids 0 .. 50255, in rank order
+    show = byte_to_unicode()
+
+    def text(token: bytes) -> str:
+        return "".join(show[b] for b in token)
+
+    vocab = {text(t): i for i, t in enumerate(tokens)}
+    vocab[EOT_TEXT] = EOT_ID
+    _write_json(hf_dir / "vocab.json", vocab)
+    lines = ["#version: 0.2", *(f"{text(a)} {text(b)}" for a, b in bpe_merges(tokens))]
+    (hf_dir / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _write_json(hf_dir / "tokenizer_config.json", {
+        "tokenizer_class": "GPT2Tokenizer",
+        "model_max_length": model_max_length,
+        "bos_token": EOT_TEXT,
+        "eos_token": EOT_TEXT,
+        "unk_token": EOT_TEXT,
+        "add_prefix_space": False,  # GPT-2 does not prepend a space to the text
+    })
+    return [hf_dir / name for name in TOKENIZER_FILES]
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# -- command line -----------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m nanogpt2.export",
+        description="Write a training checkpoint as a Hugging Face GPT-2 folder "
+        "(config.json, model.safetensors and GPT-2's tokenizer files).",
+    )
+    parser.add_argument("out_dir", help="a training out_dir (best.pt preferred, else ckpt.pt) or a checkpoint file")
+    parser.add_argument("hf_dir", help="folder to write; must be new or empty unless --force")
+    parser.add_argument("--force", action="store_true", help="overwrite files in a non-empty hf_dir")
+    args = parser.parse_args(argv)
+
+    model, _ = load_model(args.out_dir)
+    files = export_hf(model, args.hf_dir, overwrite=args.force)
+    print(f"wrote {', '.join(f.name for f in files)} to {args.hf_dir}")
+    if model.config.vocab_size != VOCAB_SIZE:
+        print(f"no tokenizer files: the model has {model.config.vocab_size} token ids, not GPT-2's {VOCAB_SIZE}")
+    print(f'load it with transformers.pipeline("text-generation", model="{args.hf_dir}")')
+
+
+if __name__ == "__main__":
+    run_main(main, sys.argv[1:])
