@@ -4,7 +4,9 @@ The network is the one OpenAI released in 2019, weight for weight, so that the
 checkpoints they published load into it and produce the same numbers as the
 reference implementation (tests/test_model.py checks this against
 `transformers`). Read it top to bottom; every shape is written next to the line
-that makes it.
+that makes it. Generation (GPT.generate, at the end) adds one small thing: a
+KVCache, beside the attention that fills it, so each new token costs one
+position's work instead of the whole text's.
 
     B  batch size              T  sequence length (<= block_size)
     C  embedding width n_embd  nh number of heads     hs head size = C // nh
