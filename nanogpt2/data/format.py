@@ -1,0 +1,180 @@
+"""The on-disk token format: train.bin, val.bin and meta.json, and how to open it safely.
+
+A prepared dataset is a folder:
+
+    train.bin   token ids of the training split, raw little-endian uint16, nothing else
+    val.bin     the same for the validation split
+    meta.json   what the ids mean and how many there are (written last, see below)
+
+Raw uint16 is the format nanoGPT's prepare scripts already write, so folders
+prepared by nanoGPT load here unchanged. GPT-2's 50,257 ids fit in 16 bits, half
+the bytes of int32: a 9-billion-token OpenWebText is 18 GB instead of 36 GB.
+Each document is followed by the end-of-text id (50256), as GPT-2 separated
+documents in training ([GPT-2] section 2.2; nanoGPT's openwebtext/prepare.py).
+
+meta.json is the folder's table of contents: the tokenizer, the vocabulary size,
+the end-of-text id and the token and document counts of each split. Because the
+counts are in it, a truncated copy (an interrupted `cp`, a full disk) or a
+train.bin from another preparation is refused with a message instead of
+training on the wrong data. The preparer writes it last (`write_json_atomic`),
+so an interrupted preparation never leaves a folder whose meta.json vouches for
+half-written token files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from nanogpt2.errors import UserError
+from nanogpt2.tokenizer import ENCODING_NAME, EOT_ID, VOCAB_SIZE
+
+FORMAT_NAME = "nanogpt2-tokens"
+FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+TOKEN_DTYPE = np.dtype("<u2")  # little-endian uint16, whatever the machine's byte order
+META_FILE = "meta.json"
+
+
+class DatasetError(UserError):
+    """A dataset folder or an input that cannot be used as it is; the message says what to do."""
+
+
+def bin_path(folder: Path, split: str) -> Path:
+    return Path(folder) / f"{split}.bin"
+
+
+def gpt2_meta(counts: dict[str, dict] | None = None, **extra) -> dict:
+    """The meta.json of a GPT-2-tokenized dataset. `counts`: {"train": {"tokens": n, "documents": d}, ...}."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "dtype": "uint16",
+        "byte_order": "little",
+        "tokenizer": "gpt2",
+        "encoding": ENCODING_NAME,
+        "vocab_size": VOCAB_SIZE,
+        "eot_id": EOT_ID,
+        "splits": counts or {},
+        **extra,
+    }
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write JSON to a temporary name, flush it to disk, then rename it over `path`:
+    a reader sees either the old file or the whole new one, never a partial one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Dataset:
+    """An opened dataset folder: memory-mapped splits plus the facts from meta.json."""
+
+    def __init__(self, path: Path, meta: dict) -> None:
+        self.path = Path(path)
+        self.meta = meta
+        self._splits: dict[str, np.ndarray] = {}
+
+    def split(self, name: str) -> np.ndarray:
+        """The token ids of split `name` as a read-only 1-D uint16 array backed by the file
+        (np.memmap: nothing is read until used, so an 18 GB split costs no memory)."""
+        if name not in SPLITS:
+            raise DatasetError(f"unknown split {name!r}: a dataset has {' and '.join(SPLITS)}")
+        if name not in self._splits:
+            path = bin_path(self.path, name)
+            if path.stat().st_size == 0:  # mmap cannot map an empty file
+                self._splits[name] = np.zeros(0, dtype=TOKEN_DTYPE)
+            else:
+                self._splits[name] = np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
+        return self._splits[name]
+
+    def num_tokens(self, name: str) -> int:
+        """Number of tokens in split `name` (from the file size; equal to meta.json's count)."""
+        if name not in SPLITS:
+            raise DatasetError(f"unknown split {name!r}: a dataset has {' and '.join(SPLITS)}")
+        return bin_path(self.path, name).stat().st_size // TOKEN_DTYPE.itemsize
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{s}={self.num_tokens(s):,}" for s in SPLITS)
+        return f"Dataset({str(self.path)!r}, {counts} tokens)"
+
+
+def open_dataset(path: str | os.PathLike) -> Dataset:
+    """Open a prepared dataset folder, checking that its files are whole and mean what meta.json says.
+
+    A folder with train.bin and val.bin but no meta.json (prepared by nanoGPT) is read
+    as GPT-2 tokens in uint16. Raises DatasetError naming the problem and the fix.
+    """
+    folder = Path(path).expanduser()
+    redo = f"prepare it again with `python data/prepare.py --input YOUR_TEXT --out {folder}`"
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise DatasetError(f"dataset folder {folder} {what}; {redo}")
+    missing = [bin_path(folder, s).name for s in SPLITS if not bin_path(folder, s).is_file()]
+    if missing:
+        raise DatasetError(f"dataset folder {folder} has no {' or '.join(missing)}; {redo}")
+    meta_file = folder / META_FILE
+    if meta_file.is_file():
+        meta = _read_meta(meta_file, redo)
+    elif (folder / "meta.pkl").is_file():
+        # nanoGPT's character-level recipes write meta.pkl with their own vocabulary: reading
+        # those ids as GPT-2 BPE would train and sample gibberish without any error.
+        raise DatasetError(
+            f"{folder} was prepared with nanoGPT's character-level vocabulary (meta.pkl); nanogpt2 reads "
+            f"GPT-2 tokens only: {redo}"
+        )
+    else:
+        meta = gpt2_meta(origin="nanoGPT-style folder without meta.json: read as GPT-2 uint16 tokens")
+    _check_sizes(folder, meta, redo)
+    return Dataset(folder, meta)
+
+
+def _read_meta(meta_file: Path, redo: str) -> dict:
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{meta_file} is unreadable ({type(e).__name__}: {e}); {redo}") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{meta_file} is not a JSON object; {redo}")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DatasetError(
+            f"{meta_file} has format_version {version!r}; this nanogpt2 reads versions up to "
+            f"{FORMAT_VERSION}: update nanogpt2 or {redo}"
+        )
+    if meta.get("dtype", "uint16") != "uint16" or meta.get("byte_order", "little") != "little":
+        raise DatasetError(f"{meta_file} describes {meta.get('byte_order')}-endian {meta.get('dtype')} tokens, "
+                           f"but nanogpt2 reads little-endian uint16; {redo}")
+    vocab = meta.get("vocab_size")
+    if not isinstance(vocab, int) or not 0 < vocab <= 2**16:
+        raise DatasetError(f"{meta_file} has vocab_size {vocab!r}, which does not fit uint16 token ids; {redo}")
+    splits = meta.get("splits")
+    if not isinstance(splits, dict) or any(not isinstance(splits.get(s, {}).get("tokens"), int) for s in SPLITS):
+        raise DatasetError(f"{meta_file} lacks the token counts of its splits; {redo}")
+    return meta
+
+
+def _check_sizes(folder: Path, meta: dict, redo: str) -> None:
+    for split in SPLITS:
+        path = bin_path(folder, split)
+        size = path.stat().st_size
+        if size % TOKEN_DTYPE.itemsize:
+            raise DatasetError(
+                f"{path} is {size:,} bytes, not a whole number of 2-byte tokens: it is truncated or not a "
+                f"uint16 token file; {redo}"
+            )
+        expected = meta.get("splits", {}).get(split, {}).get("tokens")
+        if expected is not None and size != expected * TOKEN_DTYPE.itemsize:
+            raise DatasetError(
+                f"{path} holds {size // TOKEN_DTYPE.itemsize:,} tokens but {META_FILE} says {expected:,}: the file "
+                f"is truncated or from another preparation; {redo}"
+            )

@@ -1,0 +1,206 @@
+"""Batches for training and evaluation, read straight from the token files.
+
+Training: `RandomBatches` draws `batch_size` windows of `block_size + 1` tokens at
+random offsets, x = window[:-1] and y = window[1:] (next-token prediction). The
+offsets of batch `step` come from a random generator keyed by (seed, rank, step)
+alone, so:
+
+* the same seed gives the same batches, on any machine;
+* each rank of a `torch.distributed` run draws its own windows (a different key);
+* the loader's whole state is the step counter: saving it in a checkpoint and
+  restoring it continues with exactly the batches an uninterrupted run would see.
+
+Evaluation: `sequential_batches` walks a split once in non-overlapping windows,
+so every token after the first is a target exactly once and the mean loss is the
+exact loss of the split, not an estimate from a few random batches.
+
+Memory: reading windows by indexing an np.memmap maps each touched page of the
+file into the process, and those pages count as its resident memory; over
+millions of random batches that climbs to the file size (OpenWebText: 17 GB),
+which looks like a leak and can trip a container's memory limit. nanoGPT
+re-creates its memmap for every batch to avoid this. We read each window with
+`os.preadv` into a reused buffer instead: the process never maps the file, the
+kernel's page cache still keeps hot data in RAM, and resident memory stays flat.
+Arrays that are not file-backed are simply indexed.
+
+CUDA: batches are assembled in page-locked (pinned) host memory and copied with
+non_blocking=True, so the copy overlaps the previous step's GPU work. PyTorch's
+pinned-memory allocator only recycles a buffer after its copy has finished, so
+several batches may be in flight at once.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from nanogpt2.data.format import DatasetError
+
+STATE_VERSION = 1
+_MASK64 = (1 << 64) - 1
+
+
+class _WindowReader:
+    """Copies tokens[start : start + n] into a buffer row; with pread for a file-backed array."""
+
+    def __init__(self, tokens: np.ndarray) -> None:
+        if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+            raise DatasetError(f"tokens must be a 1-D array of integer ids, got {tokens.ndim}-D {tokens.dtype}")
+        self.tokens = tokens
+        self.file, self.offset = _file_location(tokens)
+        self._fd, self._pid = None, None
+
+    def read(self, row: np.ndarray, start: int) -> None:
+        if self.file is None:
+            row[:] = self.tokens[start:start + len(row)]
+            return
+        if self._pid != os.getpid():  # (re)open lazily: a forked child must not share the parent's descriptor
+            self._fd, self._pid = os.open(self.file, os.O_RDONLY), os.getpid()
+        want = row.nbytes
+        got = os.preadv(self._fd, [row], self.offset + start * row.itemsize)
+        if got != want:
+            raise DatasetError(f"{self.file} became shorter while training (read {got} of {want} bytes at token "
+                               f"{start:,}); was the dataset prepared again? restart the run")
+
+    def __del__(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+
+
+def _file_location(tokens: np.ndarray) -> tuple[str | None, int]:
+    """(file, byte offset of tokens[0]) when tokens is a contiguous little-endian uint16 view of a
+    file-backed np.memmap and os.preadv exists; (None, 0) otherwise (then we index the array)."""
+    if not (isinstance(tokens, np.memmap) and tokens.filename and hasattr(os, "preadv")
+            and tokens.dtype == np.dtype("<u2") and tokens.flags.c_contiguous and tokens.size):
+        return None, 0
+    base = tokens
+    while base is not None and not isinstance(base, mmap.mmap):  # a slice's base is its parent memmap
+        base = getattr(base, "base", None)
+    if base is None:
+        return None, 0
+    # np.memmap maps from the allocation-granularity boundary below its offset; slices keep that offset.
+    mapped_from = tokens.offset - tokens.offset % mmap.ALLOCATIONGRANULARITY
+    mapping_start = np.frombuffer(base, dtype=np.uint8).ctypes.data
+    return tokens.filename, mapped_from + tokens.ctypes.data - mapping_start
+
+
+def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return host.to(device, non_blocking=True) if device.type == "cuda" else host
+
+
+def _check_sizes(batch_size: int, block_size: int) -> None:
+    for name, value in (("batch_size", batch_size), ("block_size", block_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise DatasetError(f"{name}={value!r}: must be a positive integer")
+
+
+class RandomBatches:
+    """Random (x, y) training windows, reproducible from (seed, rank, step)."""
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, *, seed: int, rank: int = 0,
+                 world_size: int = 1, device: str | torch.device = "cpu") -> None:
+        _check_sizes(batch_size, block_size)
+        if not 0 <= rank < world_size:
+            raise DatasetError(f"rank={rank} with world_size={world_size}: need 0 <= rank < world_size")
+        n = len(tokens)
+        if n <= block_size:
+            raise DatasetError(
+                f"this split has {n:,} tokens, but one training window needs block_size + 1 = {block_size + 1:,}: "
+                f"lower --block_size or prepare more text"
+            )
+        self.reader = _WindowReader(tokens)
+        self.num_tokens, self.batch_size, self.block_size = n, batch_size, block_size
+        self.seed, self.rank, self.world_size = int(seed), rank, world_size
+        self.device = torch.device(device)
+        self.step = 0
+        self._window = np.empty((batch_size, block_size + 1), dtype=tokens.dtype)
+
+    def offsets(self, step: int) -> np.ndarray:
+        """Start positions of the windows of batch `step` (each in [0, num_tokens - block_size - 1])."""
+        # Philox is a counter-based generator (Salmon et al. 2011, "Parallel random numbers: as easy
+        # as 1, 2, 3"): keyed by (seed, rank) and started at counter `step`, it jumps straight to
+        # any batch; different keys give independent streams.
+        key = np.array([self.seed & _MASK64, self.rank], dtype=np.uint64)
+        counter = np.array([0, 0, step & _MASK64, step >> 64], dtype=np.uint64)
+        rng = np.random.Generator(np.random.Philox(key=key, counter=counter))
+        return rng.integers(0, self.num_tokens - self.block_size, size=self.batch_size)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next (x, y), each (batch_size, block_size) int64 on the device; y[:, t] follows x[:, t]."""
+        for row, start in zip(self._window, self.offsets(self.step).tolist()):
+            self.reader.read(row, start)
+        self.step += 1
+        pin = self.device.type == "cuda"
+        shape = (self.batch_size, self.block_size)
+        x = torch.empty(shape, dtype=torch.int64, pin_memory=pin)
+        y = torch.empty(shape, dtype=torch.int64, pin_memory=pin)
+        np.copyto(x.numpy(), self._window[:, :-1], casting="unsafe")  # uint16 -> int64, widening
+        np.copyto(y.numpy(), self._window[:, 1:], casting="unsafe")
+        return _to_device(x, self.device), _to_device(y, self.device)
+
+    def state_dict(self) -> dict:
+        """Plain ints and strings (safe for torch.load(weights_only=True)): the step and what defines the stream."""
+        return {"kind": "RandomBatches", "version": STATE_VERSION, "step": self.step, "seed": self.seed,
+                "rank": self.rank, "world_size": self.world_size, "batch_size": self.batch_size,
+                "block_size": self.block_size, "num_tokens": self.num_tokens}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a saved state: the next batches are those the saved loader would have produced
+        next (given the same data, batch_size and block_size). This loader keeps its own rank."""
+        if not isinstance(state, dict) or state.get("kind") != "RandomBatches" or "step" not in state:
+            raise DatasetError("the checkpoint's data-loader state is not a RandomBatches state; resume from a "
+                               "checkpoint written by this version of nanogpt2")
+        if state.get("version", 0) > STATE_VERSION:
+            raise DatasetError(f"the checkpoint's loader state has version {state['version']}; update nanogpt2")
+        self.step = int(state["step"])
+        self.seed = int(state.get("seed", self.seed))
+
+
+def _windows_of_rank(num_tokens: int, block_size: int, rank: int, world_size: int) -> range:
+    windows = math.ceil((num_tokens - 1) / block_size) if num_tokens > 1 else 0
+    return range(rank, windows, world_size)  # dealt round-robin: the ranks' windows are disjoint and cover all
+
+
+def count_sequential_batches(num_tokens: int, batch_size: int, block_size: int, *, rank: int = 0,
+                             world_size: int = 1) -> int:
+    """How many batches sequential_batches yields on this rank (for a progress bar)."""
+    _check_sizes(batch_size, block_size)
+    return math.ceil(len(_windows_of_rank(num_tokens, block_size, rank, world_size)) / batch_size)
+
+
+def sequential_batches(tokens: np.ndarray, batch_size: int, block_size: int, *, device: str | torch.device = "cpu",
+                       rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One exact pass over a split: non-overlapping windows in which every token after the first is a
+    target once. Window w covers x = tokens[w*T : w*T+T], y = tokens[w*T+1 : w*T+T+1].
+
+    The last window may be short: its x is padded with 0 and its y with -1 (ignored by the loss).
+    The last batch is padded to batch_size rows the same way (all -1 targets), so every batch has
+    one shape and a compiled model is not recompiled for it. With world_size > 1, window w goes to
+    rank w % world_size, so the ranks together cover the split once.
+    """
+    _check_sizes(batch_size, block_size)
+    if not 0 <= rank < world_size:
+        raise DatasetError(f"rank={rank} with world_size={world_size}: need 0 <= rank < world_size")
+    device = torch.device(device)
+    reader = _WindowReader(tokens)
+    n, T = len(tokens), block_size
+    windows = _windows_of_rank(n, T, rank, world_size)
+    buf = np.empty(T + 1, dtype=tokens.dtype)
+    pin = device.type == "cuda"
+    for first in range(0, len(windows), batch_size):
+        x = torch.zeros((batch_size, T), dtype=torch.int64, pin_memory=pin)
+        y = torch.full((batch_size, T), -1, dtype=torch.int64, pin_memory=pin)
+        xn, yn = x.numpy(), y.numpy()
+        for row, w in enumerate(windows[first:first + batch_size]):
+            start = w * T
+            length = min(T, n - 1 - start)  # targets in this window
+            view = buf[:length + 1]
+            reader.read(view, start)
+            xn[row, :length] = view[:-1]
+            yn[row, :length] = view[1:]
+        yield _to_device(x, device), _to_device(y, device)

@@ -1,0 +1,273 @@
+"""Prepare token files from any text: read, split into train/val, tokenize in parallel, write safely.
+
+    documents (sources.py) -> split by document -> pieces (tokenize.py) -> thread pool
+                           -> train/val append streams -> checks -> rename into place -> meta.json
+
+Memory stays bounded whatever the corpus size: inputs are read in blocks, at most
+a few units of work are in flight, and finished ids are appended to the output
+files at once, in input order (so the output does not depend on thread timing).
+
+The split is decided per document, never cutting one in two: document i goes to
+val when a hash of (seed, i) falls below val_fraction. A hash needs no shuffle
+buffer and gives the same answer on every run and machine. Two corner cases:
+with a single document (one novel, one big file) the last val_fraction of its
+tokens becomes val, as nanoGPT's shakespeare recipe does; and if chance leaves a
+split without documents, the last document of the other split moves over.
+
+Nothing half-written looks valid: ids go to hidden `.NAME.partial.bin` files that
+are deleted on any failure; only after every check do they replace train.bin and
+val.bin, and meta.json (with the counts the loader checks) is written last.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as _dt
+import hashlib
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from nanogpt2.data.format import (
+    META_FILE, SPLITS, TOKEN_DTYPE, DatasetError, bin_path, gpt2_meta, write_json_atomic,
+)
+from nanogpt2.data.sources import ReadStats, documents, parse_inputs
+from nanogpt2.data.tokenize import Piecer, encode_unit, numpy_encoder
+from nanogpt2.progress import progress
+
+UNIT_CHARS = 1 << 19  # characters per unit of work handed to a thread
+
+
+@dataclasses.dataclass
+class PrepareConfig:
+    """Settings of one preparation (the fields of `python data/prepare.py --help`)."""
+
+    inputs: list[str]
+    """Text files (.txt/.md), folders of them, .csv/.jsonl/.json/.parquet files, or hf:NAME[:CONFIG]."""
+    out: str
+    """Folder to write train.bin, val.bin and meta.json into (created if missing)."""
+    val_fraction: float = 0.1
+    """Share of documents for validation (of tokens, when the input is a single document)."""
+    seed: int = 0
+    """Seed of the document-level train/val split: the same seed and inputs give the same files."""
+    column: str = "text"
+    """The text column of .csv/.jsonl/.json/.parquet inputs and Hugging Face datasets."""
+    lines: bool = False
+    """Treat each line of a .txt/.md file as its own document (one sample per line)."""
+    workers: int = 0
+    """Tokenizer threads; 0 means one per CPU core."""
+    block_size: int = 1024
+    """Refuse a split shorter than one training window of this many tokens (+1 for the shifted target)."""
+    hf_split: str = "train"
+    """Which split of a Hugging Face dataset (hf:NAME) to read."""
+    streaming: str = "auto"
+    """Stream Hugging Face datasets: auto (stream unless known to be under 1 GB), yes or no."""
+    quiet: bool = False
+    """No progress bar and no summary line."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.inputs, str):
+            self.inputs = [self.inputs]
+        if not self.inputs:
+            raise DatasetError("no input given: pass --input with text files, folders, tables or hf:NAME")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise DatasetError(f"val_fraction={self.val_fraction}: must be between 0 and 1 (e.g. 0.1)")
+        if self.workers < 0:
+            raise DatasetError(f"workers={self.workers}: must be 0 (all cores) or more")
+        if self.block_size < 1:
+            raise DatasetError(f"block_size={self.block_size}: must be at least 1")
+        if self.streaming not in ("auto", "yes", "no"):
+            raise DatasetError(f"streaming={self.streaming!r}: choose auto, yes or no")
+        if not self.column:
+            raise DatasetError("column is empty: name the column that holds the text (e.g. --column text)")
+
+
+def goes_to_val(seed: int, index: int, val_fraction: float) -> bool:
+    """The split of document `index`: a 64-bit BLAKE2 hash of (seed, index), compared to the fraction."""
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") < val_fraction * 2.0**64
+
+
+def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
+    """Write cfg.out/{train.bin, val.bin, meta.json} from cfg.inputs and return the meta.json contents."""
+    sources = parse_inputs(cfg.inputs, lines=cfg.lines, column=cfg.column, hf_split=cfg.hf_split,
+                           streaming=cfg.streaming)
+    out = Path(cfg.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"--out {out} is a file; name a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    encode = numpy_encoder()  # fails here, before any work, if the tokenizer cannot load
+    partial = [out / f".{s}.partial.bin" for s in SPLITS]
+    done = False
+    try:
+        t0 = time.perf_counter()
+        stats, counts, last_doc = _tokenize_all(cfg, sources, encode, partial)
+        seconds = time.perf_counter() - t0
+        mode = _balance(cfg, partial, counts, last_doc)
+        _check_block(cfg, counts)
+        for f in partial:
+            _fsync(f)
+        meta = gpt2_meta(
+            {s: {"tokens": counts[i][0], "documents": counts[i][1]} for i, s in enumerate(SPLITS)},
+            sources=[s.description for s in sources],
+            split=mode, val_fraction=cfg.val_fraction, seed=cfg.seed, lines=cfg.lines, column=cfg.column,
+            skipped_empty_documents=stats.skipped_empty, undecodable_bytes=stats.undecodable_bytes,
+            created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        )
+        # Replace in an order that never pairs a new .bin with an old meta.json.
+        (out / META_FILE).unlink(missing_ok=True)
+        for f, s in zip(partial, SPLITS):
+            os.replace(f, bin_path(out, s))
+        write_json_atomic(out / META_FILE, meta)
+        done = True
+    finally:
+        if not done:
+            for f in partial:
+                f.unlink(missing_ok=True)
+    if not cfg.quiet:
+        _summary(say, out, meta, stats, seconds)
+    return meta
+
+
+class _Output:
+    """The two partial files, and the counts the split checks need."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.files = [open(p, "wb") for p in paths]
+        self.counts = [[0, 0], [0, 0]]  # [tokens, documents] of train and val
+        self.last_doc = [0, 0]  # tokens of the last whole document of each split (end-of-text included)
+        self._current = [0, 0]  # tokens so far of the document being written, per split
+
+    def write(self, arrays, items, lengths) -> None:
+        for split in (0, 1):
+            if len(arrays[split]):
+                self.files[split].write(arrays[split].astype(TOKEN_DTYPE, copy=False).data)
+                self.counts[split][0] += len(arrays[split])
+        for (_, ends, split), n in zip(items, lengths):
+            self._current[split] += n
+            if ends:
+                self.last_doc[split], self._current[split] = self._current[split], 0
+                self.counts[split][1] += 1
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+
+def _tokenize_all(cfg: PrepareConfig, sources, encode, partial: list[Path]):
+    """Stream every document through the thread pool into the two partial files.
+
+    Returns (read stats, [[tokens, documents] per split], [tokens of the last whole document per split]).
+    """
+    workers = cfg.workers or os.cpu_count() or 1
+    stats, output = ReadStats(), _Output(partial)
+    in_flight: collections.deque = collections.deque()  # (future, its items), oldest first
+    total = None if any(s.size_bytes is None for s in sources) else sum(s.size_bytes for s in sources)
+    bar = None  # started with the first finished unit, so that an input refused at once prints one line
+
+    def drain(keep: int) -> None:
+        """Write finished units in input order (so thread timing cannot change the files) until `keep` are left."""
+        nonlocal bar
+        while len(in_flight) > keep:
+            future, items = in_flight.popleft()
+            arrays, lengths = future.result()
+            output.write(arrays, items, lengths)
+            if bar is None:
+                bar = progress(total=total, desc=f"tokenizing into {cfg.out}", unit="B", disable=cfg.quiet,
+                               unit_scale=True, unit_divisor=1024)
+            bar.update(stats.bytes_read - bar.n)
+            bar.set_postfix_str(f"{output.counts[0][0] + output.counts[1][0]:,} tokens", refresh=False)
+
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            unit: list[tuple[str, bool, int]] = []  # (text, ends_document, split)
+            unit_chars, index, split, piecer = 0, 0, None, Piecer()
+            for source in sources:
+                for text, ends in documents(source, stats):
+                    if split is None:  # the first piece of a document decides its split
+                        split = int(goes_to_val(cfg.seed, index, cfg.val_fraction))
+                        index += 1
+                    pieces = piecer.feed(text, ends)
+                    unit += [(piece, ends and k == len(pieces) - 1, split) for k, piece in enumerate(pieces)]
+                    unit_chars += sum(map(len, pieces))
+                    if ends:
+                        split = None
+                    if unit_chars >= UNIT_CHARS:
+                        in_flight.append((pool.submit(encode_unit, encode, unit), unit))
+                        unit, unit_chars = [], 0
+                        drain(keep=2 * workers)  # bounded memory: at most two units per thread in flight
+            if unit:
+                in_flight.append((pool.submit(encode_unit, encode, unit), unit))
+            drain(keep=0)
+    finally:
+        output.close()
+        if bar is not None:
+            bar.close()
+    return stats, output.counts, output.last_doc
+
+
+def _balance(cfg: PrepareConfig, partial: list[Path], counts, last_doc) -> str:
+    """Make sure both splits have text, and say how the split was made."""
+    if counts[0][1] + counts[1][1] == 1:
+        # One document: its last val_fraction of tokens is val (end-of-text stays with the tail).
+        if counts[1][0]:  # it landed in val: move it to train first
+            _move_tail(partial[1], partial[0], 0, counts, src=1)
+        body = counts[0][0] - 1
+        cut = min(max(round(body * (1 - cfg.val_fraction)), 1), max(body, 1))
+        _move_tail(partial[0], partial[1], cut, counts, src=0)
+        counts[0][1], counts[1][1] = 0, 1
+        return f"single document: the last {cfg.val_fraction:g} of its tokens is val"
+    for empty, full in ((1, 0), (0, 1)):
+        if counts[empty][1] == 0:  # chance sent every document to one split: move the last one over
+            _move_tail(partial[full], partial[empty], counts[full][0] - last_doc[full], counts, src=full)
+            counts[full][1] -= 1
+            counts[empty][1] += 1
+    return f"by document: BLAKE2 hash of (seed, document index) < val_fraction={cfg.val_fraction:g}"
+
+
+def _move_tail(src_path: Path, dst_path: Path, start: int, counts, src: int) -> None:
+    """Append the ids of src_path from token `start` on to dst_path and cut them from src_path."""
+    with open(src_path, "r+b") as src_file, open(dst_path, "ab") as dst_file:
+        src_file.seek(start * TOKEN_DTYPE.itemsize)
+        shutil.copyfileobj(src_file, dst_file, 1 << 20)
+        src_file.truncate(start * TOKEN_DTYPE.itemsize)
+    moved = counts[src][0] - start
+    counts[src][0] -= moved
+    counts[1 - src][0] += moved
+
+
+def _check_block(cfg: PrepareConfig, counts) -> None:
+    need = cfg.block_size + 1  # a window of block_size inputs plus the target after the last one
+    for i, split in enumerate(SPLITS):
+        if counts[i][0] < need:
+            raise DatasetError(
+                f"the {split} split has {counts[i][0]:,} tokens, fewer than the {need:,} that one window of "
+                f"block_size={cfg.block_size} needs: give more text, a larger --val_fraction, or a smaller "
+                f"--block_size (and train with that block_size)"
+            )
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _summary(say, out: Path, meta: dict, stats: ReadStats, seconds: float) -> None:
+    tr, va = meta["splits"]["train"], meta["splits"]["val"]
+    tokens = tr["tokens"] + va["tokens"]
+    rate = f"{tokens / seconds / 1e6:.2f}M tokens/s, {stats.bytes_read / seconds / 1e6:.1f} MB/s" if seconds else ""
+    say(f"wrote {out}: train {tr['tokens']:,} tokens ({tr['documents']:,} documents), val {va['tokens']:,} tokens "
+        f"({va['documents']:,} documents) from {stats.bytes_read / 1e6:,.1f} MB of text in {seconds:.1f}s ({rate})")
+    if stats.skipped_empty:
+        say(f"skipped {stats.skipped_empty:,} empty or whitespace-only documents")
+    if stats.undecodable_bytes:
+        say(f"warning: {stats.undecodable_bytes:,} bytes were not valid UTF-8 and became U+FFFD, in "
+            f"{', '.join(stats.undecodable_files)}{' and others' if len(stats.undecodable_files) >= 5 else ''}; "
+            f"re-save those files as UTF-8 to keep every character")
