@@ -1,6 +1,6 @@
 """Benchmark token data: preparation throughput against single-thread tiktoken, and loader latency.
 
-    python bench/data.py [--corpus ../shared/corpora/shakespeare] [--repeat 2] [--batches 2000]
+    python bench/data.py [--corpus ../shared/corpora/shakespeare] [--copies 3] [--repeat 3] [--batches 2000]
 
 Preparation: the same text tokenized (1) by tiktoken's encode_ordinary on one thread, the
 baseline that nanoGPT's shakespeare recipe amounts to; (2) by tiktoken on N threads and (3) on N
@@ -159,7 +159,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", default=str(REPO.parent / "shared" / "corpora" / "shakespeare"),
                    help="a folder of .txt files to prepare")
-    p.add_argument("--copies", type=int, default=1, help="prepare the corpus this many times over (a longer run)")
+    p.add_argument("--copies", type=int, default=3, help="prepare the corpus this many times over (a longer run)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--repeat", type=int, default=3, help="runs per preparation figure; the fastest is reported")
     p.add_argument("--batches", type=int, default=2000, help="loader batches timed per method")

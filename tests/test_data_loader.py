@@ -108,6 +108,21 @@ def test_sequential_pass_targets_every_token_once(n, world_size, ramp):
     assert sorted(targets) == list(range(1, n))
 
 
+@pytest.mark.gpu
+def test_cuda_batches_equal_cpu_batches(ramp):
+    """On CUDA, batches copied through pinned memory arrive equal to the CPU loader's, even with
+    several copies in flight before any is used."""
+    cpu = RandomBatches(ramp, 4, 32, seed=5)
+    gpu = RandomBatches(ramp, 4, 32, seed=5, device="cuda")
+    in_flight = batches(gpu, 8)
+    for (x, y), (gx, gy) in zip(batches(cpu, 8), in_flight):
+        assert gx.is_cuda and gy.is_cuda
+        assert torch.equal(gx.cpu(), x) and torch.equal(gy.cpu(), y)
+    on_gpu = list(sequential_batches(ramp[:500], 4, 32, device="cuda"))
+    for (gx, gy), (x, y) in zip(on_gpu, sequential_batches(ramp[:500], 4, 32)):
+        assert torch.equal(gx.cpu(), x) and torch.equal(gy.cpu(), y)
+
+
 def mapped_kb(path: Path) -> int:
     """Kilobytes of `path` resident in this process's memory maps (Linux /proc/self/smaps)."""
     total, inside = 0, False

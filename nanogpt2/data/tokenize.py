@@ -28,9 +28,10 @@ such place in a whole piece (a megabyte of base64, say) is cut hard, which can
 change the ids at that one spot and nowhere else.
 
 Why threads: tiktoken's Rust core releases Python's GIL while it encodes, so
-threads encode in parallel without copying text to other processes; on the
-2-core machine we measured threads and processes equal (bench/data.py).
-`encode_to_numpy` hands back a NumPy buffer instead of a Python list of ints.
+threads encode in parallel with no copying of text to other processes and no
+start-up cost. On 2 cores (bench/data.py) 2 threads encode 2.0x as fast as one
+thread, 2 processes 2.2x; the whole pipeline reaches 1.9x. `encode_to_numpy`
+hands back a NumPy buffer instead of a Python list of ints.
 """
 
 from __future__ import annotations
