@@ -269,6 +269,7 @@ def _summary(say, out: Path, meta: dict, stats: ReadStats, seconds: float) -> No
     tr, va = meta["splits"]["train"], meta["splits"]["val"]
     tokens = tr["tokens"] + va["tokens"]
     rate = f"{tokens / seconds / 1e6:.2f}M tokens/s, {stats.bytes_read / seconds / 1e6:.1f} MB/s" if seconds else ""
+
     def docs(n: int) -> str:
         return f"{n:,} document{'' if n == 1 else 's'}"
 
