@@ -1,0 +1,322 @@
+"""The compute-budget calculator: `nanogpt2-flops` / `python -m nanogpt2.flops`.
+
+    python -m nanogpt2.flops --model=gpt2 --tokens=10B --gpu=4070ti --mfu=0.4
+    python -m nanogpt2.flops --model=gpt2-medium --finetune --gpu=4070ti
+    python -m nanogpt2.flops --model=gpt2 --gpu=4070ti --days=365        # what a GPU-year buys
+    python -m nanogpt2.flops --n-layer=6 --n-head=6 --n-embd=384 --flops=1e18 --json
+    python -m nanogpt2.flops --list-gpus
+
+It answers, showing its working: parameters; training FLOPs per token by 6N and by
+the exact matmul count (nanogpt2/flops.py); total FLOPs, wall time and GPU-hours at
+an assumed MFU on a named GPU (nanogpt2/hardware.py); tokens per parameter against
+the compute-optimal model for the same budget (nanogpt2/scaling.py); and the memory
+of one training step with whether it fits and the largest micro-batch that does
+(nanogpt2/memory.py). Give one of --tokens, --flops or --days/--hours as the
+budget (none: per-token figures and memory only).
+
+The assumed MFU is an assumption, not a measurement: measure yours (train.py prints
+it) and pass it back with --mfu.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from typing import Sequence
+
+from nanogpt2 import flops as F
+from nanogpt2 import hardware, memory, scaling
+from nanogpt2.errors import UserError
+from nanogpt2.model import GPTConfig
+
+MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+_SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def parse_count(text: str, what: str = "tokens") -> float:
+    """'10B' -> 1e10, '300M' -> 3e8, '1.5T', '2e9', '50k': a positive count."""
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)([kmbgt]?)", text.strip().lower())
+    value = float(m.group(1)) * _SUFFIXES[m.group(2)] if m else math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise UserError(f"--{what}={text!r} is not a positive count; write e.g. 10B, 300M, 1.5T or 2e9 "
+                        "(suffixes K, M, B, T)")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a fraction in (0, 1], e.g. 0.4 for 40%")
+    return value
+
+
+def _positive(kind):
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0 or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a positive {kind.__name__}")
+        return value
+    return convert
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line through run_main, not argparse's usage block
+        raise UserError(f"{message} (see --help)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nanogpt2-flops", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    def opt(*names, **kw):  # accept --block-size and nanoGPT-style --block_size alike
+        extra = ["--" + n[2:].replace("-", "_") for n in names if n.startswith("--") and "-" in n[2:]]
+        return p.add_argument(*names, *extra, **kw)
+
+    opt("--model", help=f"a GPT-2 size: {', '.join(MODELS)} (default gpt2), or give the shape below")
+    opt("--n-layer", type=_positive(int), help="layers (with --n-head and --n-embd: a custom shape)")
+    opt("--n-head", type=_positive(int), help="attention heads")
+    opt("--n-embd", type=_positive(int), help="embedding width")
+    opt("--vocab-size", type=_positive(int), default=50257, help="vocabulary (default GPT-2's 50257)")
+    opt("--pad-vocab", type=_positive(int), help="pad the vocabulary to a multiple of this (default 64 scratch, 1 fine-tune)")
+    opt("--block-size", type=_positive(int), default=1024, help="sequence length in tokens (default 1024)")
+    opt("--finetune", action="store_true", help="fine-tune pretrained weights (no vocabulary padding, no scaling laws)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--tokens", help="tokens to train on: 10B, 300M, 2e9, ...")
+    budget.add_argument("--flops", help="a compute budget in FLOPs: 1e21, ...")
+    budget.add_argument("--days", type=_positive(float), help="a budget of wall-clock days on the GPU(s)")
+    budget.add_argument("--hours", type=_positive(float), help="a budget of wall-clock hours on the GPU(s)")
+    opt("--gpu", help=f"the GPU: {', '.join(hardware.gpu_names())}, or auto (this machine's)")
+    opt("--gpus", type=_positive(int), default=1, help="number of GPUs (data parallel; default 1)")
+    opt("--mfu", type=_fraction, default=0.4, help="assumed model FLOPs utilization, in (0, 1] (default 0.4)")
+    opt("--peak-tflops", type=_positive(float), help="dense bf16 peak of your GPU, TFLOP/s (overrides the table)")
+    opt("--memory-gib", type=_positive(float), help="memory of your GPU, GiB (overrides the table)")
+    opt("--dtype", choices=tuple(memory.ACT_BYTES), default="bfloat16", help="training precision (default bfloat16)")
+    opt("--batch-size", type=_positive(int), help="micro-batch, sequences per GPU (default: the largest that fits)")
+    opt("--grad-accum", type=_positive(int), default=1, help="gradient accumulation micro-steps (default 1)")
+    opt("--checkpointing", action="store_true", help="activation checkpointing: recompute each block in backward")
+    opt("--dropout", type=float, default=0.0, help="dropout probability (masks cost memory; default 0)")
+    opt("--attention", choices=("flash", "math"), default="flash", help="fused (flash) or explicit attention")
+    opt("--json", action="store_true", help="print the report as JSON")
+    opt("--list-gpus", action="store_true", help="print the GPU table with its sources and exit")
+    return p
+
+
+def model_config(args: argparse.Namespace) -> tuple[str, GPTConfig]:
+    """The model's name and shape from --model or --n-layer/--n-head/--n-embd."""
+    shape = (args.n_layer, args.n_head, args.n_embd)
+    pad = args.pad_vocab or (1 if args.finetune else 64)
+    if not 0 <= args.dropout < 1:
+        raise UserError(f"--dropout={args.dropout} must be in [0, 1)")
+    common = dict(vocab_size=args.vocab_size, pad_vocab_multiple=pad, block_size=args.block_size, dropout=args.dropout)
+    if any(v is not None for v in shape):
+        if None in shape or args.model:
+            raise UserError("give either --model or all three of --n-layer, --n-head, --n-embd")
+        return f"custom ({args.n_layer} layers)", GPTConfig(n_layer=args.n_layer, n_head=args.n_head,
+                                                            n_embd=args.n_embd, **common)
+    name = args.model or "gpt2"
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}; use one of {', '.join(MODELS)}, or --n-layer/--n-head/--n-embd")
+    return name, GPTConfig.gpt2(name, **common)
+
+
+def resolve_gpu(args: argparse.Namespace) -> tuple[hardware.GPUSpec | None, float | None, float | None]:
+    """(spec, peak FLOP/s, memory bytes) from --gpu, --peak-tflops and --memory-gib."""
+    spec = None
+    if args.gpu == "auto":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--gpu=auto but there is no CUDA GPU here; name one: {', '.join(hardware.gpu_names())}")
+        found = torch.cuda.get_device_name(0)
+        spec = hardware.detect_gpu(found)
+        if spec is None and args.peak_tflops is None:
+            raise UserError(f"this GPU ({found}) is not in the table; give its dense bf16 peak with --peak-tflops=N")
+    elif args.gpu:
+        spec = hardware.lookup_gpu(args.gpu)
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else (spec.peak_flops(args.dtype) if spec else None)
+    if spec is not None and peak is None:
+        raise UserError(f"the {spec.name} has no {args.dtype} tensor cores; use --dtype=float16")
+    mem = args.memory_gib * 2**30 if args.memory_gib else (spec.memory_bytes if spec else None)
+    return spec, peak, mem
+
+
+def build_report(args: argparse.Namespace) -> dict:
+    name, cfg = model_config(args)
+    spec, peak, mem_bytes = resolve_gpu(args)
+    T = cfg.block_size
+    params = F.count_params(cfg)
+    exact, six_n = F.training_flops_per_token(cfg, T), F.kaplan_flops_per_token(cfg)
+    parts = {k: 3 * v // T for k, v in F.forward_matmul_flops(cfg, T).items()}
+    report: dict = {
+        "model": {"name": name, "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
+                  "block_size": T, "vocab_size": cfg.vocab_size, "padded_vocab_size": cfg.padded_vocab_size,
+                  "finetune": args.finetune},
+        "params": {"total": params.total, "non_embedding": params.non_embedding},
+        "flops_per_token": {"six_n": six_n, "exact": exact, "exact_breakdown": parts},
+        "hardware": None, "budget": None, "scaling": None,
+    }
+    rate = None  # model FLOP/s of the whole job
+    if peak is not None:
+        rate = args.gpus * peak * args.mfu
+        report["hardware"] = {
+            "gpu": spec.name if spec else "your GPU", "gpus": args.gpus, "dtype": args.dtype, "peak_flops": peak,
+            "peak_note": hardware.describe_peak(spec, args.dtype) if spec and not args.peak_tflops else "given by --peak-tflops",
+            "mfu": args.mfu, "tokens_per_second": F.tokens_per_second(exact, peak, args.mfu) * args.gpus,
+        }
+    tokens = total = seconds = None
+    if args.tokens:
+        tokens = parse_count(args.tokens, "tokens")
+        total = exact * tokens
+    elif args.flops:
+        total = parse_count(args.flops, "flops")
+        tokens = total / exact
+    elif args.days or args.hours:
+        if rate is None:
+            raise UserError("a budget in time needs a GPU to turn it into FLOPs: add --gpu (or --peak-tflops)")
+        seconds = (args.days or 0) * 86400 + (args.hours or 0) * 3600
+        total = seconds * rate
+        tokens = total / exact
+    if total is not None:
+        seconds = seconds or (total / rate if rate else None)
+        report["budget"] = {"tokens": tokens, "flops": total, "flops_six_n": six_n * tokens, "seconds": seconds,
+                            "gpu_hours": seconds * args.gpus / 3600 if seconds else None}
+        if not args.finetune:
+            report["scaling"] = {
+                "tokens_per_param": tokens / params.total, "rule_of_thumb": scaling.TOKENS_PER_PARAM,
+                "compute_optimal": scaling.compute_optimal(total),
+                "predicted_loss": scaling.predicted_losses(params.total, tokens),
+            }
+    report["memory"] = memory_report(cfg, args, mem_bytes)
+    return report
+
+
+def memory_report(cfg: GPTConfig, args: argparse.Namespace, mem_bytes: float | None) -> dict:
+    options = dict(dtype=args.dtype, attention=args.attention, checkpointing=args.checkpointing,
+                   grad_accum=args.grad_accum, ddp=args.gpus > 1)
+    largest = memory.max_batch_size(cfg, int(mem_bytes), **options) if mem_bytes else None
+    batch = args.batch_size or largest or 1
+    est = memory.estimate_training_memory(cfg, batch, **options)
+    terms = {"weights (fp32)": est.weights, "gradients (fp32)": est.gradients if est.gradients_live
+             or est.peak_phase == "optimizer step" else 0, "AdamW moments (fp32)": est.optimizer,
+             "DDP gradient buckets": est.ddp_buckets, "bf16 weight copies": est.low_precision_weights
+             if est.peak_phase != "optimizer step" else 0}
+    return {"batch_size": batch, "seq_len": est.seq_len, **options, "terms_at_peak": terms,
+            "activations": est.activations, "logits_held": est.logits, "loss_gradient": est.loss_gradient,
+            "phases": est.phases, "peak_phase": est.peak_phase, "peak_allocated": est.peak,
+            "cuda_context": memory.CUDA_CONTEXT_BYTES, "device_total": est.device_bytes(), "gpu_memory": mem_bytes,
+            "fits": est.fits(mem_bytes) if mem_bytes else None, "max_batch_size": largest}
+
+
+def cli(argv: Sequence[str] | None = None) -> dict:
+    """Parse argv, print the report (text or --json), and return it."""
+    args = make_parser().parse_args(argv)
+    if args.list_gpus:
+        print(format_gpu_table())
+        return {"gpus": hardware.gpu_names()}
+    report = build_report(args)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return report
+
+
+# -- text ----------------------------------------------------------------------------------
+
+
+def si(x: float, unit: str = "") -> str:
+    """1.244e8 -> '124M'; with a unit, 8.55e8 -> '855 MFLOP'."""
+    for factor, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "B" if not unit else "G"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= factor:
+            return f"{x / factor:,.3g}{' ' if unit else ''}{suffix}{unit}"
+    return f"{x:,.3g}{' ' if unit else ''}{unit}"
+
+
+def sci(x: float) -> str:
+    """8.5466e18 -> '8.55e18'."""
+    return f"{x:.3g}".replace("e+", "e")
+
+
+def duration(seconds: float) -> str:
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} minutes"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} hours"
+    if seconds < 2 * 365 * 86400:
+        return f"{seconds / 86400:.1f} days"
+    return f"{seconds / (365 * 86400):.1f} years"
+
+
+def gib(b: float) -> str:
+    return f"{b / 2**30:.2f} GiB"
+
+
+def format_report(r: dict) -> str:
+    m, p, f = r["model"], r["params"], r["flops_per_token"]
+    vocab = f"{m['vocab_size']}" + (f" (padded to {m['padded_vocab_size']})" if m["padded_vocab_size"] != m["vocab_size"] else "")
+    out = [f"model        {m['name']}{' fine-tune' if m['finetune'] else ' from scratch'}: {m['n_layer']} layers, "
+           f"{m['n_head']} heads, width {m['n_embd']}, context {m['block_size']}, vocabulary {vocab}",
+           f"parameters   {si(p['total'])} total, {si(p['non_embedding'])} non-embedding", "",
+           "training FLOPs per token (forward + backward)",
+           f"  6N, N = non-embedding (Kaplan et al. 2020)   {si(f['six_n'], 'FLOP')}",
+           f"  exact matmul count (PaLM App. B), T={m['block_size']:<6}{si(f['exact'], 'FLOP')}"
+           f"   ({f['exact'] / f['six_n'] - 1:+.0%} vs 6N: the LM head and attention scores)",
+           "  by matmul: " + ", ".join(f"{k.replace('_', ' ')} {v / f['exact']:.0%}" for k, v in f["exact_breakdown"].items())]
+    h, b = r["hardware"], r["budget"]
+    if h:
+        out += ["", f"hardware     {h['gpus']} x {h['peak_note']}",
+                f"at {h['mfu']:.0%} MFU    {si(h['gpus'] * h['peak_flops'] * h['mfu'], 'FLOP/s')} -> "
+                f"{si(h['tokens_per_second'])} tokens/s (assumed MFU: measure yours with train.py)"]
+    if b:
+        out += ["", f"budget       {si(b['tokens'])} tokens = {sci(b['flops'])} FLOPs exact ({sci(b['flops_six_n'])} by 6N)"]
+        if b["seconds"]:
+            out.append(f"wall time    {duration(b['seconds'])} = {b['gpu_hours']:,.0f} GPU-hours")
+    s = r["scaling"]
+    if s:
+        verdict = ("more tokens per parameter than compute-optimal: a bigger model would reach a lower loss "
+                   "for this compute, but this one is cheaper to run") if s["tokens_per_param"] > 1.5 * s["rule_of_thumb"] \
+            else ("fewer tokens per parameter than compute-optimal: a smaller model trained longer would reach "
+                  "a lower loss for this compute") if s["tokens_per_param"] < s["rule_of_thumb"] / 1.5 \
+            else "close to compute-optimal"
+        out += ["", f"tokens per parameter  {s['tokens_per_param']:,.1f} (compute-optimal is about "
+                    f"{s['rule_of_thumb']:g}): {verdict}",
+                f"compute-optimal for {sci(b['flops'])} FLOPs (C = 6ND; losses in nats/token on Chinchilla's data):"]
+        for row in s["compute_optimal"]:
+            loss = f", loss {row['loss']:.2f}" if "loss" in row else ""
+            out.append(f"  {row['rule']:<30} N = {si(row['params']):>6}, D = {si(row['tokens']):>6} "
+                       f"({row['tokens_per_param']:.0f} tokens/param){loss}")
+        out.append("  this run: " + ", ".join(f"{x['rule']} loss {x['loss']:.2f}" for x in s["predicted_loss"]))
+    out += [""] + format_memory(r["memory"])
+    return "\n".join(out)
+
+
+def format_memory(mem: dict) -> list[str]:
+    how = f"{mem['dtype']}{' autocast' if mem['dtype'] != 'float32' else ''}, {mem['attention']} attention" + \
+          (", activation checkpointing" if mem["checkpointing"] else "") + \
+          (f", {mem['grad_accum']} accumulation steps" if mem["grad_accum"] > 1 else "")
+    out = [f"memory per GPU, micro-batch {mem['batch_size']} x {mem['seq_len']} tokens ({how}), eager PyTorch:"]
+    low = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[mem["dtype"]]
+    rows = [(name.replace("bf16", low), value) for name, value in mem["terms_at_peak"].items() if value]
+    rows += [("activations saved", mem["activations"]), ("logits + loss gradient", mem["logits_held"] + mem["loss_gradient"]),
+             ("peak allocated", mem["peak_allocated"]), ("+ slack and CUDA context", mem["device_total"])]
+    out += [f"  {name:<26} {gib(value):>10}" + (f"   at {mem['peak_phase']}" if name == "peak allocated" else "")
+            for name, value in rows]
+    if mem["gpu_memory"]:
+        verdict = "fits" if mem["fits"] else "does NOT fit"
+        out.append(f"  on {gib(mem['gpu_memory'])}: {verdict}; largest micro-batch that fits: {mem['max_batch_size']}"
+                   + ("" if mem["max_batch_size"] else " (try --checkpointing, a shorter --block-size, or a smaller model)"))
+    return out
+
+
+def format_gpu_table() -> str:
+    rows = [f"{'name':<15} {'GPU':<26} {'bf16':>7} {'fp16 acc16':>10} {'tf32':>6} {'fp32':>6} {'memory':>7} {'GB/s':>6}  source",
+            "  (dense TFLOP/s; bf16 with FP32 accumulate is the MFU peak)"]
+    for g in hardware.GPUS:
+        tf = lambda v: f"{v / 1e12:.1f}" if v else "-"  # noqa: E731
+        rows.append(f"{g.key:<15} {g.name:<26} {tf(g.bf16_flops):>7} {tf(g.fp16_acc16_flops):>10} {tf(g.tf32_flops):>6} "
+                    f"{tf(g.fp32_flops):>6} {g.memory_gib:>4g} GiB {g.bandwidth / 1e9:>6.0f}  {g.source}")
+    return "\n".join(rows)

@@ -1,0 +1,223 @@
+"""Will it fit? The GPU memory one training step of GPT-2 needs, term by term.
+
+Training memory is a few big terms (Rajbhandari et al. 2020, "ZeRO", 3.1, for the
+per-parameter bytes; Korthikanti et al. 2022, "Reducing Activation Recomputation
+in Large Transformer Models", 4.1, for the activations):
+
+    per parameter    4 B fp32 weight + 4 B fp32 gradient + 8 B AdamW moments (exp_avg, exp_avg_sq)
+                     + 2 B bf16 copy of each weight matrix, which autocast makes and autograd keeps
+                     for the backward pass
+    per token        what autograd saves in each block for the backward pass, the loss's
+                     fp32 log-probabilities, and the gradient of the logits while it is formed
+
+The activation accounting follows Korthikanti et al.'s method (list each tensor
+a layer saves, in bytes) for what PyTorch autocast actually saves in
+nanogpt2/model.py, per token, per block, with C = n_embd, a = bytes per
+activation (2 under bf16/fp16 autocast, 4 in fp32):
+
+    2 x 4C   the inputs of ln_1 and ln_2: the residual stream, fp32 even under autocast
+             (embeddings are fp32 and LayerNorm runs in fp32), where Korthikanti et al. have 2 x 2C
+    2 x aC   LayerNorm outputs, cast for the c_attn and c_fc matmuls
+    3aC + aC q, k, v (views of c_attn's output) and the attention output, which fused
+             attention (FlashAttention, Dao et al. 2022) saves instead of the T x T
+             attention matrix, plus its 4-byte log-sum-exp per head
+    2 x 4aC  GELU's input and output (the MLP is 4C wide)
+    2 x C    dropout masks, 1 byte per element, when dropout > 0
+    16       LayerNorm means and reciprocal standard deviations (fp32)
+
+i.e. 8C + 14aC per token per layer (36C bytes in bf16, against Korthikanti's 34C).
+The unfused ("math") attention path instead saves the fp32 T x T probabilities
+of every head: the s^2 term of Korthikanti's 34sbh + 5as^2b. tests/test_memory.py
+checks these sums exactly against the tensors autograd saves (on the CPU), and
+bench/memory.py checks the peak against torch.cuda.max_memory_allocated on a GPU.
+
+The peak is the largest of a few moments of a step (`MemoryEstimate.phases`):
+the end of the forward pass; the start of the backward pass, when cross-entropy's
+backward holds three fp32 (tokens x vocab) tensors at once (GPT-2's 50K-word
+vocabulary makes this the usual peak); with activation checkpointing (Chen et al.
+2016, "Training Deep Nets with Sublinear Memory Cost") the backward of one
+recomputed block; and the optimizer step. Gradients exist during the backward pass
+only from the second micro-step of gradient accumulation on (zero_grad(set_to_none)
+frees them after each step). DDP keeps a second copy of the gradients in its
+all-reduce buckets. The CUDA context (kernels, cuBLAS) sits outside PyTorch's
+allocator and is allowed for separately, as is allocator fragmentation.
+
+This is eager PyTorch; torch.compile usually needs less (it fuses the loss and
+saves fewer intermediates), so "fits" here is on the safe side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nanogpt2.errors import UserError
+from nanogpt2.model import GPTConfig
+
+GiB = 2**30
+CUDA_CONTEXT_BYTES = 512 * 2**20
+"""Allowance for the CUDA context outside PyTorch's allocator (driver, kernels, cuBLAS/cuDNN
+handles): typically 0.3-0.6 GiB with lazy module loading. A desktop's display takes more."""
+ALLOCATOR_SLACK = 0.05
+"""Allowance for the caching allocator's fragmentation (reserved minus allocated memory)."""
+
+ACT_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes of GPU memory for one training step, by term, and the peak over the step's phases."""
+
+    batch_size: int
+    seq_len: int
+    weights: int  # fp32 parameters
+    gradients: int  # fp32 .grad
+    gradients_live: bool  # do gradients exist during the backward pass (gradient accumulation)?
+    optimizer: int  # AdamW's two fp32 moments
+    ddp_buckets: int  # DistributedDataParallel's gradient buckets
+    low_precision_weights: int  # bf16 weight copies kept for the backward pass (autocast)
+    block_activations: int  # saved for backward by the transformer blocks (and embeddings)
+    head_activations: int  # saved for backward by ln_f, the LM head and the loss
+    logits: int  # the logits tensor the training loop holds (`_, loss = model(x, y)`)
+    loss_gradient: int  # fp32 transients while cross-entropy's backward runs
+    phases: dict[str, int] = field(default_factory=dict)  # candidate peaks, by moment of the step
+
+    @property
+    def activations(self) -> int:
+        return self.block_activations + self.head_activations
+
+    @property
+    def peak(self) -> int:
+        """Peak bytes allocated by PyTorch: what torch.cuda.max_memory_allocated() reports."""
+        return max(self.phases.values())
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.phases, key=self.phases.get)
+
+    def device_bytes(self) -> int:
+        """What the GPU must hold: the peak, plus allocator slack, plus the CUDA context."""
+        return int(self.peak * (1 + ALLOCATOR_SLACK)) + CUDA_CONTEXT_BYTES
+
+    def fits(self, memory_bytes: int) -> bool:
+        return self.device_bytes() <= memory_bytes
+
+
+def block_bytes_per_token(config: GPTConfig, seq_len: int, act_bytes: int, attention: str = "flash") -> int:
+    """Bytes one transformer block saves for the backward pass, per token (see the module docstring)."""
+    C, nh, a = config.n_embd, config.n_head, act_bytes
+    b = 2 * 4 * C  # ln_1 and ln_2 inputs: the fp32 residual stream
+    b += 2 * 2 * 4  # their fp32 means and reciprocal standard deviations
+    b += 2 * a * C  # the LayerNorm outputs as the c_attn and c_fc matmuls' inputs
+    if attention == "flash":
+        b += 3 * a * C + a * C + 4 * nh  # q, k, v; the output (c_proj's input); log-sum-exp
+    else:  # math: scaled q, k and v in fp32, fp32 probabilities (nh, T) per query, the output
+        b += 3 * 4 * C + 4 * nh * seq_len + a * C
+        if config.dropout > 0:
+            b += 5 * nh * seq_len  # the probabilities' dropout mask (1 B) and dropped copy (4 B)
+    b += 2 * 4 * a * C  # GELU's input and output
+    if config.dropout > 0:
+        b += 2 * C  # the two residual dropout masks (bool)
+    return b
+
+
+def estimate_training_memory(
+    config: GPTConfig, batch_size: int, seq_len: int | None = None, *, dtype: str = "bfloat16",
+    attention: str = "flash", checkpointing: bool = False, grad_accum: int = 1, ddp: bool = False,
+    hold_logits: bool = True,
+) -> MemoryEstimate:
+    """Peak GPU memory of one AdamW training step of a GPT (nanogpt2/model.py), in the steady state.
+
+    batch_size:    sequences per micro-step (per GPU); seq_len defaults to config.block_size.
+    dtype:         the autocast dtype (bfloat16, float16) or float32 (no autocast).
+    attention:     flash (the fused kernel F.scaled_dot_product_attention picks on a GPU) or math.
+    checkpointing: recompute each block in the backward pass instead of saving its activations.
+    grad_accum:    micro-steps per optimizer step; from the second on, gradients are held throughout.
+    ddp:           DistributedDataParallel's gradient buckets (gradient_as_bucket_view=False).
+    hold_logits:   the training loop keeps the logits alive (nanogpt2/trainer.py's `_, loss = ...`).
+    """
+    seq_len = config.block_size if seq_len is None else seq_len
+    _check(config, batch_size, seq_len, dtype, attention, grad_accum)
+    from nanogpt2.flops import count_params  # flops imports nothing from here; late import keeps it that way
+
+    a = ACT_BYTES[dtype]
+    C, L, V, Vp = config.n_embd, config.n_layer, config.vocab_size, config.padded_vocab_size
+    n = batch_size * seq_len  # tokens per micro-step
+    P = count_params(config).total
+
+    weights, gradients, optimizer = 4 * P, 4 * P, 8 * P
+    ddp_buckets = 4 * P if ddp else 0
+    # bf16 copies of every matmul weight (the LM head's is the tied embedding) that autocast makes
+    # and the backward pass needs; none in fp32.
+    head_lowp = 2 * Vp * C if a < 4 else 0
+    block_lowp = 2 * 12 * C * C if a < 4 else 0
+    all_lowp = L * block_lowp + head_lowp
+
+    # Embeddings: token ids (int64) saved by wte, position ids by wpe, the dropout mask if any.
+    embed = 8 * n + 8 * seq_len + (n * C if config.dropout > 0 else 0)
+    per_block = block_bytes_per_token(config, seq_len, a, attention) * n
+    saved_blocks = L * 4 * C * n if checkpointing else L * per_block  # checkpointing keeps block inputs only
+    # Head: ln_f's fp32 input and statistics, the LM head's input, the loss's fp32 log-probabilities
+    # (log_softmax saves its output), the targets and nll_loss's scalar total weight.
+    log_probs = 4 * V * n
+    head = (4 * C + 8 + a * C + 8) * n + log_probs + 4
+    logits = a * Vp * n if hold_logits else 0
+    fp32_cast = 4 * V * n if a < 4 else 0  # autocast runs cross-entropy in fp32: a float copy of the logits
+    loss_gradient = 8 * V * n  # nll_loss's gradient and log_softmax's input gradient, both fp32 (n, V)
+
+    grads_now = gradients if grad_accum > 1 else 0
+    static = weights + optimizer + ddp_buckets + grads_now
+    acts = embed + saved_blocks + head
+    phases = {
+        # Autocast's weight cache holds every bf16 copy until the forward pass ends.
+        "forward (loss)": static + all_lowp + acts + logits + fp32_cast,
+        "backward (loss gradient)": static + (head_lowp if checkpointing else all_lowp) + acts + logits + loss_gradient,
+        "optimizer step": weights + gradients + optimizer + ddp_buckets + logits,
+    }
+    if checkpointing:
+        # One block recomputed: its full activations and bf16 weights, the embedding's gradient
+        # already formed, and (approximately) the gradients flowing through it: two fp32 residual
+        # stream gradients and two of the 4C-wide MLP tensors.
+        transient = (2 * 4 * C + 2 * 4 * a * C) * n
+        wte_grad = 0 if grad_accum > 1 else 4 * Vp * C
+        phases["backward (recomputed block)"] = (static + head_lowp + acts - log_probs + logits + per_block
+                                                 + block_lowp + wte_grad + transient)
+    return MemoryEstimate(
+        batch_size=batch_size, seq_len=seq_len, weights=weights, gradients=gradients,
+        gradients_live=grad_accum > 1, optimizer=optimizer, ddp_buckets=ddp_buckets,
+        low_precision_weights=all_lowp, block_activations=embed + saved_blocks, head_activations=head,
+        logits=logits, loss_gradient=loss_gradient, phases=phases,
+    )
+
+
+def max_batch_size(config: GPTConfig, memory_bytes: int, seq_len: int | None = None, **options) -> int:
+    """The largest micro-batch whose estimate fits in memory_bytes (0 if not even one sequence fits).
+
+    options: as for estimate_training_memory. The estimate grows with the batch size, so a
+    doubling search and then bisection find the boundary."""
+    def fits(b: int) -> bool:
+        return estimate_training_memory(config, b, seq_len, **options).fits(memory_bytes)
+
+    if not fits(1):
+        return 0
+    hi = 2
+    while fits(hi):
+        if hi >= 2**24:  # a million sequences: the memory figure is not a GPU's
+            return hi
+        hi *= 2
+    lo = hi // 2  # fits(lo) and not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def _check(config: GPTConfig, batch_size: int, seq_len: int, dtype: str, attention: str, grad_accum: int) -> None:
+    for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("grad_accum", grad_accum)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise UserError(f"{name} must be a positive integer, got {value!r}")
+    if seq_len > config.block_size:
+        raise UserError(f"seq_len {seq_len} is longer than the model's block_size {config.block_size}")
+    if dtype not in ACT_BYTES:
+        raise UserError(f"dtype={dtype!r}: use one of {', '.join(ACT_BYTES)}")
+    if attention not in ("flash", "math"):
+        raise UserError(f"attention={attention!r}: use flash (fused) or math (explicit softmax(QK^T)V)")
