@@ -1,0 +1,100 @@
+"""The compute-budget CLI (`nanogpt2-flops`, `python -m nanogpt2.flops`): answers and refusals.
+
+The answers are checked by arithmetic from independent inputs (the model's own parameter
+count, NVIDIA's 80.2 TFLOP/s for the RTX 4070 Ti, seconds in a day), not against figures
+copied from an earlier run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nanogpt2.budget import cli
+from nanogpt2.flops import main, training_flops_per_token
+from nanogpt2.hardware import gpu_names
+from nanogpt2.memory import estimate_training_memory
+from nanogpt2.model import GPT, GPTConfig
+
+QUERY = ["--model=gpt2", "--tokens=10B", "--gpu=4070ti", "--mfu=0.4"]
+
+
+def test_fixed_query_numbers(capsys):
+    """124M on 10B tokens on one RTX 4070 Ti at 40% MFU: parameters, FLOPs, time, tokens/parameter and memory add up."""
+    report = cli(QUERY + ["--json"])
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(report))
+    config = GPTConfig.gpt2("gpt2", pad_vocab_multiple=64)  # scratch training pads the vocabulary, as train.py does
+    with torch.device("meta"):
+        params = GPT(config).num_params()
+    fpt = training_flops_per_token(config, 1024)
+    seconds = 1e10 * fpt / (80.2e12 * 0.4)
+    assert report["params"]["total"] == params
+    assert report["budget"]["flops"] == pytest.approx(1e10 * fpt)
+    assert report["budget"]["seconds"] == pytest.approx(seconds)
+    assert report["budget"]["gpu_hours"] == pytest.approx(seconds / 3600)
+    assert report["scaling"]["tokens_per_param"] == pytest.approx(1e10 / params)
+    mem = report["memory"]
+    b = mem["max_batch_size"]
+    assert mem["batch_size"] == b and mem["fits"]
+    assert not estimate_training_memory(config, b + 1).fits(12 * 2**30)
+
+
+def test_fixed_query_text(capsys):
+    """The text report shows both FLOP counts, the time in days and GPU-hours, the peak used, and the memory verdict."""
+    report = cli(QUERY)
+    text = capsys.readouterr().out
+    days, hours = report["budget"]["seconds"] / 86400, report["budget"]["gpu_hours"]
+    for expected in [f"{report['flops_per_token']['exact'] / 1e6:.0f} MFLOP", f"{report['flops_per_token']['six_n'] / 1e6:.0f} MFLOP",
+                     f"{days:.1f} days", f"{hours:,.0f} GPU-hours", "80.2 TFLOP/s dense bfloat16 (FP32 accumulate)",
+                     "160 TFLOP/s headline is FP16 accumulate", "Besiroglu et al. 2024", "Hoffmann et al. 2022",
+                     f"largest micro-batch that fits: {report['memory']['max_batch_size']}"]:
+        assert expected in text
+
+
+def test_time_budget_and_token_budget_agree(capsys):
+    """A year on the GPU buys N tokens; asking for N tokens takes a year."""
+    year = cli(["--gpu=4070ti", "--days=365", "--json"])
+    tokens = year["budget"]["tokens"]
+    back = cli(["--gpu=4070ti", f"--tokens={tokens:.6e}", "--json"])
+    capsys.readouterr()
+    assert back["budget"]["seconds"] == pytest.approx(365 * 86400, rel=1e-6)
+
+
+def test_finetune_and_shapes(capsys):
+    """--finetune keeps GPT-2's 50257 rows and skips scaling laws; a custom shape and nanoGPT-style --block_size are accepted."""
+    ft = cli(["--model=gpt2-medium", "--finetune", "--gpu=4070ti", "--tokens=10M", "--json"])
+    assert ft["model"]["padded_vocab_size"] == 50257 and ft["scaling"] is None
+    custom = cli(["--n-layer=6", "--n-head=6", "--n-embd=384", "--block_size=256", "--flops=1e18", "--json"])
+    capsys.readouterr()
+    assert custom["model"]["block_size"] == 256 and custom["budget"]["tokens"] == pytest.approx(
+        1e18 / custom["flops_per_token"]["exact"])
+    assert custom["hardware"] is None and custom["budget"]["seconds"] is None  # no GPU: no time, not a guess
+
+
+@pytest.mark.parametrize("argv,mentions", [
+    (["--gpu=banana"], "4070ti, 4070tisuper"), (["--gpu=h100"], "h100-sxm or h100-pcie"),
+    (["--model=gpt3"], "gpt2-medium"), (["--tokens=10Q"], "10B, 300M"), (["--tokens=-5B"], "positive count"),
+    (["--mfu=0"], "(0, 1]"), (["--mfu=1.5"], "(0, 1]"), (["--mfu=abc"], "(0, 1]"),
+    (["--days=3"], "--gpu"), (["--n-layer=4"], "all three"), (["--dtype=int8"], "bfloat16"),
+    (["--gpu=t4"], "--dtype=float16"), (["--tokens=1B", "--days=3"], "not allowed with"),
+    (["--gpus=0"], "positive int"), (["--bogus"], "unrecognized"), (["--dropout=1"], "[0, 1)"),
+])
+def test_bad_input_is_one_line_error(argv, mentions, capsys):
+    """Bad input exits with status 2 and one `error:` line on stderr saying what is accepted."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and mentions in err
+
+
+def test_module_entry_point_runs():
+    """`python -m nanogpt2.flops --list-gpus` runs and lists every GPU in the table."""
+    out = subprocess.run([sys.executable, "-m", "nanogpt2.flops", "--list-gpus"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert all(name in out.stdout for name in gpu_names())
