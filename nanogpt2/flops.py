@@ -20,8 +20,9 @@ Two ways to count the FLOPs of one trained token, both shown because both are us
       MLP                   2 * C * 4C * 2       widen 4x, then back
       LM head               2 * C * V            once, V = padded vocabulary rows
 
-  so 3 * (24 L C^2 + 4 L T C + 2 C V) in all: PaLM's 6N + 12 L T C with N counting
-  the (tied) LM head but not the position table. Like PaLM we count the full T x T
+  so 3 * (24 L C^2 + 4 L T C + 2 C V) in all: PaLM's 6N + 12 L T C, with N the
+  matmul weights (the tied LM head in; biases, LayerNorms and the position table
+  out, as they do no matmul). Like PaLM we count the full T x T
   score matrix even though causal attention could skip half of it, and leave out
   elementwise work (LayerNorm, GELU, softmax, residual adds): MFU counts the model's
   matmuls, not whatever a kernel happens to execute. tests/test_flops.py checks this

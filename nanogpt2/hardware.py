@@ -92,7 +92,7 @@ class GPUSpec:
         raise UserError(f"dtype={dtype!r} is not one of bfloat16, float16, float32")
 
 
-def _geforce(key, name, fp32, bf16, fp16_acc16, memory_gib, bandwidth_gbs, source, cuda_name, aliases=()):
+def _geforce(key, name, fp32, bf16, fp16_acc16, memory_gib, bandwidth_gbs, source, cuda_name, aliases=()) -> GPUSpec:
     """A GeForce Ampere/Ada card, in TFLOP/s and GB/s as NVIDIA's tables give them. FP16 with FP32
     accumulate runs at the bf16 rate, and TF32 at the FP32 CUDA-core rate ([Ada], [GA102] App. A)."""
     return GPUSpec(
@@ -105,26 +105,26 @@ def _geforce(key, name, fp32, bf16, fp16_acc16, memory_gib, bandwidth_gbs, sourc
 GPUS: tuple[GPUSpec, ...] = (
     # [Ada] "RTX 4080 (12 GB)": FP32 40.1, BF16/FP16 (FP32 acc.) 80.2, FP16 (FP16 acc.) 160.4,
     # 12 GB GDDR6X at 21 Gbps x 192 bit = 504 GB/s. NVIDIA renamed it RTX 4070 Ti (same AD104, 60 SMs).
-    _geforce("4070ti", "GeForce RTX 4070 Ti", 40.1, 80.2, 160.4, 12, 504.2, "[Ada]", "rtx 4070 ti", ("rtx4070ti",)),
+    _geforce("4070ti", "GeForce RTX 4070 Ti", 40.1, 80.2, 160.4, 12, 504.2, "[Ada]", "rtx 4070 ti"),
     # [Derived] 66 SMs x 2.61 GHz x 512 = 88.2 TFLOP/s; FP32 8448 cores x 2 x 2.61 GHz = 44.1;
     # 16 GB GDDR6X at 21 Gbps x 256 bit = 672 GB/s (NVIDIA product page).
     _geforce("4070tisuper", "GeForce RTX 4070 Ti SUPER", 44.1, 88.2, 176.4, 16, 672.0, "[Derived]", "rtx 4070 ti super",
-             ("4070tis", "rtx4070tisuper")),
+             ("4070tis",)),
     # [Ada] RTX 4080: FP32 48.7, BF16 (FP32 acc.) 97.5, FP16 (FP16 acc.) 194.9; 16 GB at 716.8 GB/s.
-    _geforce("4080", "GeForce RTX 4080", 48.7, 97.5, 194.9, 16, 716.8, "[Ada]", "rtx 4080", ("rtx4080",)),
+    _geforce("4080", "GeForce RTX 4080", 48.7, 97.5, 194.9, 16, 716.8, "[Ada]", "rtx 4080"),
     # [Ada] RTX 4090: FP32 82.6, BF16 (FP32 acc.) 165.2, FP16 (FP16 acc.) 330.3; 24 GB at 1,008 GB/s.
-    _geforce("4090", "GeForce RTX 4090", 82.6, 165.2, 330.3, 24, 1008.0, "[Ada]", "rtx 4090", ("rtx4090",)),
+    _geforce("4090", "GeForce RTX 4090", 82.6, 165.2, 330.3, 24, 1008.0, "[Ada]", "rtx 4090"),
     # [GA102] RTX 3090: FP32 35.6, BF16 (FP32 acc.) 71, FP16 (FP16 acc.) 142; 24 GB at 936 GB/s.
-    _geforce("3090", "GeForce RTX 3090", 35.6, 71.0, 142.0, 24, 936.0, "[GA102]", "rtx 3090", ("rtx3090",)),
+    _geforce("3090", "GeForce RTX 3090", 35.6, 71.0, 142.0, 24, 936.0, "[GA102]", "rtx 3090"),
     # [A100] BF16/FP16 312 (624 with sparsity), TF32 156, FP32 19.5; 40 GB HBM2 at 1,555 GB/s (SXM4 and PCIe).
     GPUSpec("a100-40gb", "A100 40GB", 312 * T, 312 * T, 312 * T, 156 * T, 19.5 * T, 40, 1555 * GB, "[A100]",
             ("a100 sxm4 40gb", "a100 pcie 40gb"), ("a100sxm440gb", "a100pcie40gb")),
     # [A100] 80 GB SXM4: same compute, HBM2e at 2,039 GB/s.
     GPUSpec("a100-80gb", "A100 80GB SXM", 312 * T, 312 * T, 312 * T, 156 * T, 19.5 * T, 80, 2039 * GB, "[A100]",
-            ("a100 sxm4 80gb",), ("a10080gbsxm", "a100sxm480gb", "a100sxm")),
+            ("a100 sxm4 80gb",), ("a10080gbsxm", "a100sxm480gb")),
     # [A100] 80 GB PCIe: same compute, HBM2e at 1,935 GB/s.
     GPUSpec("a100-80gb-pcie", "A100 80GB PCIe", 312 * T, 312 * T, 312 * T, 156 * T, 19.5 * T, 80, 1935 * GB,
-            "[A100]", ("a100 80gb pcie",), ("a100pcie80gb", "a100pcie")),
+            "[A100]", ("a100 80gb pcie",), ("a100pcie80gb",)),
     # [H100] SXM5: BF16/FP16 989.4 dense, TF32 494.7, FP32 66.9; 80 GB HBM3 at 3.35 TB/s.
     GPUSpec("h100-sxm", "H100 SXM", 989.4 * T, 989.4 * T, 989.4 * T, 494.7 * T, 66.9 * T, 80, 3350 * GB, "[H100]",
             ("h100 80gb hbm3", "h100 sxm5 80gb"), ("h100sxm5", "h10080gbhbm3")),

@@ -25,7 +25,8 @@ activation (2 under bf16/fp16 autocast, 4 in fp32):
     2 x C    dropout masks, 1 byte per element, when dropout > 0
     16       LayerNorm means and reciprocal standard deviations (fp32)
 
-i.e. 8C + 14aC per token per layer (36C bytes in bf16, against Korthikanti's 34C).
+i.e. 8C + 14aC per token per layer: 36C bytes in bf16 where Korthikanti et al.,
+with a 16-bit residual stream, count 32C (34C with their two dropout masks).
 The unfused ("math") attention path instead saves the fp32 T x T probabilities
 of every head: the s^2 term of Korthikanti's 34sbh + 5as^2b. tests/test_memory.py
 checks these sums exactly against the tensors autograd saves (on the CPU), and
@@ -51,6 +52,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nanogpt2.errors import UserError
+from nanogpt2.flops import count_params
 from nanogpt2.model import GPTConfig
 
 GiB = 2**30
@@ -137,8 +139,6 @@ def estimate_training_memory(
     """
     seq_len = config.block_size if seq_len is None else seq_len
     _check(config, batch_size, seq_len, dtype, attention, grad_accum)
-    from nanogpt2.flops import count_params  # flops imports nothing from here; late import keeps it that way
-
     a = ACT_BYTES[dtype]
     C, L, V, Vp = config.n_embd, config.n_layer, config.vocab_size, config.padded_vocab_size
     n = batch_size * seq_len  # tokens per micro-step
