@@ -1,12 +1,15 @@
 """Batches for training and evaluation, read straight from the token files.
 
 Training: `RandomBatches` draws `batch_size` windows of `block_size + 1` tokens at
-random offsets, x = window[:-1] and y = window[1:] (next-token prediction). The
-offsets of batch `step` come from a random generator keyed by (seed, rank, step)
-alone, so:
+random offsets, x = window[:-1] and y = window[1:] (next-token prediction). There
+is one stream of batches per seed, numbered 0, 1, 2, ...; the ranks of a
+`torch.distributed` run deal it out like cards: batch `step` of rank r is batch
+`step * world_size + r` of the stream. The offsets of each batch come from a
+random generator keyed by the seed and positioned at that number alone, so:
 
 * the same seed gives the same batches, on any machine;
-* each rank of a `torch.distributed` run draws its own windows (a different key);
+* each rank draws its own windows, and together they draw exactly the batches one
+  process would: 8 GPUs with 4 micro-steps each train on what 1 GPU with 32 would;
 * the loader's whole state is the step counter: saving it in a checkpoint and
   restoring it continues with exactly the batches an uninterrupted run would see.
 
@@ -100,7 +103,7 @@ def _check_sizes(batch_size: int, block_size: int) -> None:
 
 
 class RandomBatches:
-    """Random (x, y) training windows, reproducible from (seed, rank, step)."""
+    """Random (x, y) training windows, reproducible from (seed, rank, world_size, step)."""
 
     def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, *, seed: int, rank: int = 0,
                  world_size: int = 1, device: str | torch.device = "cpu") -> None:
@@ -123,10 +126,12 @@ class RandomBatches:
     def offsets(self, step: int) -> np.ndarray:
         """Start positions of the windows of batch `step` (each in [0, num_tokens - block_size - 1])."""
         # Philox is a counter-based generator (Salmon et al. 2011, "Parallel random numbers: as easy
-        # as 1, 2, 3"): keyed by (seed, rank) and started at counter `step`, it jumps straight to
-        # any batch; different keys give independent streams.
-        key = np.array([self.seed & _MASK64, self.rank], dtype=np.uint64)
-        counter = np.array([0, 0, step & _MASK64, step >> 64], dtype=np.uint64)
+        # as 1, 2, 3"): keyed by the seed and started at a counter holding the batch's number in
+        # the shared stream, it jumps straight to any batch. The number sits in the counter's third
+        # word; drawing a batch only advances the first, so batches never share random numbers.
+        index = step * self.world_size + self.rank
+        key = np.array([self.seed & _MASK64, 0], dtype=np.uint64)
+        counter = np.array([0, 0, index & _MASK64, index >> 64], dtype=np.uint64)
         rng = np.random.Generator(np.random.Philox(key=key, counter=counter))
         return rng.integers(0, self.num_tokens - self.block_size, size=self.batch_size)
 
