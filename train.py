@@ -1,0 +1,24 @@
+"""Train or fine-tune a GPT-2.
+
+    python train.py config/finetune_small.py                 # fine-tune GPT-2 124M on Shakespeare
+    python train.py config/train_shakespeare_small.py        # a small GPT from scratch, on a CPU
+    python train.py config/finetune_small.py --batch_size=2  # any setting from the command line
+    python train.py --init_from=resume --out_dir=out-shakespeare   # continue a run
+    torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py
+    python train.py --help                                   # every setting, with its meaning
+
+The loop lives in nanogpt2/trainer.py; the settings in nanogpt2/train_config.py.
+"""
+
+import sys
+
+from nanogpt2.errors import run_main
+from nanogpt2.trainer import train
+
+
+def main(argv=None):
+    return train(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    run_main(main)
