@@ -5,7 +5,7 @@
 
 For each case it builds the GPT-2 shape with random weights (memory does not depend
 on the values), then runs training steps exactly as nanogpt2/trainer.py does: for
-each micro-batch, forward under autocast keeping `_, loss = model(x, y)`, loss /
+each micro-batch, forward under autocast keeping only the loss, loss /
 accumulation, backward; then gradient clipping, fused AdamW, zero_grad(set_to_none).
 The first step allocates AdamW's moments; the peak is measured over the steps after
 it (torch.cuda.max_memory_allocated, the steady state the estimate describes) and
@@ -85,8 +85,7 @@ def train_steps(model, optimizer, rt, batches, attention: str) -> None:
     k = len(batches)
     for x, y in batches:
         with sdpa_kernel([SDPBackend.MATH]) if attention == "math" else contextlib.nullcontext(), rt.autocast():
-            _, loss = model(x, y)  # the trainer keeps the logits in `_` this way too
-            loss = loss / k
+            loss = model(x, y)[1] / k  # as the trainer does: the logits are not kept alive
         loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()

@@ -125,7 +125,7 @@ def block_bytes_per_token(config: GPTConfig, seq_len: int, act_bytes: int, atten
 def estimate_training_memory(
     config: GPTConfig, batch_size: int, seq_len: int | None = None, *, dtype: str = "bfloat16",
     attention: str = "flash", checkpointing: bool = False, grad_accum: int = 1, ddp: bool = False,
-    hold_logits: bool = True,
+    hold_logits: bool = False,
 ) -> MemoryEstimate:
     """Peak GPU memory of one AdamW training step of a GPT (nanogpt2/model.py), in the steady state.
 
@@ -135,7 +135,8 @@ def estimate_training_memory(
     checkpointing: recompute each block in the backward pass instead of saving its activations.
     grad_accum:    micro-steps per optimizer step; from the second on, gradients are held throughout.
     ddp:           DistributedDataParallel's gradient buckets (gradient_as_bucket_view=False).
-    hold_logits:   the training loop keeps the logits alive (nanogpt2/trainer.py's `_, loss = ...`).
+    hold_logits:   the training loop keeps the logits alive through backward (`logits, loss = model(x, y)`);
+                   nanogpt2/trainer.py keeps only the loss, so the default is False.
     """
     seq_len = config.block_size if seq_len is None else seq_len
     _check(config, batch_size, seq_len, dtype, attention, grad_accum)
