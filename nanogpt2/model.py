@@ -308,9 +308,11 @@ class GPT(nn.Module):
             x = x[:, -1:, :]  # (B, 1, C)
         x = self.ln_f(x)  # (B, T or 1, C)
 
-        # Scores over the padded vocabulary, then keep only the real ids, so that
-        # padding rows can never be predicted, counted in the loss, or sampled.
-        logits = self.lm_head(x)[..., : self.config.vocab_size]  # (B, T, V)
+        logits = self.lm_head(x)  # (B, T, padded V): a score for every token id
+        if self.config.padded_vocab_size != self.config.vocab_size:
+            # Keep only the real ids, so that padding rows can never be predicted, counted in
+            # the loss, or sampled. (Only when padded: even a no-op slice costs a copy in backward.)
+            logits = logits[..., : self.config.vocab_size]  # (B, T, V)
 
         loss = None
         if targets is not None:

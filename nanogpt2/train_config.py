@@ -49,8 +49,8 @@ class TrainConfig:
     """Biases in Linear and LayerNorm layers (scratch only; GPT-2's weights have them)."""
 
     pad_vocab_multiple: int | None = None
-    """Round the vocabulary up to a multiple of this for faster matmuls. None: 64 for scratch
-    (50257 -> 50304), 1 for pretrained weights, which cannot be padded."""
+    """Round the vocabulary up to a multiple of this for faster GPU matmuls. None: 64 for scratch
+    training on CUDA (50257 -> 50304), 1 on other devices and for pretrained weights."""
 
     # -- batch ------------------------------------------------------------------------
     batch_size: int = 12

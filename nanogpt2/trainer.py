@@ -34,7 +34,7 @@ from nanogpt2.errors import UserError
 from nanogpt2.metrics import MetricsLogger, format_duration
 from nanogpt2.optim import lr_at, make_optimizer
 from nanogpt2.progress import progress
-from nanogpt2.runtime import enable_tf32, resolve_runtime, seed_everything, want_compile
+from nanogpt2.runtime import enable_tf32, keep_freed_cpu_memory, resolve_runtime, seed_everything, want_compile
 from nanogpt2.train_config import TrainConfig
 from nanogpt2.train_setup import StopRequest, build_model, find_dataset, load_config, rng_state, set_rng_state
 
@@ -62,6 +62,8 @@ class Trainer:
         self.rt = resolve_runtime(dist_utils.device_for(self.dist, cfg.device), cfg.dtype)
         if self.rt.device_type == "cuda":
             enable_tf32()
+        elif self.rt.device_type == "cpu":
+            keep_freed_cpu_memory()
         if cfg.gradient_accumulation_steps % self.dist.world_size:
             raise UserError(
                 f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple of the "
@@ -80,7 +82,7 @@ class Trainer:
 
         # Model: the same initial weights on every rank (the seed), then each rank its own dropout stream.
         seed_everything(cfg.seed)
-        self.raw_model = build_model(cfg, vocab_size, ckpt).to(self.rt.device)
+        self.raw_model = build_model(cfg, vocab_size, ckpt, self.rt.device_type).to(self.rt.device)
         seed_everything(cfg.seed + self.dist.rank)
         self.optimizer = make_optimizer(
             self.raw_model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), self.rt.device_type

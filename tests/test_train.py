@@ -40,7 +40,9 @@ def test_tiny_run_lowers_val_loss(shakespeare_data, tmp_path):
 
 
 def test_gradient_accumulation_matches_one_big_batch(shakespeare_data, tmp_path):
-    """4 micro-steps of batch 2 give the gradient (rtol 1e-5) and update (atol 1e-6) of 1 step of batch 8."""
+    """4 micro-steps of batch 2 give the gradient of 1 step of batch 8 (rtol 1e-5, atol 1e-8), and so the
+    same AdamW update (atol 1e-6) wherever the gradient is above 1e-7: Adam divides by |g| + 1e-8, so for
+    smaller gradients summation-order rounding is amplified, bounded only by the step size lr."""
     def make(batch, accum):
         cfg = TrainConfig(init_from="scratch", n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=batch,
                           gradient_accumulation_steps=accum, dataset=str(shakespeare_data),
@@ -53,12 +55,16 @@ def test_gradient_accumulation_matches_one_big_batch(shakespeare_data, tmp_path)
     loss_big = big.accumulate_gradients([(x, y)])
     loss_small = small.accumulate_gradients([(x[i : i + 2], y[i : i + 2]) for i in range(0, 8, 2)])
     assert torch.allclose(loss_big, loss_small, rtol=1e-6)
+    grads = [p.grad.clone() for p in big.raw_model.parameters()]
     for a, b in zip(big.raw_model.parameters(), small.raw_model.parameters()):
         assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-8)
-    big.optimizer_step(1e-3)
-    small.optimizer_step(1e-3)
-    for a, b in zip(big.raw_model.parameters(), small.raw_model.parameters()):
-        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+    lr = 1e-3
+    big.optimizer_step(lr)
+    small.optimizer_step(lr)
+    for a, b, g in zip(big.raw_model.parameters(), small.raw_model.parameters(), grads):
+        well_conditioned = g.abs() > 1e-7
+        assert torch.allclose(a[well_conditioned], b[well_conditioned], rtol=0, atol=1e-6)
+        assert (a - b).abs().max() <= 2 * lr
 
 
 def test_resume_reproduces_uninterrupted_run(shakespeare_data, tmp_path):
