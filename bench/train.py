@@ -1,0 +1,186 @@
+"""Training throughput: our GPT against transformers' GPT2LMHeadModel, step for step.
+
+    python bench/train.py                                   # defaults for the device (124M on a GPU)
+    python bench/train.py --mem_cap_gib=12 --impl=ours      # stand in for a 12 GB card
+    python bench/train.py --compile=false --dtype=float32 --batch_size=4 --block_size=256
+
+Both models get the same shape, the same token batches, the same dtype (autocast),
+the same AdamW (fused on CUDA) and the same compile setting. After warm-up steps
+(which include compilation), they are timed in alternating rounds in one process,
+so that clock boosts, thermal state and background load hit both alike; the
+figure kept is the median step time. transformers runs with its SDPA attention
+(the fastest it offers without extra packages). Memory is the peak allocated by
+each model's own steps, net of what the other model holds.
+
+Prints a table and writes a JSON record (bench/common.py schema) to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import median, print_table, time_call, write_result  # noqa: E402
+
+from nanogpt2.flops import mfu, training_flops_per_token  # noqa: E402
+from nanogpt2.hardware import detect_gpu  # noqa: E402
+from nanogpt2.model import GPT, GPTConfig  # noqa: E402
+from nanogpt2.optim import make_optimizer  # noqa: E402
+from nanogpt2.runtime import enable_tf32, keep_freed_cpu_memory, resolve_runtime, want_compile  # noqa: E402
+from nanogpt2.train_setup import default_vocab_padding  # noqa: E402
+
+GPU_DEFAULTS = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, batch_size=8)  # GPT-2 small
+CPU_DEFAULTS = dict(n_layer=4, n_head=4, n_embd=256, block_size=256, batch_size=4)  # small: 2 cores
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name in GPU_DEFAULTS:
+        p.add_argument(f"--{name}", type=int, default=None, help="default: GPT-2 small on a GPU, a small shape on CPU")
+    p.add_argument("--pad_vocab_multiple", type=int, default=None,
+                   help="ours only: vocabulary padding; default as train.py (64 on CUDA, 1 elsewhere)")
+    p.add_argument("--grad_accum", type=int, default=1, help="micro-steps per optimizer step")
+    p.add_argument("--impl", choices=["both", "ours", "hf"], default="both")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    p.add_argument("--compile", default="auto", help="auto (on for CUDA with Triton), true or false")
+    p.add_argument("--mem_cap_gib", type=float, default=None, help="cap this process's GPU memory (e.g. 12)")
+    p.add_argument("--default_malloc", action="store_true",
+                   help="CPU: leave glibc's allocator as it is (train.py tunes it; see runtime.keep_freed_cpu_memory)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per model (compilation happens here)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per model")
+    p.add_argument("--json", default=None, help="where to write the JSON record (default: bench/results/)")
+    args = p.parse_args(argv)
+    return args
+
+
+def build(impl: str, config: GPTConfig, rt, compile_model: bool):
+    """(model to call, module for bookkeeping, optimizer, step function) for one implementation."""
+    torch.manual_seed(0)
+    if impl == "ours":
+        module = GPT(config).to(rt.device)
+        forward = lambda m, x, y: m(x, y)[1]  # noqa: E731
+    else:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        hf_config = GPT2Config(
+            n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd, n_positions=config.block_size,
+            vocab_size=config.vocab_size, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            attn_implementation="sdpa", use_cache=False,
+        )
+        module = GPT2LMHeadModel(hf_config).to(rt.device)
+        forward = lambda m, x, y: m(input_ids=x, labels=x).loss  # noqa: E731  (it shifts the labels itself)
+    module.train()
+    optimizer = make_optimizer(module, 6e-4, 0.1, (0.9, 0.95), rt.device_type)
+    model = torch.compile(module) if compile_model else module
+    return model, module, optimizer, forward
+
+
+def make_step(model, module, optimizer, forward, batches, rt):
+    """A function running one optimizer step over `batches`, the way nanogpt2/trainer.py does."""
+    k = len(batches)
+
+    def step():
+        for x, y in batches:
+            with rt.autocast():
+                loss = forward(model, x, y) / k
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def persistent_bytes(module, optimizer) -> int:
+    tensors = list(module.parameters()) + [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rt = resolve_runtime(args.device, args.dtype)
+    defaults = GPU_DEFAULTS if rt.device_type == "cuda" else CPU_DEFAULTS
+    shape = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
+    batch_size = shape.pop("batch_size")
+    compile_model = want_compile(None if args.compile == "auto" else args.compile.lower() == "true", rt.device)
+    tuned_malloc = rt.device_type == "cpu" and not args.default_malloc and keep_freed_cpu_memory()
+    if rt.device_type == "cuda":
+        enable_tf32()
+        if args.mem_cap_gib:
+            total = torch.cuda.get_device_properties(rt.device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, args.mem_cap_gib * 2**30 / total), rt.device)
+
+    pad = args.pad_vocab_multiple or default_vocab_padding(rt.device_type)
+    ours_config = GPTConfig(**shape, pad_vocab_multiple=pad)
+    T = shape["block_size"]
+    g = torch.Generator().manual_seed(0)
+    batches = [tuple(t.to(rt.device) for t in torch.randint(0, 50257, (2, batch_size, T), generator=g))
+               for _ in range(args.grad_accum)]
+    tokens_per_step = batch_size * T * args.grad_accum
+    fpt = training_flops_per_token(GPTConfig(**shape), T)  # useful work: the unpadded model's FLOPs
+    spec = detect_gpu(torch.cuda.get_device_name(rt.device)) if rt.device_type == "cuda" else None
+    peak = spec.peak_flops(str(rt.dtype).removeprefix("torch.")) if spec else None
+
+    impls = ["ours", "hf"] if args.impl == "both" else [args.impl]
+    runs, times, mem = {}, {i: [] for i in impls}, {}
+    for impl in impls:
+        try:
+            model, module, optimizer, forward = build(impl, ours_config, rt, compile_model)
+            step = make_step(model, module, optimizer, forward, batches, rt)
+            time_call(step, warmup=args.warmup, repeat=0, sync=rt.synchronize)
+            runs[impl] = (step, module, optimizer)
+        except torch.cuda.OutOfMemoryError:
+            mem[impl] = "OOM"
+            print(f"{impl}: out of memory while warming up", file=sys.stderr)
+
+    for _ in range(args.rounds):
+        for impl, (step, module, optimizer) in runs.items():
+            if rt.device_type == "cuda":
+                others = torch.cuda.memory_allocated(rt.device) - persistent_bytes(module, optimizer)
+                torch.cuda.reset_peak_memory_stats(rt.device)
+            times[impl] += time_call(step, warmup=0, repeat=args.steps, sync=rt.synchronize)
+            if rt.device_type == "cuda":
+                peak_mem = (torch.cuda.max_memory_allocated(rt.device) - others) / 2**30
+                mem[impl] = max(mem.get(impl, 0.0), peak_mem)
+
+    names = {"ours": "nanogpt2 GPT", "hf": "transformers GPT2LMHeadModel (sdpa)"}
+    results = []
+    for impl in impls:
+        if impl not in runs:
+            results.append({"name": names[impl], "tokens_per_sec": None, "ms_per_step": None, "mfu": None,
+                            "peak_mem_gib": "OOM"})
+            continue
+        t = median(times[impl])
+        tps = tokens_per_step / t
+        results.append({
+            "name": names[impl],
+            "tokens_per_sec": round(tps, 1),
+            "ms_per_step": round(1000 * t, 2),
+            "mfu": round(mfu(fpt, tps, peak), 4) if peak else None,
+            "peak_mem_gib": round(mem[impl], 3) if isinstance(mem.get(impl), float) else mem.get(impl),
+        })
+    if len(runs) == 2:
+        speedup = results[1]["ms_per_step"] / results[0]["ms_per_step"]
+        results[0]["vs_transformers"] = round(speedup, 3)
+
+    settings = {**shape, "batch_size": batch_size, "grad_accum": args.grad_accum, "tokens_per_step": tokens_per_step,
+                "pad_vocab_multiple": pad, "dtype": str(rt.dtype).removeprefix("torch."),
+                "compile": compile_model, "tuned_cpu_malloc": tuned_malloc, "mem_cap_gib": args.mem_cap_gib, "warmup": args.warmup,
+                "steps": args.steps, "rounds": args.rounds, "flops_per_token": fpt,
+                "peak_flops": peak, "gpu": spec.name if spec else None}
+    print(f"{rt.describe()}, compile {'on' if compile_model else 'off'}, {shape['n_layer']} layers x "
+          f"{shape['n_embd']} wide, {batch_size} x {T} tokens x {args.grad_accum} micro-steps"
+          f"{'' if peak else ', MFU n/a (no known peak for this device)'}")
+    print_table([{k: ("n/a" if v is None else v) for k, v in r.items()} for r in results])
+    path = write_result("train", settings, results, device=rt.device, path=args.json)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
