@@ -6,8 +6,8 @@
 """
 
 from nanogpt2.errors import UserError
-from nanogpt2.model import GPT, GPTConfig
+from nanogpt2.model import GPT, GPTConfig, KVCache
 from nanogpt2.tokenizer import Tokenizer, get_tokenizer
 
-__all__ = ["GPT", "GPTConfig", "Tokenizer", "UserError", "get_tokenizer"]
+__all__ = ["GPT", "GPTConfig", "KVCache", "Tokenizer", "UserError", "get_tokenizer"]
 __version__ = "0.1.0"

@@ -40,8 +40,11 @@ class PlainProgress:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:  # failed work gets no "done in" line
+            self.start = None
 
     def update(self, n: int = 1) -> None:
         self.n += n

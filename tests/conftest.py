@@ -72,6 +72,19 @@ def save_hf_dir(model, path: Path, fmt: str = "safetensors") -> Path:
     return path
 
 
+def save_model_checkpoint(model, path: Path) -> Path:
+    """Write `model` as a minimal training checkpoint (the fields sample.py and export read)."""
+    import dataclasses
+
+    from nanogpt2.checkpoint import atomic_save
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format_version": 1, "model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
+             "config": {}}
+    atomic_save(state, path)
+    return path
+
+
 @pytest.fixture
 def hf_dir(tmp_path):
     """Factory: hf_dir(fmt="safetensors", **shape) -> (transformers model, directory)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 
@@ -10,10 +9,9 @@ import pytest
 import torch
 
 from nanogpt2 import GPT, GPTConfig, UserError, get_tokenizer
-from nanogpt2.checkpoint import atomic_save
 from nanogpt2.export import byte_to_unicode, export_hf, main
 
-from conftest import REPO
+from conftest import REPO, save_model_checkpoint
 
 
 def save_checkpoint(out_dir, seed=0, **shape) -> GPT:
@@ -23,10 +21,7 @@ def save_checkpoint(out_dir, seed=0, **shape) -> GPT:
     with torch.no_grad():  # every parameter random, biases and LayerNorms too, so a mix-up shows
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {"format_version": 1, "model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
-             "config": {}}
-    atomic_save(state, out_dir / "ckpt.pt")
+    save_model_checkpoint(model, out_dir / "ckpt.pt")
     return model
 
 

@@ -3,7 +3,6 @@ stops at end-of-text, and refuses bad input in one line."""
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 
@@ -11,11 +10,11 @@ import pytest
 import torch
 
 from nanogpt2 import GPT, GPTConfig, UserError, get_tokenizer
-from nanogpt2.checkpoint import atomic_save, load_model
+from nanogpt2.checkpoint import load_model
 from nanogpt2.sample_cli import encode_start, sample
 from nanogpt2.tokenizer import EOT_ID, EOT_TEXT
 
-from conftest import REPO
+from conftest import REPO, save_model_checkpoint
 
 SHAPE = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=50257, pad_vocab_multiple=64)
 
@@ -26,9 +25,7 @@ def out_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
     model = GPT(GPTConfig(**SHAPE))
-    state = {"format_version": 1, "model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
-             "config": {}}
-    atomic_save(state, path / "ckpt.pt")
+    save_model_checkpoint(model, path / "ckpt.pt")
     (path / "config.json").write_text("{}")  # train.py writes its settings here: must not look like an HF dir
     return path
 
@@ -102,9 +99,7 @@ def eot_lover(tmp_path_factory):
         model.wte.weight[EOT_ID] *= 3.0
         model.ln_f.weight.zero_()
         model.ln_f.bias.copy_(model.wte.weight[EOT_ID])
-    state = {"format_version": 1, "model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
-             "config": {}}
-    atomic_save(state, path / "best.pt")
+    save_model_checkpoint(model, path / "best.pt")
     return path
 
 

@@ -87,10 +87,7 @@ class Piecer:
 def numpy_encoder() -> Callable[[str], np.ndarray]:
     """encode(text) -> np.ndarray of GPT-2 ids, treating "<|endoftext|>" in the text as
     ordinary characters (so no input can forge a document boundary)."""
-    enc = get_tokenizer()._enc  # the tiktoken Encoding behind our Tokenizer
-    if hasattr(enc, "encode_to_numpy"):  # tiktoken >= 0.8
-        return lambda text: enc.encode_to_numpy(text, disallowed_special=())
-    return lambda text: np.asarray(enc.encode_ordinary(text), dtype=np.uint32)
+    return get_tokenizer().encode_to_numpy
 
 
 _EOT = np.array([EOT_ID], dtype=np.uint16)
