@@ -16,6 +16,7 @@ cannot run code on the machine that loads it.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,17 +86,13 @@ def find_checkpoint(out_dir: str | Path, prefer: str = BEST) -> Path:
     raise UserError(f"{out_dir} holds no checkpoint ({BEST} or {LATEST}); train first or check the path")
 
 
-def model_from_checkpoint(ckpt: dict) -> GPT:
-    """A GPT with the architecture and weights stored in `ckpt`."""
-    config = GPTConfig(**ckpt["model_config"])
-    with torch.device("meta"):
-        model = GPT(config)
+def model_from_checkpoint(ckpt: dict, **overrides) -> GPT:
+    """A GPT with the architecture and weights stored in `ckpt` (overrides: e.g. dropout)."""
+    config = replace(GPTConfig(**ckpt["model_config"]), **overrides)
     try:
-        model.load_state_dict(ckpt["model"], strict=True, assign=True)
+        return GPT.from_state_dict(config, ckpt["model"])
     except RuntimeError as e:
         raise UserError(f"checkpoint weights do not fit its own model_config: {str(e).splitlines()[0]}") from None
-    model.tie_weights()
-    return model
 
 
 def load_model(out_dir_or_file: str | Path, prefer: str = BEST) -> tuple[GPT, dict]:

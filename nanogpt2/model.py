@@ -394,9 +394,15 @@ class GPT(nn.Module):
             n -= self.wte.weight.numel() + self.wpe.weight.numel()
         return n
 
-    def tie_weights(self) -> None:
-        """Make the LM head share the token embedding again (after loading with assign=True)."""
-        self.lm_head.weight = self.wte.weight
+    @classmethod
+    def from_state_dict(cls, config: GPTConfig, state: dict[str, torch.Tensor]) -> "GPT":
+        """A GPT holding exactly these tensors. It is built on the meta device (no memory, no
+        random init), then adopts them; loading copies nothing and a mismatch raises."""
+        with torch.device("meta"):
+            model = cls(config)
+        model.load_state_dict(state, strict=True, assign=True)
+        model.lm_head.weight = model.wte.weight  # assign=True gave the head its own Parameter: tie again
+        return model
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str, **overrides) -> "GPT":

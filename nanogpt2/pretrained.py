@@ -54,12 +54,7 @@ def load_pretrained(name_or_dir: str | os.PathLike, **overrides) -> GPT:
     # A smaller block_size keeps only the first rows of the position table.
     state["wpe.weight"] = state["wpe.weight"][: config.block_size].clone()
 
-    # Build on the meta device (no memory, no random init), then adopt the loaded tensors.
-    with torch.device("meta"):
-        model = GPT(config)
-    model.load_state_dict(state, strict=True, assign=True)
-    model.tie_weights()  # assign=True gave the head its own Parameter; share the embedding again
-    return model
+    return GPT.from_state_dict(config, state)
 
 
 # -- finding the files ------------------------------------------------------------

@@ -14,13 +14,12 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
-from nanogpt2.checkpoint import LATEST, read_checkpoint
+from nanogpt2.checkpoint import LATEST, model_from_checkpoint, read_checkpoint
 from nanogpt2.configurator import parse_config
 from nanogpt2.errors import UserError
 from nanogpt2.model import GPT, GPTConfig
@@ -126,11 +125,7 @@ def _model_from_resume(cfg: TrainConfig, ckpt: dict) -> GPT:
             f"the checkpoint in {cfg.out_dir} is a different architecture: the config asks for "
             f"{', '.join(clashes)}; drop those settings or use a new out_dir"
         )
-    with torch.device("meta"):
-        model = GPT(replace(saved, dropout=cfg.dropout))
-    model.load_state_dict(ckpt["model"], strict=True, assign=True)
-    model.tie_weights()
-    return model
+    return model_from_checkpoint(ckpt, dropout=cfg.dropout)
 
 
 # -- random state -----------------------------------------------------------------
