@@ -25,6 +25,9 @@ def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str]
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without a traceback
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     except BrokenPipeError:  # `python train.py --help | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         sys.exit(0)

@@ -142,8 +142,9 @@ class Trainer:
                 self.save_checkpoint(best=False)
             elif self.step != last_eval:
                 self.evaluate_and_checkpoint()
-        if stopped_by == "signal":
-            self.say(f"stopped at step {self.step}; continue with --init_from=resume --out_dir={cfg.out_dir}")
+        if stopped_by is not None:
+            why = "on request" if stopped_by == "signal" else f"after max_hours={cfg.max_hours}"
+            self.say(f"stopped {why} at step {self.step}; continue with --init_from=resume --out_dir={cfg.out_dir}")
         return {"step": self.step, "best_val_loss": self.best_val_loss, "stopped_by": stopped_by}
 
     def lr(self, step: int) -> float:
