@@ -307,8 +307,15 @@ def format_memory(mem: dict) -> list[str]:
             for name, value in rows]
     if mem["gpu_memory"]:
         verdict = "fits" if mem["fits"] else "does NOT fit"
+        advice = ""
+        if not mem["max_batch_size"]:
+            terms = mem["terms_at_peak"]
+            state = terms["weights (fp32)"] * 2 + terms["AdamW moments (fp32)"]  # weights, gradients, moments
+            advice = (f" (the weights, gradients and AdamW moments alone take {gib(state)}, plus the CUDA context: "
+                      f"use a smaller model or a GPU with more memory)" if state + mem["cuda_context"] >= mem["gpu_memory"]
+                      else " (try --checkpointing, a shorter --block-size, or a smaller model)")
         out.append(f"  on {gib(mem['gpu_memory'])}: {verdict}; largest micro-batch that fits: {mem['max_batch_size']}"
-                   + ("" if mem["max_batch_size"] else " (try --checkpointing, a shorter --block-size, or a smaller model)"))
+                   + advice)
     return out
 
 

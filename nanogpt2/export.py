@@ -71,6 +71,9 @@ def export_hf(model: GPT, hf_dir: str | Path, overwrite: bool = False) -> list[P
     # (a custom dataset) would be handed ids it has no embedding for.
     if cfg.vocab_size == VOCAB_SIZE:
         written += write_tokenizer_files(hf_dir, model_max_length=cfg.block_size)
+    else:  # --force over an earlier export must not leave GPT-2's tokenizer beside this model
+        for name in TOKENIZER_FILES:
+            (hf_dir / name).unlink(missing_ok=True)
     return written
 
 
@@ -206,8 +209,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     files = export_hf(model, args.hf_dir, overwrite=args.force)
     print(f"wrote {', '.join(f.name for f in files)} to {args.hf_dir}")
     if model.config.vocab_size != VOCAB_SIZE:
-        print(f"no tokenizer files: the model has {model.config.vocab_size} token ids, not GPT-2's {VOCAB_SIZE}")
-    print(f'load it with transformers.pipeline("text-generation", model="{args.hf_dir}")')
+        print(f"no tokenizer files: the model has {model.config.vocab_size} token ids, not GPT-2's {VOCAB_SIZE}; "
+              f'load it with transformers.GPT2LMHeadModel.from_pretrained("{args.hf_dir}") and your own tokenizer')
+    else:
+        print(f'load it with transformers.pipeline("text-generation", model="{args.hf_dir}")')
 
 
 if __name__ == "__main__":

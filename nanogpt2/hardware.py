@@ -16,8 +16,11 @@ it is where popular calculators go wrong:
   unknown, never silently given some other card's peak.
 
 Every figure below is NVIDIA's, with the document it comes from. FLOP/s are
-dense; memory is the card's nominal size (GPU memory is sold in binary units:
-a "12 GB" card holds 12 GiB); bandwidth is in bytes/s. Sources:
+dense; bandwidth is in bytes/s; memory is what CUDA reports as usable, in GiB.
+For most cards that is the nominal size (GPU memory is sold in binary units: a
+"12 GB" card holds 12 GiB), but the GDDR6 data-centre parts (L4, T4) ship with
+ECC on, which reserves 1/16 of it (NVIDIA CUDA C++ Best Practices Guide, "ECC").
+Sources:
 
     [Ada]     NVIDIA Ada GPU Architecture whitepaper v2.1 (2023), App. A tables
               (RTX 4090, RTX 4080, RTX 4080 12 GB = later sold as the RTX 4070 Ti; L4).
@@ -135,11 +138,11 @@ GPUS: tuple[GPUSpec, ...] = (
     GPUSpec("h200", "H200 SXM", 989.4 * T, 989.4 * T, 989.4 * T, 494.7 * T, 66.9 * T, 141, 4800 * GB, "[H200]",
             ("h200",), ("h200sxm",)),
     # [L4] BF16/FP16 121 dense (FP32 accumulate at full rate on this data-centre Ada part), TF32 60,
-    # FP32 30.3; 24 GB GDDR6 at 300 GB/s.
-    GPUSpec("l4", "L4", 121 * T, 121 * T, 121 * T, 60 * T, 30.3 * T, 24, 300 * GB, "[L4]", ("l4",), ()),
+    # FP32 30.3; 24 GB GDDR6 at 300 GB/s, of which ECC (on by default) leaves ~22.5 GiB usable.
+    GPUSpec("l4", "L4", 121 * T, 121 * T, 121 * T, 60 * T, 30.3 * T, 22.5, 300 * GB, "[L4]", ("l4",), ()),
     # [T4] Turing: FP16 tensor cores (65 TFLOP/s mixed precision), no bf16, no TF32; FP32 8.1;
-    # 16 GB GDDR6 at 320 GB/s.
-    GPUSpec("t4", "T4", None, 65 * T, 65 * T, None, 8.1 * T, 16, 320 * GB, "[T4]", ("t4",), ("teslat4",)),
+    # 16 GB GDDR6 at 320 GB/s, of which ECC (on by default) leaves 14.75 GiB usable (15,835,398,144 B).
+    GPUSpec("t4", "T4", None, 65 * T, 65 * T, None, 8.1 * T, 14.75, 320 * GB, "[T4]", ("t4",), ("teslat4",)),
 )
 
 # Words that say nothing about which GPU it is.

@@ -79,7 +79,7 @@ class MemoryEstimate:
     low_precision_weights: int  # bf16 weight copies kept for the backward pass (autocast)
     block_activations: int  # saved for backward by the transformer blocks (and embeddings)
     head_activations: int  # saved for backward by ln_f, the LM head and the loss
-    logits: int  # the logits tensor the training loop holds (`_, loss = model(x, y)`)
+    logits: int  # the logits, if the training loop holds them through backward (hold_logits)
     loss_gradient: int  # fp32 transients while cross-entropy's backward runs
     phases: dict[str, int] = field(default_factory=dict)  # candidate peaks, by moment of the step
 

@@ -19,7 +19,7 @@ References
     [GELU]   Hendrycks & Gimpel 2016, "Gaussian Error Linear Units".
     [Tying]  Press & Wolf 2017, "Using the Output Embedding to Improve Language Models".
     [Flash]  Dao et al. 2022, "FlashAttention".
-    [KV]     Pope et al. 2022, "Efficiently Scaling Transformer Inference" (3.1, the KV cache).
+    [KV]     Pope et al. 2022, "Efficiently Scaling Transformer Inference" (the KV cache and its costs).
 """
 
 from __future__ import annotations
@@ -179,11 +179,14 @@ class CausalSelfAttention(nn.Module):
         else:  # generating: these T queries continue the L - T positions already cached
             k, v = cache.update(layer, k, v)  # (B, nh, L, hs)
             L = k.size(2)
-            # Query i sits at position L - T + i, so it may see keys 0 .. L - T + i: a lower
-            # triangle aligned to the bottom-right corner of the (T, L) score matrix. (SDPA's
-            # is_causal aligns it top-left, right only when L == T.) One query may see every key.
-            mask = None if T == 1 else torch.ones(T, L, dtype=torch.bool, device=x.device).tril(L - T)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
+            if T == 1 or L == T:  # one query sees every key; an empty cache's prefill is plain causal
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)  # (B, nh, T, hs)
+            else:
+                # Query i sits at position L - T + i, so it may see keys 0 .. L - T + i: a lower
+                # triangle aligned to the bottom-right corner of the (T, L) score matrix. (SDPA's
+                # is_causal aligns it top-left, which is right only when L == T.)
+                mask = torch.ones(T, L, dtype=torch.bool, device=x.device).tril(L - T)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
 
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
@@ -345,7 +348,8 @@ class GPT(nn.Module):
                       forward by window_shift tokens and the cache is rebuilt (every kept token
                       has a new position). 1 gives every token a full window, as a model without
                       a cache sees it, at the cost of a full forward pass per token; the default,
-                      block_size // 8, keeps at least 7/8 of the window and rebuilds 1/8 as often.
+                      block_size // 8, keeps at least 7/8 of the window and rebuilds the cache
+                      once every block_size // 8 tokens.
         Dropout is off while generating, whatever the model's mode.
         """
         bs = self.config.block_size

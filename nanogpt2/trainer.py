@@ -273,6 +273,12 @@ class Trainer:
         self.step = int(ckpt["step"])
         self.best_val_loss = float(ckpt["best_val_loss"])
         rank, world = self.dist.rank, self.dist.world_size
+        saved, now = ckpt["loader"][0], self.train_batches.state_dict()
+        changed = [f"{k} {saved.get(k)} -> {now[k]}" for k in ("num_tokens", "batch_size", "block_size")
+                   if saved.get(k) != now[k]]
+        if changed:
+            self.say(f"note: since the checkpoint, {', '.join(changed)} (training tokens, batch or block size): "
+                     f"the batches will differ from an uninterrupted run")
         if ckpt.get("world_size") == world:
             set_rng_state(ckpt["rng"][rank], self.rt.device)
             self.train_batches.load_state_dict(ckpt["loader"][rank])

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nanogpt2.data import open_dataset
+from nanogpt2.data import DatasetError, open_dataset
 from nanogpt2.data.cli import main as prepare_cli
 from nanogpt2.errors import run_main
 
@@ -122,4 +122,34 @@ def test_shakespeare_recipe_offline_says_which_input_to_give(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot download")
     assert "--input" in lines[0] and "shared/corpora/shakespeare" in lines[0]
-    assert not list(tmp_path.rglob("*.txt"))  # no partial download left behind
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no partial download left behind
+
+
+def test_cut_short_download_is_not_cached(tmp_path):
+    """A server that announces 100,000 bytes and hangs up after 1,500 gives a one-line error, and neither
+    the partial file nor a cached copy is left to be reused by the next run."""
+    import http.server
+    import threading
+
+    from nanogpt2.data.cli import download
+
+    class CutShort(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"x" * 1500)
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/input.txt"
+        with pytest.raises(DatasetError, match="cut short|IncompleteRead"):
+            download(url, tmp_path / "cache" / "input.txt", offline_hint="pass --input PATH")
+    finally:
+        server.shutdown()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -1,4 +1,4 @@
-"""OpenWebText (about 9B GPT-2 tokens, 17 GB of token files) into data/openwebtext/, as for GPT-2 124M.
+"""OpenWebText (about 9B GPT-2 tokens, 18 GB of token files) into data/openwebtext/, as for GPT-2 124M.
 
     python data/openwebtext/prepare.py                       # streams it from the Hugging Face Hub
     python data/openwebtext/prepare.py --input hf:OTHER/COPY # another copy of it, or local files

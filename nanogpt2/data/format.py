@@ -8,9 +8,9 @@ A prepared dataset is a folder:
 
 Raw uint16 is the format nanoGPT's prepare scripts already write, so folders
 prepared by nanoGPT load here unchanged. GPT-2's 50,257 ids fit in 16 bits, half
-the bytes of int32: a 9-billion-token OpenWebText is 18 GB instead of 36 GB.
-Each document is followed by the end-of-text id (50256), as GPT-2 separated
-documents in training ([GPT-2] section 2.2; nanoGPT's openwebtext/prepare.py).
+the bytes of int32: a 9-billion-token OpenWebText is 18 GB (17 GiB) instead of 36.
+Each document is followed by the end-of-text id (50256), the separator of GPT-2's
+tokenizer, as nanoGPT's openwebtext/prepare.py does.
 
 meta.json is the folder's table of contents: the tokenizer, the vocabulary size,
 the end-of-text id and the token and document counts of each split. Because the
@@ -146,7 +146,9 @@ def _read_meta(meta_file: Path, redo: str) -> dict:
     if not isinstance(meta, dict):
         raise DatasetError(f"{meta_file} is not a JSON object; {redo}")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int):
+        raise DatasetError(f"{meta_file} has no format_version: it was not written by data/prepare.py; {redo}")
+    if version > FORMAT_VERSION:
         raise DatasetError(
             f"{meta_file} has format_version {version!r}; this nanogpt2 reads versions up to "
             f"{FORMAT_VERSION}: update nanogpt2 or {redo}"
@@ -158,7 +160,8 @@ def _read_meta(meta_file: Path, redo: str) -> dict:
     if not isinstance(vocab, int) or not 0 < vocab <= 2**16:
         raise DatasetError(f"{meta_file} has vocab_size {vocab!r}, which does not fit uint16 token ids; {redo}")
     splits = meta.get("splits")
-    if not isinstance(splits, dict) or any(not isinstance(splits.get(s, {}).get("tokens"), int) for s in SPLITS):
+    if not isinstance(splits, dict) or any(not isinstance(splits.get(s), dict)
+                                           or not isinstance(splits[s].get("tokens"), int) for s in SPLITS):
         raise DatasetError(f"{meta_file} lacks the token counts of its splits; {redo}")
     return meta
 

@@ -19,7 +19,7 @@ exact loss of the split, not an estimate from a few random batches.
 
 Memory: reading windows by indexing an np.memmap maps each touched page of the
 file into the process, and those pages count as its resident memory; over
-millions of random batches that climbs to the file size (OpenWebText: 17 GB),
+millions of random batches that climbs to the file size (OpenWebText: 17 GiB),
 which looks like a leak and can trip a container's memory limit. nanoGPT
 re-creates its memmap for every batch to avoid this. We read each window with
 `os.preadv` into a reused buffer instead: the process never maps the file, the

@@ -119,8 +119,9 @@ def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
             skipped_empty_documents=stats.skipped_empty, undecodable_bytes=stats.undecodable_bytes,
             created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         )
-        # Replace in an order that never pairs a new .bin with an old meta.json.
-        (out / META_FILE).unlink(missing_ok=True)
+        # New .bin files first, meta.json last: if the run dies in between, the old meta.json's
+        # token counts no longer match the files and open_dataset refuses the folder loudly
+        # (without any meta.json it would be read as a nanoGPT-style folder and accepted).
         for f, s in zip(partial, SPLITS):
             os.replace(f, bin_path(out, s))
         write_json_atomic(out / META_FILE, meta)
@@ -209,6 +210,11 @@ def _tokenize_all(cfg: PrepareConfig, sources, encode, partial: list[Path]):
             if unit:
                 submit(pool, unit)
             drain(keep=0)
+    except BaseException as e:
+        if bar is not None:  # closed as failed: no "done in" line above the error
+            bar.__exit__(type(e), e, e.__traceback__)
+            bar = None
+        raise
     finally:
         output.close()
         if bar is not None:
