@@ -88,10 +88,6 @@ class GPTConfig:
             raise UserError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
 
     @property
-    def head_size(self) -> int:
-        return self.n_embd // self.n_head
-
-    @property
     def padded_vocab_size(self) -> int:
         """Rows in the embedding table and LM head (vocab_size rounded up to pad_vocab_multiple)."""
         m = self.pad_vocab_multiple

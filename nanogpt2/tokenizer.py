@@ -41,10 +41,6 @@ class Tokenizer:
             return self._enc.encode(text, allowed_special={EOT_TEXT})
         return self._enc.encode_ordinary(text)
 
-    def encode_batch(self, texts: Sequence[str], num_threads: int = 8) -> list[list[int]]:
-        """encode() for many texts at once (tiktoken runs them on its own threads)."""
-        return self._enc.encode_ordinary_batch(list(texts), num_threads=num_threads)
-
     def encode_to_numpy(self, text: str) -> np.ndarray:
         """encode(text) as a NumPy array (no Python list of ints: much faster for big texts)."""
         if hasattr(self._enc, "encode_to_numpy"):  # tiktoken >= 0.8
