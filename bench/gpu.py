@@ -1,0 +1,127 @@
+"""Every measurement only a GPU can take, in one command, each saved the moment it is taken.
+
+    python bench/gpu.py                          # the whole suite on cuda:0 (about 10 minutes on an H100)
+    python bench/gpu.py --only=main,train        # some steps
+    python bench/gpu.py --dry-run                # the same steps with tiny shapes on the CPU (the tests run this)
+
+GPUs are lent rarely and briefly, so the suite needs nothing from the network and
+nothing beyond torch, tiktoken, transformers, safetensors and huggingface_hub:
+- "OpenAI's GPT-2" is a random-weight transformers GPT-2 folder written on the spot
+  (speed and memory do not depend on the values), loaded through the same
+  `init_from=FOLDER` path as `init_from=gpt2`;
+- the main job's Shakespeare is the prepared data/shakespeare/ if present, or else is
+  prepared from --corpus (any text file or folder).
+
+Each step runs in its own process with its own time limit, in the order below (most
+wanted first), and writes its JSON record into --out as soon as it ends, so a
+time-out or a crash loses only the step it hit. suite.json lists every step's status
+and is rewritten after each. The suite ends with a markdown table for the README.
+
+Steps:
+  main     python train.py config/finetune_small.py under a 12 GiB cap (an RTX 4070 Ti's size):
+           loss, tokens/s, MFU and peak memory from its metrics.jsonl
+  train    bench/train.py, GPT-2 124M, T=1024, bf16, compiled: ours vs transformers
+  memory   bench/memory.py: measured peak against nanogpt2.memory's estimate, every case
+  eager    bench/train.py uncompiled (transformers' Trainer default)
+  sample   bench/sample.py on CUDA, KV cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+CAP_GIB = 12  # an RTX 4070 Ti
+
+
+def steps(work: Path, out: Path, dry: bool) -> dict[str, tuple[list[str], int]]:
+    """name -> (command, seconds allowed). --dry-run swaps in tiny shapes on the CPU."""
+    py = sys.executable
+    cap = ["--mem_cap_gib", str(CAP_GIB)] if not dry else []
+    main_job = [py, str(BENCH / "gpu_main_job.py"), "--folder", str(work / "gpt2-random"),
+                "--out_dir", str(work / "out-finetune-small"), "--json", str(out / "main.json")]
+    tiny_train = ["--device=cpu", "--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=32", "--batch_size=2",
+                  "--warmup=1", "--steps=1", "--rounds=1"]
+    return {
+        "main": (main_job + (["--dry-run"] if dry else cap), 240),
+        "train": ([py, str(BENCH / "train.py"), "--json", str(out / "train-compiled.json")]
+                  + (tiny_train + ["--compile=false"] if dry else ["--compile=true"]), 240),
+        "memory": ([py, str(BENCH / "memory.py"), "--json", str(out / "memory.json")]
+                   + (["--cases=small-b1"] if dry else []), 180),
+        "eager": ([py, str(BENCH / "train.py"), "--json", str(out / "train-eager.json"), "--compile=false"]
+                  + (tiny_train if dry else []), 120),
+        "sample": ([py, str(BENCH / "sample.py"), "--json", str(out / "sample.json"), "--modes=kv-cache",
+                    "--new_tokens", "8" if dry else "200"] + (["--device=cpu"] if dry else ["--repeat=3"]), 90),
+    }
+
+
+def run_step(name: str, cmd: list[str], limit: int, out: Path) -> dict:
+    """Run one step in its own process; its output goes to OUT/NAME.log."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    start = time.perf_counter()
+    with open(out / f"{name}.log", "w") as log:
+        try:
+            rc = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=limit).returncode
+            status = "ok" if rc == 0 else f"failed (exit {rc})"
+        except subprocess.TimeoutExpired:
+            status = f"timed out after {limit} s"
+    return {"step": name, "status": status, "seconds": round(time.perf_counter() - start, 1),
+            "command": " ".join(cmd)}
+
+
+def table(out: Path) -> str:
+    """A markdown table of the headline figures, from the records the steps wrote."""
+    lines = ["| what | figure |", "| --- | --- |"]
+    for path in sorted(out.glob("*.json")):
+        if path.name == "suite.json":
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for row in record.get("results", []):
+            figures = ", ".join(f"{k} {v}" for k, v in row.items() if k != "name" and v is not None)
+            lines.append(f"| {path.stem}: {row.get('name', '')} | {figures} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=None, help="folder for the records (default: bench/results/gpu-<time>/)")
+    p.add_argument("--only", default=None, help="comma-separated steps to run (default: all, in order)")
+    p.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU: checks the suite, measures nothing")
+    args = p.parse_args(argv)
+    out = Path(args.out or BENCH / "results" / time.strftime("gpu-%Y%m%dT%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="nanogpt2-gpu-"))
+    plan = steps(work, out, args.dry_run)
+    names = args.only.split(",") if args.only else list(plan)
+    unknown = [n for n in names if n not in plan]
+    if unknown:
+        print(f"error: unknown step(s) {', '.join(unknown)}; choose from {', '.join(plan)}", file=sys.stderr)
+        return 2
+    done = []
+    try:
+        for name in names:
+            cmd, limit = plan[name]
+            print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(cmd[1:])}", flush=True)
+            done.append(run_step(name, cmd, limit, out))
+            print(f"  {done[-1]['status']} in {done[-1]['seconds']} s (log: {out / (name + '.log')})", flush=True)
+            (out / "suite.json").write_text(json.dumps({"dry_run": args.dry_run, "steps": done}, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(table(out))
+    return 0 if all(d["status"] == "ok" for d in done) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The main job, as a user runs it: `python train.py config/finetune_small.py`, measured.
+
+    python bench/gpu_main_job.py --folder=/tmp/gpt2-random --out_dir=/tmp/out --mem_cap_gib=12
+    python bench/gpu_main_job.py --folder=/tmp/tiny --out_dir=/tmp/out --dry-run   # tiny, on the CPU
+
+"OpenAI's GPT-2" is a random-weight transformers GPT-2 written to --folder (GPT-2
+small's shape; tiny with --dry-run) and loaded with init_from=FOLDER, the same path
+init_from=gpt2 takes after download. The data is data/shakespeare/ (prepared from
+--corpus first if missing). The run's metrics.jsonl is summarised into a JSON
+record: steady-state tokens/s, MFU and peak memory (the median over the logged
+intervals after the first, which includes compilation), and the losses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from common import write_result  # noqa: E402
+
+REPO = BENCH.parent
+
+
+def write_random_gpt2(folder: Path, tiny: bool) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    shape = dict(n_layer=2, n_head=2, n_embd=64, n_positions=64) if tiny else {}
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(**shape)).save_pretrained(folder)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--folder", required=True, help="where to write the random-weight GPT-2")
+    p.add_argument("--out_dir", required=True, help="the training run's folder (checkpoints are GBs: not bench/)")
+    p.add_argument("--json", required=True, help="the JSON record to write")
+    p.add_argument("--corpus", default=None, help="text file or folder to prepare data/shakespeare from if missing")
+    p.add_argument("--max_iters", type=int, default=100)
+    p.add_argument("--mem_cap_gib", type=float, default=None)
+    p.add_argument("--dry-run", action="store_true", help="tiny model and shapes on the CPU")
+    args, extra = p.parse_known_args(argv)  # anything else (--batch_size=8 ...) goes to train.py
+
+    folder = Path(args.folder)
+    if not (folder / "config.json").exists():
+        write_random_gpt2(folder, args.dry_run)
+    if args.mem_cap_gib and torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.mem_cap_gib * 2**30 / total), 0)
+    data = REPO / "data" / "shakespeare"
+    overrides = [f"--init_from={folder}", f"--out_dir={args.out_dir}", f"--max_iters={args.max_iters}",
+                 "--eval_interval=50", "--eval_iters=10", "--log_interval=5"]
+    if args.dry_run:
+        data = Path(args.out_dir).with_name("data-tiny")
+        overrides = [f"--init_from={folder}", f"--out_dir={args.out_dir}", "--max_iters=4", "--eval_interval=2",
+                     "--eval_iters=1", "--log_interval=1", "--block_size=32", "--batch_size=2",
+                     "--gradient_accumulation_steps=2", "--device=cpu", f"--dataset={data}"]
+    if not (data / "meta.json").exists():
+        from nanogpt2.data import PrepareConfig, prepare
+
+        if args.corpus is None and not args.dry_run:
+            sys.exit(f"error: {data} is not prepared: pass --corpus=TEXT_OR_FOLDER")
+        if args.corpus is None:  # a few KB of text is enough to train four tiny steps
+            args.corpus = str(Path(args.out_dir).with_name("tiny.txt"))
+            Path(args.corpus).write_text(" ".join(f"word{i % 97}" for i in range(20000)))
+        prepare(PrepareConfig(inputs=[args.corpus], out=str(data), quiet=True), say=lambda *_: None)
+
+    from nanogpt2.trainer import train
+
+    overrides += extra
+    argv_train = [str(REPO / "config" / "finetune_small.py"), *overrides]
+    train(argv_train)
+
+    rows = [json.loads(line) for line in (Path(args.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if r["kind"] == "train"][1:] or [r for r in rows if r["kind"] == "train"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+
+    def med(key):
+        values = [r[key] for r in logged if r.get(key) is not None]
+        return round(statistics.median(values), 4) if values else None
+
+    result = {"name": "finetune_small", "tokens_per_sec": med("tokens_per_sec"), "mfu": med("mfu"),
+              "peak_mem_gib": max((r["peak_mem_gib"] for r in logged if r.get("peak_mem_gib")), default=None),
+              "first_loss": logged[0]["loss"], "last_loss": logged[-1]["loss"],
+              "last_val_loss": evals[-1].get("val_loss") if evals else None}
+    settings = {"config": "config/finetune_small.py", "overrides": overrides, "mem_cap_gib": args.mem_cap_gib,
+                "weights": "random (transformers GPT2Config defaults)" if not args.dry_run else "random, tiny"}
+    write_result("main-job", settings, [result], device="cuda" if torch.cuda.is_available() else "cpu", path=args.json)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
