@@ -21,7 +21,7 @@ Steps:
   main     python train.py config/finetune_small.py under a 12 GiB cap (an RTX 4070 Ti's size):
            loss, tokens/s, MFU and peak memory from its metrics.jsonl
   train    bench/train.py, GPT-2 124M, T=1024, bf16, compiled: ours vs transformers
-  memory   bench/memory.py: measured peak against nanogpt2.memory's estimate, every case
+  memory   bench/memory.py: measured peak against nanogpt2.flops.memory's estimate, every case
   eager    bench/train.py uncompiled (transformers' Trainer default)
   sample   bench/sample.py on CUDA, KV cache
 """

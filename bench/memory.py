@@ -1,4 +1,4 @@
-"""GPU memory of fine-tuning steps: measured peak against nanogpt2.memory's estimate. NEEDS A CUDA GPU.
+"""GPU memory of fine-tuning steps: measured peak against nanogpt2.flops.memory's estimate. NEEDS A CUDA GPU.
 
     python bench/memory.py                       # every case below, eager, on cuda:0
     python bench/memory.py --cases=small-b8,medium-b2 --compile
@@ -35,7 +35,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from common import print_table, write_result
 from nanogpt2 import GPT, GPTConfig
 from nanogpt2.errors import UserError, run_main
-from nanogpt2.memory import ALLOCATOR_SLACK, CUDA_CONTEXT_BYTES, estimate_training_memory
+from nanogpt2.flops.memory import ALLOCATOR_SLACK, CUDA_CONTEXT_BYTES, estimate_training_memory
 from nanogpt2.optim import make_optimizer
 from nanogpt2.runtime import enable_tf32, resolve_runtime
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median, print_table, time_call, write_result  # noqa: E402
 
 from nanogpt2.flops import mfu, training_flops_per_token  # noqa: E402
-from nanogpt2.hardware import detect_gpu  # noqa: E402
+from nanogpt2.flops.hardware import detect_gpu  # noqa: E402
 from nanogpt2.model import GPT, GPTConfig  # noqa: E402
 from nanogpt2.optim import make_optimizer  # noqa: E402
 from nanogpt2.runtime import enable_tf32, keep_freed_cpu_memory, resolve_runtime, want_compile  # noqa: E402

@@ -26,14 +26,10 @@ import torch
 
 from nanogpt2.errors import UserError
 from nanogpt2.model import GPT, GPTConfig
+from nanogpt2.model_config import GPT2_SIZES
 
-# The official OpenAI GPT-2 repositories on the Hugging Face Hub.
-HUB_REPOS = {
-    "gpt2": "openai-community/gpt2",
-    "gpt2-medium": "openai-community/gpt2-medium",
-    "gpt2-large": "openai-community/gpt2-large",
-    "gpt2-xl": "openai-community/gpt2-xl",
-}
+# The official OpenAI GPT-2 repositories on the Hugging Face Hub, one per size.
+HUB_REPOS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
 # Conv1D weights, stored (in, out) in the checkpoint.
 TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")

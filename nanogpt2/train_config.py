@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nanogpt2.errors import UserError
-
-GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+from nanogpt2.model_config import GPT2_SIZES
 
 
 @dataclass
@@ -165,7 +164,7 @@ class TrainConfig:
                     )
             if self.pad_vocab_multiple not in (None, 1):
                 raise UserError("pad_vocab_multiple applies to scratch training only; pretrained weights keep 50257 rows")
-            if self.block_size > 1024 and self.init_from in GPT2_NAMES:
+            if self.block_size > 1024 and self.init_from in GPT2_SIZES:
                 raise UserError(
                     f"block_size={self.block_size} is above {self.init_from}'s 1024 positions; use block_size <= 1024"
                 )

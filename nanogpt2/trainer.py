@@ -320,7 +320,7 @@ class Trainer:
     def _mfu_setup(self) -> tuple[int, float | None, str]:
         """FLOPs per trained token, and the peak FLOP/s of this device (None when unknown)."""
         from nanogpt2.flops import training_flops_per_token
-        from nanogpt2.hardware import detect_gpu
+        from nanogpt2.flops.hardware import detect_gpu
 
         fpt = training_flops_per_token(self.raw_model.config, self.cfg.block_size)
         if self.cfg.peak_tflops is not None:

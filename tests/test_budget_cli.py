@@ -14,10 +14,11 @@ import sys
 import pytest
 import torch
 
-from nanogpt2.budget import cli
-from nanogpt2.flops import main, training_flops_per_token
-from nanogpt2.hardware import gpu_names
-from nanogpt2.memory import estimate_training_memory
+from nanogpt2.flops.cli import cli
+from nanogpt2.flops import training_flops_per_token
+from nanogpt2.flops.cli import main
+from nanogpt2.flops.hardware import gpu_names
+from nanogpt2.flops.memory import estimate_training_memory
 from nanogpt2.model import GPT, GPTConfig
 
 QUERY = ["--model=gpt2", "--tokens=10B", "--gpu=4070ti", "--mfu=0.4"]

@@ -1,4 +1,4 @@
-"""The FLOP and parameter counts in nanogpt2/flops.py, checked against the model itself.
+"""The FLOP and parameter counts in nanogpt2/flops/counting.py, checked against the model itself.
 
 The reference is torch.utils.flop_counter.FlopCounterMode running our GPT's forward and
 backward passes: it counts every matmul PyTorch dispatches. On the CPU the fused attention

@@ -1,4 +1,4 @@
-"""The GPU table (nanogpt2/hardware.py): right peaks, exact detection, helpful lookups.
+"""The GPU table (nanogpt2/flops/hardware.py): right peaks, exact detection, helpful lookups.
 
 The peaks are checked against an independent derivation: streaming multiprocessors x
 boost clock x the dense tensor-core FLOPs one SM does per clock. A sparse figure (2x),
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from nanogpt2.errors import UserError
-from nanogpt2.hardware import GPUS, detect_gpu, gpu_names, lookup_gpu
+from nanogpt2.flops.hardware import GPUS, detect_gpu, gpu_names, lookup_gpu
 
 # (key, SMs, boost GHz, dense 16-bit FLOPs with FP32 accumulate per SM per clock). SM counts and
 # boost clocks: NVIDIA's Ada, GA102, GA100 and Hopper whitepapers, T4/L4 datasheets and product

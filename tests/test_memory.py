@@ -1,4 +1,4 @@
-"""The training-memory model (nanogpt2/memory.py), checked on the CPU.
+"""The training-memory model (nanogpt2/flops/memory.py), checked on the CPU.
 
 What can be checked without a GPU is checked against PyTorch itself: the bytes autograd
 saves for the backward pass (seen through torch.autograd.graph.saved_tensors_hooks, each
@@ -15,7 +15,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from nanogpt2.errors import UserError
-from nanogpt2.memory import estimate_training_memory, max_batch_size
+from nanogpt2.flops.memory import estimate_training_memory, max_batch_size
 from nanogpt2.model import GPT, GPTConfig
 
 GiB = 2**30

@@ -1,4 +1,4 @@
-"""Scaling laws (nanogpt2/scaling.py): the compute-optimal answers satisfy their own equations.
+"""Scaling laws (nanogpt2/flops/scaling.py): the compute-optimal answers satisfy their own equations.
 
 A closed form can be mistyped; the conditions it solves cannot. For each fit, the optimum
 must spend the budget (6ND = C), be stationary along the budget line (where the gains from
@@ -13,7 +13,7 @@ import math
 import pytest
 
 from nanogpt2.errors import UserError
-from nanogpt2.scaling import BESIROGLU, FITS, HOFFMANN, compute_optimal, predicted_losses, tokens_per_param_optimal
+from nanogpt2.flops.scaling import BESIROGLU, FITS, HOFFMANN, compute_optimal, predicted_losses, tokens_per_param_optimal
 
 BUDGETS = [1e17, 8.5e18, 1e21, 5.9e23]  # from an afternoon on one GPU to Chinchilla's own (6 x 70B x 1.4T)
 

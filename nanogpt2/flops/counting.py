@@ -29,13 +29,13 @@ Two ways to count the FLOPs of one trained token, both shown because both are us
   count against torch.utils.flop_counter on the model itself.
 
 MFU (model FLOPs utilization) = achieved model FLOP/s / the GPU's dense peak; see
-nanogpt2/hardware.py for which peak. Activation checkpointing recomputes the
+nanogpt2/flops/hardware.py for which peak. Activation checkpointing recomputes the
 forward pass (8 instead of 6 FLOPs per parameter) but MFU, by definition, does not
 count the recomputation.
 
 The command line (`nanogpt2-flops`, `python -m nanogpt2.flops`) is in
-nanogpt2/budget.py; the memory model in nanogpt2/memory.py; scaling laws in
-nanogpt2/scaling.py.
+nanogpt2/flops/cli.py; the memory model in nanogpt2/flops/memory.py; scaling laws in
+nanogpt2/flops/scaling.py.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from nanogpt2.errors import UserError, run_main
-from nanogpt2.model import GPTConfig
+from nanogpt2.errors import UserError
+from nanogpt2.model_config import GPTConfig
 
 
 @dataclass(frozen=True)
@@ -135,17 +135,3 @@ def tokens_per_second(flops_per_token: float, peak_flops: float, utilization: fl
     if not 0 < utilization <= 1:
         raise UserError(f"MFU must be in (0, 1], got {utilization!r} (e.g. 0.4 for 40%)")
     return utilization * peak_flops / flops_per_token
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """`nanogpt2-flops` / `python -m nanogpt2.flops`: the compute-budget calculator.
-
-    The console script calls main() directly, without run_main, so main reports bad input
-    itself: one `error: ...` line on stderr and exit status 2."""
-    from nanogpt2.budget import cli
-
-    run_main(cli, argv)
-
-
-if __name__ == "__main__":
-    run_main(main)

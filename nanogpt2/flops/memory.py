@@ -52,8 +52,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nanogpt2.errors import UserError
-from nanogpt2.flops import count_params
-from nanogpt2.model import GPTConfig
+from nanogpt2.flops.counting import count_params
+from nanogpt2.model_config import GPTConfig
 
 GiB = 2**30
 CUDA_CONTEXT_BYTES = 512 * 2**20

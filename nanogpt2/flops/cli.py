@@ -7,11 +7,11 @@
     python -m nanogpt2.flops --list-gpus
 
 It answers, showing its working: parameters; training FLOPs per token by 6N and by
-the exact matmul count (nanogpt2/flops.py); total FLOPs, wall time and GPU-hours at
-an assumed MFU on a named GPU (nanogpt2/hardware.py); tokens per parameter against
-the compute-optimal model for the same budget (nanogpt2/scaling.py); and the memory
+the exact matmul count (nanogpt2/flops/counting.py); total FLOPs, wall time and GPU-hours at
+an assumed MFU on a named GPU (nanogpt2/flops/hardware.py); tokens per parameter against
+the compute-optimal model for the same budget (nanogpt2/flops/scaling.py); and the memory
 of one training step with whether it fits and the largest micro-batch that does
-(nanogpt2/memory.py). Give one of --tokens, --flops or --days/--hours as the
+(nanogpt2/flops/memory.py). Give one of --tokens, --flops or --days/--hours as the
 budget (none: per-token figures and memory only).
 
 The assumed MFU is an assumption, not a measurement: measure yours (train.py prints
@@ -26,12 +26,12 @@ import math
 import re
 from typing import Sequence
 
-from nanogpt2 import flops as F
-from nanogpt2 import hardware, memory, scaling
-from nanogpt2.errors import UserError
-from nanogpt2.model import GPTConfig
+from nanogpt2.errors import UserError, run_main
+from nanogpt2.flops import counting as F
+from nanogpt2.flops import hardware, memory, scaling
+from nanogpt2.model_config import GPT2_SIZES, GPTConfig
 
-MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+MODELS = tuple(GPT2_SIZES)
 _SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 
 
@@ -327,3 +327,9 @@ def format_gpu_table() -> str:
         rows.append(f"{g.key:<15} {g.name:<26} {tf(g.bf16_flops):>7} {tf(g.fp16_acc16_flops):>10} {tf(g.tf32_flops):>6} "
                     f"{tf(g.fp32_flops):>6} {g.memory_gib:>4g} GiB {g.bandwidth / 1e9:>6.0f}  {g.source}")
     return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script `nanogpt2-flops` calls this directly (no run_main around it), so bad
+    input is reported here: one `error: ...` line on stderr and exit status 2."""
+    run_main(cli, argv)

@@ -1,0 +1,19 @@
+"""The compute calculator: FLOPs, MFU, training memory, GPU peaks and scaling laws.
+
+    python -m nanogpt2.flops --model=gpt2-medium --finetune --gpu=4070ti
+
+Read in this order:
+    counting.py   parameters and FLOPs per token, exactly (checked against FlopCounterMode), and MFU
+    hardware.py   GPUs: dense peak FLOP/s by dtype, memory, and detection from the CUDA device name
+    memory.py     the bytes one training step holds at its peak (checked against autograd and a GPU)
+    scaling.py    compute-optimal model size and tokens (Chinchilla and its refits)
+    cli.py        the command line that puts them together
+
+None of it imports PyTorch: the calculator answers in a fraction of a second.
+"""
+
+from nanogpt2.flops.counting import (count_params, forward_matmul_flops, kaplan_flops_per_token, mfu,
+                                     tokens_per_second, training_flops, training_flops_per_token)
+
+__all__ = ["count_params", "forward_matmul_flops", "kaplan_flops_per_token", "mfu", "tokens_per_second",
+           "training_flops", "training_flops_per_token"]
