@@ -13,11 +13,12 @@ work unchanged (and `GPT.from_pretrained(HF_DIR)` reads it back). It holds
     merges.txt           GPT-2's tokenizer: the BPE merges in order
     tokenizer_config.json
 
-This is nanogpt2/pretrained.py run backwards: the four Conv1D weights per block
-are transposed back to (in, out), names get the "transformer." prefix, and the
-LM head is left out because GPT-2 ties it to the token embedding (transformers
-re-ties it on load, as it does for OpenAI's own files). Padded vocabulary rows
-(pad_vocab_multiple) are never used by the model, so they are dropped.
+The weights and config.json come from hf_layout.py's mapping, run from our side:
+the four Conv1D weights per block are transposed back to (in, out), names get the
+"transformer." prefix, and the LM head is left out because GPT-2 ties it to the
+token embedding (transformers re-ties it on load, as it does for OpenAI's own
+files). Padded vocabulary rows (pad_vocab_multiple) are never used by the model,
+so they are dropped.
 
 The tokenizer files are rebuilt offline from tiktoken's r50k_base ranks, which
 are GPT-2's: every token is a byte string, and BPE (Sennrich et al. 2016) made
@@ -32,15 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
-
-import torch
 
 from nanogpt2.checkpoint import load_model
 from nanogpt2.errors import UserError, run_main
+from nanogpt2.hf_layout import hf_config, hf_state_dict
 from nanogpt2.model import GPT
-from nanogpt2.pretrained import TRANSPOSED
 from nanogpt2.tokenizer import EOT_ID, EOT_TEXT, VOCAB_SIZE, get_tokenizer
 
 MODEL_FILES = ("config.json", "model.safetensors")
@@ -75,51 +74,6 @@ def export_hf(model: GPT, hf_dir: str | Path, overwrite: bool = False) -> list[P
         for name in TOKENIZER_FILES:
             (hf_dir / name).unlink(missing_ok=True)
     return written
-
-
-def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
-    """Our weights under GPT2LMHeadModel's names and layouts (lm_head left out: it is tied)."""
-    out = {}
-    for key, t in model.state_dict().items():
-        if key == "lm_head.weight":
-            continue  # the same tensor as wte.weight
-        t = t.detach().to("cpu")
-        if key == "wte.weight":
-            t = t[: model.config.vocab_size]  # drop the padding rows (pad_vocab_multiple)
-        if key.endswith(TRANSPOSED):
-            t = t.t()  # nn.Linear's (out, in) -> Conv1D's (in, out)
-        out["transformer." + key] = t.contiguous()
-    return out
-
-
-def hf_config(model: GPT) -> dict:
-    """config.json for transformers.GPT2Config: our shape plus GPT-2's fixed choices."""
-    cfg = model.config
-    eot = EOT_ID if cfg.vocab_size > EOT_ID else None  # GPT-2's <|endoftext|> starts and ends texts
-    return {
-        "architectures": ["GPT2LMHeadModel"],
-        "model_type": "gpt2",
-        "vocab_size": cfg.vocab_size,
-        "n_positions": cfg.block_size,
-        "n_embd": cfg.n_embd,
-        "n_layer": cfg.n_layer,
-        "n_head": cfg.n_head,
-        "n_inner": None,  # 4 * n_embd
-        "activation_function": "gelu_new",  # the tanh approximation GPT-2 (and model.py) use
-        "layer_norm_epsilon": 1e-5,
-        "resid_pdrop": cfg.dropout,
-        "embd_pdrop": cfg.dropout,
-        "attn_pdrop": cfg.dropout,
-        "initializer_range": 0.02,
-        "scale_attn_weights": True,
-        "scale_attn_by_inverse_layer_idx": False,
-        "reorder_and_upcast_attn": False,
-        "tie_word_embeddings": True,
-        "bos_token_id": eot,
-        "eos_token_id": eot,
-        "use_cache": True,
-        "dtype": str(model.wte.weight.dtype).removeprefix("torch."),
-    }
 
 
 # -- tokenizer --------------------------------------------------------------------

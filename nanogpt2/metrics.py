@@ -84,6 +84,42 @@ def _start_wandb(cfg: dict):
     return wandb.init(project=cfg["project"], name=cfg["name"], config=cfg["config"], dir=cfg["dir"])
 
 
+def peak_for_mfu(device_type: str, device_name: str | None, dtype: str,
+                 peak_tflops: float | None = None) -> tuple[float | None, str]:
+    """(peak FLOP/s that MFU is measured against, or None when unknown; what that peak is, in words).
+
+    The setting peak_tflops wins; otherwise the detected GPU's dense peak for the run's dtype
+    (bf16/fp16 tensor cores, TF32 for float32 runs; the table and sources are in flops/hardware.py)."""
+    from nanogpt2.flops.hardware import detect_gpu
+
+    if peak_tflops is not None:
+        return peak_tflops * 1e12, "peak_tflops setting"
+    if device_type != "cuda":
+        return None, f"{device_type} (no peak FLOP/s known: MFU n/a)"
+    spec = detect_gpu(device_name or "")
+    if spec is not None and spec.peak_flops(dtype):
+        return spec.peak_flops(dtype), f"{spec.name}, dense {dtype} peak"
+    return None, f"{device_name} (unknown GPU: MFU n/a; set peak_tflops to enable it)"
+
+
+def describe_run(*, params: int, n_layer: int, n_head: int, n_embd: int, block_size: int, source: str,
+                 resumed_at: int | None, data_path: str, train_tokens: int, val_tokens: int, batch_size: int,
+                 accumulation: int, processes: int, device: str, compiled: bool, peak_name: str,
+                 allocator: str | None) -> list[str]:
+    """The run's header: what model, what data, how many tokens per step, where, and against what peak."""
+    tokens_per_step = batch_size * block_size * accumulation
+    lines = [
+        f"model {params / 1e6:.1f}M parameters ({n_layer} layers, {n_head} heads, width {n_embd}, "
+        f"context {block_size}) from {source}" + (f" at step {resumed_at}" if resumed_at is not None else ""),
+        f"data {data_path}: {train_tokens:,} train / {val_tokens:,} val tokens; {tokens_per_step:,} tokens per "
+        f"step = {batch_size} x {block_size} x {accumulation} accumulation ({processes} process(es))",
+        f"device {device}, compile {'on' if compiled else 'off'}, peak for MFU: {peak_name}",
+    ]
+    if allocator:
+        lines.append(f"CUDA allocator: {allocator}")
+    return lines
+
+
 def format_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"

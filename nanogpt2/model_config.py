@@ -75,7 +75,7 @@ class GPTConfig:
         return (self.vocab_size + m - 1) // m * m
 
     @classmethod
-    def gpt2(cls, name: str = "gpt2", **overrides) -> "GPTConfig":
+    def gpt2(cls, name: str = "gpt2", **overrides) -> GPTConfig:
         """The shape of one of OpenAI's four GPT-2 models (GPT2_SIZES), plus overrides."""
         if name not in GPT2_SIZES:
             raise UserError(f"unknown GPT-2 size {name!r}; expected one of {', '.join(GPT2_SIZES)}")

@@ -1,44 +1,30 @@
 """Load OpenAI's GPT-2 weights, or any GPT-2 checkpoint in Hugging Face's layout.
 
 A Hugging Face GPT-2 directory holds `config.json` and `model.safetensors` (or
-the older `pytorch_model.bin`). The tensor names match ours but for two
-differences worth knowing:
-
-1. OpenAI's code used a "Conv1D" layer that stores its weight as (in, out),
-   the transpose of `nn.Linear`'s (out, in). Those four weights per block are
-   transposed on the way in.
-2. Old checkpoints also store each block's causal-mask buffer (`attn.bias`,
-   `attn.masked_bias`). They are constants, not weights; we drop them by name.
-
-Every other key is mapped explicitly, and anything missing, unexpected or of the
-wrong shape is refused with a message naming the tensors, before torch sees it.
+the older `pytorch_model.bin`). This module finds those files (a local folder,
+or a download from the Hub) and reads them; hf_layout.py maps their names,
+layouts and config onto ours, refusing anything missing, unexpected or of the
+wrong shape with a message naming the tensors, before torch sees it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from nanogpt2.errors import UserError
-from nanogpt2.model import GPT, GPTConfig
-from nanogpt2.model_config import GPT2_SIZES
+from nanogpt2.hf_layout import PretrainedError, config_from_hf, convert_hf_state_dict
+from nanogpt2.model import GPT
+from nanogpt2.model_config import GPT2_SIZES, GPTConfig
+
+__all__ = ["HUB_REPOS", "WEIGHT_FILES", "PretrainedError", "load_pretrained", "read_state_dict"]
 
 # The official OpenAI GPT-2 repositories on the Hugging Face Hub, one per size.
 HUB_REPOS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
-# Conv1D weights, stored (in, out) in the checkpoint.
-TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-# Causal-mask buffers some checkpoints carry: constants, safely ignored.
-MASK_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
-
-
-class PretrainedError(UserError):
-    """A checkpoint that cannot be found, downloaded or loaded into GPT."""
 
 
 def load_pretrained(name_or_dir: str | os.PathLike, **overrides) -> GPT:
@@ -104,40 +90,6 @@ def _read_json(path: Path) -> dict:
         raise PretrainedError(f"cannot read {path}: {e}") from None
 
 
-# -- configuration --------------------------------------------------------------
-
-
-def config_from_hf(hf: dict, source: Path | str = "config.json") -> GPTConfig:
-    """Translate a Hugging Face GPT2Config dict into our GPTConfig, refusing variants we don't model."""
-    if hf.get("model_type", "gpt2") != "gpt2":
-        raise PretrainedError(f"{source}: model_type is {hf.get('model_type')!r}, expected 'gpt2'")
-    required = ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size")
-    missing = [k for k in required if k not in hf]
-    if missing:
-        raise PretrainedError(f"{source} lacks {', '.join(missing)}: not a GPT-2 config")
-    # Variants of GPT-2 this implementation does not compute (it would load, but give other numbers).
-    unsupported = {
-        "activation_function": (hf.get("activation_function", "gelu_new"), ("gelu_new", "gelu_pytorch_tanh")),
-        "n_inner": (hf.get("n_inner"), (None, 4 * hf["n_embd"])),
-        "layer_norm_epsilon": (hf.get("layer_norm_epsilon", 1e-5), (1e-5,)),
-        "scale_attn_weights": (hf.get("scale_attn_weights", True), (True,)),
-        "scale_attn_by_inverse_layer_idx": (hf.get("scale_attn_by_inverse_layer_idx", False), (False,)),
-        "tie_word_embeddings": (hf.get("tie_word_embeddings", True), (True,)),
-    }
-    for key, (value, allowed) in unsupported.items():
-        if value not in allowed:
-            raise PretrainedError(f"{source}: {key}={value!r} is not supported (GPT-2 uses {allowed[-1]!r})")
-    return GPTConfig(
-        block_size=hf["n_positions"],
-        vocab_size=hf["vocab_size"],
-        n_layer=hf["n_layer"],
-        n_head=hf["n_head"],
-        n_embd=hf["n_embd"],
-        dropout=0.0,
-        bias=True,
-    )
-
-
 def _apply_overrides(config: GPTConfig, overrides: dict) -> GPTConfig:
     """Only dropout may change freely; block_size may only shrink (fewer learned positions)."""
     unknown = set(overrides) - {"dropout", "block_size"}
@@ -171,55 +123,3 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PretrainedError(f"{path} does not hold a flat dict of tensors")
     return state
-
-
-def convert_hf_state_dict(hf: dict[str, torch.Tensor], config: GPTConfig, source: Path | str = "") -> dict:
-    """Map Hugging Face GPT-2 tensor names and layouts onto ours, checking every one."""
-    # Names with or without the "transformer." prefix (GPT2LMHeadModel vs GPT2Model saves).
-    hf = {k.removeprefix("transformer."): v for k, v in hf.items()}
-    ignored = {k for k in hf if MASK_BUFFER.match(k)}
-    # A tied lm_head.weight, when present, is just another copy of wte.weight.
-    head = hf.get("lm_head.weight")
-    if head is not None:
-        ignored.add("lm_head.weight")
-
-    with torch.device("meta"):
-        expected = GPT(config).state_dict()
-    expected.pop("lm_head.weight")  # tied: filled from wte below
-
-    missing = sorted(set(expected) - set(hf))
-    unexpected = sorted(set(hf) - set(expected) - ignored)
-    wrong = []
-    state = {}
-    for key, want in expected.items():
-        if key not in hf:
-            continue
-        t = hf[key].t() if key.endswith(TRANSPOSED) else hf[key]
-        if t.shape != want.shape:
-            got = tuple(hf[key].shape)
-            need = tuple(want.shape[::-1]) if key.endswith(TRANSPOSED) else tuple(want.shape)
-            wrong.append(f"{key} {got} (expected {need})")
-            continue
-        state[key] = t.to(torch.float32).contiguous()
-    if head is not None and "wte.weight" in hf and head.shape != hf["wte.weight"].shape:
-        wrong.append(f"lm_head.weight {tuple(head.shape)} (expected {tuple(hf['wte.weight'].shape)})")
-
-    problems = []
-    if missing:
-        problems.append(f"missing {_some(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {_some(unexpected)}")
-    if wrong:
-        problems.append(f"wrong shape {_some(wrong)}")
-    if problems:
-        raise PretrainedError(
-            f"{source or 'checkpoint'} does not match the GPT-2 shape in its config.json: " + "; ".join(problems)
-        )
-
-    state["lm_head.weight"] = state["wte.weight"]
-    return state
-
-
-def _some(names: list[str], limit: int = 6) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

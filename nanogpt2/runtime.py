@@ -118,6 +118,28 @@ def enable_tf32() -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
+def use_expandable_segments() -> str | None:
+    """Ask PyTorch's CUDA allocator for expandable segments, unless the user chose its settings.
+
+    Training allocates tensors of many sizes (activations, logits, optimizer
+    states); with fixed-size segments the freed gaps between them fragment the
+    memory, and a 12 GB card can run out with GBs "reserved but unallocated".
+    Expandable segments grow one mapping instead (PyTorch's CUDA memory notes,
+    "Optimizing memory usage with PYTORCH_CUDA_ALLOC_CONF"). It must be set before
+    the allocator's first use. Returns what the run uses, for its header."""
+    import os
+
+    if not torch.cuda.is_available():
+        return None
+    own = os.environ.get("PYTORCH_CUDA_ALLOC_CONF") or os.environ.get("PYTORCH_ALLOC_CONF")
+    if own:
+        return f"{own} (your PYTORCH_CUDA_ALLOC_CONF)"
+    if torch.cuda.is_initialized():  # too late: the allocator has read its settings already
+        return "PyTorch's default (CUDA was in use before training started)"
+    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    return "expandable_segments:True (set PYTORCH_CUDA_ALLOC_CONF to choose otherwise)"
+
+
 def keep_freed_cpu_memory() -> bool:
     """On Linux, stop glibc from handing big freed blocks back to the kernel (True if applied).
 

@@ -76,7 +76,8 @@ class TrainConfig:
     """Step at which the cosine reaches min_lr. None: max_iters."""
 
     weight_decay: float = 0.1
-    """AdamW decoupled weight decay (Loshchilov & Hutter 2019), on matrices only, not on biases, LayerNorms or positions."""
+    """AdamW decoupled weight decay (Loshchilov & Hutter 2019) on every matrix and both embedding tables
+    (token and position), as nanoGPT does; none on biases or LayerNorm gains (nanogpt2/optim.py)."""
 
     beta1: float = 0.9
     """AdamW beta1."""

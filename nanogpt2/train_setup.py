@@ -1,100 +1,165 @@
-"""Everything a training run decides before its first step.
+"""Everything a training run sets up before its first step, as one recipe: `build_run`.
 
-* which config: defaults < config files < command line, and for init_from=resume
-  the saved run's config sits under the files (so a resumed run keeps its settings);
-* which data: a dataset name or folder, prepared on the spot when it has a recipe;
-* which model: random (scratch), OpenAI's GPT-2 / a local HF directory, or a checkpoint;
-* how to stop politely: Ctrl-C or SIGTERM finishes the step, saves, and exits.
+    config    defaults < config files < --key=value (and a resumed run's saved settings)
+    processes torchrun's process group, if any, and this process's device and dtype
+    data      the dataset's token files (prepared on the spot when it has a recipe)
+    model     random (scratch), OpenAI's GPT-2 / a local Hugging Face folder, or a checkpoint
+    training  AdamW, the fp16 loss scaler, the batch stream
+    resume    optimizer, random state and batch position from the checkpoint, which is then let go
+    speed     torch.compile, then DistributedDataParallel around it
+    reporting the MFU peak, the metrics logger, the run's header
+
+The pieces come back as a `Run`, which nanogpt2/trainer.py's Trainer drives.
 """
 
 from __future__ import annotations
 
-import random
-import signal
-import subprocess
-import sys
-import threading
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nanogpt2.checkpoint import LATEST, model_from_checkpoint, read_checkpoint
-from nanogpt2.configurator import parse_config
+from nanogpt2 import distributed as dist_utils
+from nanogpt2.configurator import config_dict
+from nanogpt2.data import Dataset, RandomBatches, open_dataset
+from nanogpt2.data.find import find_dataset
 from nanogpt2.errors import UserError
-from nanogpt2.model import GPT, GPTConfig
+from nanogpt2.flops import training_flops_per_token
+from nanogpt2.metrics import MetricsLogger, describe_run, peak_for_mfu
+from nanogpt2.model import GPT
+from nanogpt2.model_config import GPTConfig
+from nanogpt2.optim import make_optimizer
+from nanogpt2.resume import model_for_resume, restore_training, resume_config
+from nanogpt2.runtime import (
+    Runtime,
+    enable_tf32,
+    keep_freed_cpu_memory,
+    resolve_runtime,
+    seed_everything,
+    use_expandable_segments,
+    want_compile,
+)
 from nanogpt2.train_config import TrainConfig
 
-REPO = Path(__file__).resolve().parents[1]  # the checkout holding data/, config/, train.py
+
+@dataclass
+class Run:
+    """The parts of a training run, built and wired together; the Trainer drives them."""
+
+    cfg: TrainConfig
+    dist: dist_utils.DistInfo
+    rt: Runtime
+    out_dir: Path
+    data: Dataset
+    raw_model: GPT  # the plain module: what checkpoints save
+    model: torch.nn.Module  # what training calls: compiled, and wrapped in DDP under torchrun
+    eval_model: torch.nn.Module  # compiled but not DDP: ranks may evaluate different batch counts
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    train_batches: RandomBatches
+    local_accum: int  # micro-steps per optimizer step in this process
+    step: int  # 0, or where a resumed run continues
+    best_val_loss: float
+    resumed: bool
+    flops_per_token: int
+    peak_flops: float | None  # None: unknown device, MFU n/a
+    logger: MetricsLogger
 
 
-def load_config(argv: Sequence[str] | None) -> tuple[TrainConfig, dict | None]:
-    """The run's config, and the checkpoint to resume from (None unless init_from=resume)."""
-    argv = list(argv or [])
-    cfg = parse_config(TrainConfig, argv)
-    if cfg.init_from != "resume":
-        return cfg, None
-    path = Path(cfg.out_dir) / LATEST
-    if not path.is_file():
-        raise UserError(
-            f"init_from=resume but {path} does not exist: point out_dir at the run to continue, "
-            f"or start one with init_from=scratch or a GPT-2 name"
-        )
-    ckpt = read_checkpoint(path)
-    if "optimizer" not in ckpt or "step" not in ckpt:
-        raise UserError(f"{path} holds weights only (no optimizer state or step), so it cannot be resumed")
-    # The saved run's settings replace the defaults; files and --key=value still override them.
-    return parse_config(TrainConfig, argv, base=ckpt.get("config", {})), ckpt
+def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
+    """Build every part of a run from command-line arguments (or a ready TrainConfig)."""
+    if isinstance(source, TrainConfig):
+        cfg, ckpt = source, None
+    else:
+        cfg, ckpt = resume_config(source)
 
+    # Processes, device and precision. The CUDA allocator's settings must come before its first use.
+    allocator = use_expandable_segments() if cfg.device in ("auto", "cuda") or cfg.device.startswith("cuda") else None
+    dist = dist_utils.init_distributed(cfg.device)
+    rt = resolve_runtime(dist_utils.device_for(dist, cfg.device), cfg.dtype)
+    if rt.device_type == "cuda":
+        enable_tf32()
+    else:
+        allocator = None
+        if rt.device_type == "cpu":
+            keep_freed_cpu_memory()
+    if cfg.gradient_accumulation_steps % dist.world_size:
+        raise UserError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple of the "
+                        f"{dist.world_size} processes")
+    say = _printer(dist)
+    out_dir = Path(cfg.out_dir)  # created by the Trainer, once set-up has succeeded
 
-# -- data -------------------------------------------------------------------------
+    # Data: rank 0 prepares a missing dataset while the others wait.
+    folder = find_dataset(cfg.dataset, prepare=dist.is_main, say=say)
+    dist_utils.barrier()
+    data = open_dataset(folder)
 
+    # Model: the same initial weights on every rank (one seed), then each rank its own dropout stream.
+    seed_everything(cfg.seed)
+    raw_model = build_model(cfg, int(data.meta.get("vocab_size", 50257)), ckpt, rt.device_type).to(rt.device)
+    seed_everything(cfg.seed + dist.rank)
+    optimizer = make_optimizer(raw_model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), rt.device_type)
+    scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.needs_grad_scaler)
+    train_batches = RandomBatches(data.split("train"), cfg.batch_size, cfg.block_size, seed=cfg.seed,
+                                  rank=dist.rank, world_size=dist.world_size, device=rt.device)
 
-def find_dataset(name: str, *, prepare: bool, say: Callable[[str], None] = print) -> Path:
-    """The folder of a prepared dataset, running its recipe first when needed (and allowed).
+    step, best_val_loss = 0, math.inf
+    if ckpt is not None:
+        step, best_val_loss = restore_training(ckpt, optimizer=optimizer, scaler=scaler, train_batches=train_batches,
+                                               rank=dist.rank, world_size=dist.world_size, device=rt.device, say=say)
+        del ckpt  # the host copy of weights and AdamW moments is not needed any more: let it go now
 
-    `name` is a path to a folder, or a name looked up as data/NAME in the current
-    directory and then in this checkout.
-    """
-    path = Path(name).expanduser()
-    is_path = path.is_absolute() or len(path.parts) > 1 or name.startswith(".")
-    candidates = [path] if is_path else [Path("data") / name, REPO / "data" / name]
-    for folder in candidates:
-        if (folder / "train.bin").is_file():
-            return folder
-    for folder in candidates:
-        recipe = folder / "prepare.py"
-        if recipe.is_file():
-            if prepare:
-                say(f"dataset {name!r} has no token files yet: preparing it with `python {recipe}` ...")
-                if subprocess.run([sys.executable, str(recipe)]).returncode != 0:
-                    raise UserError(
-                        f"preparing dataset {name!r} failed (see above); run `python {recipe} --input PATH` "
-                        f"with a text file or folder, then start training again"
-                    )
-            return folder
-    raise UserError(
-        f"dataset {name!r} not found: expected train.bin and val.bin in {candidates[0]}; "
-        f"make them with `python data/prepare.py --input YOUR_TEXT --out data/{path.name}`"
-    )
+    # Speed: compile, then wrap for data parallelism. raw_model stays the plain module we save.
+    compiled = torch.compile(raw_model) if want_compile(cfg.compile, rt.device) else raw_model
+    model = DDP(compiled, device_ids=[rt.device.index] if rt.device_type == "cuda" else None) \
+        if dist.enabled else compiled
 
+    # Reporting.
+    device_name = torch.cuda.get_device_name(rt.device) if rt.device_type == "cuda" else None
+    peak_flops, peak_name = peak_for_mfu(rt.device_type, device_name, str(rt.dtype).removeprefix("torch."),
+                                         cfg.peak_tflops)
+    wandb = None
+    if cfg.wandb_log and not cfg.eval_only:
+        wandb = {"project": cfg.wandb_project, "name": cfg.wandb_run_name or out_dir.name,
+                 "config": config_dict(cfg), "dir": str(out_dir)}
+    logger = MetricsLogger(out_dir, enabled=dist.is_main, total_steps=cfg.max_iters, start_step=step,
+                           wandb_config=wandb)
+    c = raw_model.config
+    for line in describe_run(
+        params=raw_model.num_params(), n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size,
+        source=cfg.init_from, resumed_at=step if cfg.init_from == "resume" else None, data_path=str(data.path),
+        train_tokens=data.num_tokens("train"), val_tokens=data.num_tokens("val"), batch_size=cfg.batch_size,
+        accumulation=cfg.gradient_accumulation_steps, processes=dist.world_size, device=rt.describe(),
+        compiled=compiled is not raw_model, peak_name=peak_name, allocator=allocator,
+    ):
+        logger.print(line)
 
-# -- model ------------------------------------------------------------------------
+    return Run(cfg=cfg, dist=dist, rt=rt, out_dir=out_dir, data=data, raw_model=raw_model, model=model,
+               eval_model=compiled, optimizer=optimizer, scaler=scaler, train_batches=train_batches,
+               local_accum=cfg.gradient_accumulation_steps // dist.world_size, step=step,
+               best_val_loss=best_val_loss, resumed=cfg.init_from == "resume",
+               flops_per_token=training_flops_per_token(raw_model.config, cfg.block_size),
+               peak_flops=peak_flops, logger=logger)
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, ckpt: dict | None, device_type: str = "cpu") -> GPT:
     """A fresh, pretrained or resumed GPT on the CPU, in float32 (device_type: where it will train)."""
     if ckpt is not None:
-        return _model_from_resume(cfg, ckpt)
+        return model_for_resume(cfg, ckpt)
     if cfg.pretrained:
         model = GPT.from_pretrained(cfg.init_from, dropout=cfg.dropout, block_size=cfg.block_size)
         if model.config.vocab_size < vocab_size:
-            raise UserError(f"the dataset has {vocab_size} token ids but {cfg.init_from} knows only {model.config.vocab_size}")
+            raise UserError(f"the dataset has {vocab_size} token ids but {cfg.init_from} knows only "
+                            f"{model.config.vocab_size}")
         return model
+    default = GPTConfig()  # scratch without a shape: GPT-2 small
     config = GPTConfig(
-        n_layer=cfg.n_layer or 12,
-        n_head=cfg.n_head or 12,
-        n_embd=cfg.n_embd or 768,
+        n_layer=cfg.n_layer or default.n_layer,
+        n_head=cfg.n_head or default.n_head,
+        n_embd=cfg.n_embd or default.n_embd,
         block_size=cfg.block_size,
         vocab_size=vocab_size,
         dropout=cfg.dropout,
@@ -111,67 +176,6 @@ def default_vocab_padding(device_type: str) -> int:
     return 64 if device_type == "cuda" else 1
 
 
-def _model_from_resume(cfg: TrainConfig, ckpt: dict) -> GPT:
-    """The checkpoint's model, after checking that the config asks for the same architecture."""
-    saved = GPTConfig(**ckpt["model_config"])
-    asked = {
-        "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "block_size": cfg.block_size,
-        "bias": cfg.bias, "pad_vocab_multiple": cfg.pad_vocab_multiple,
-    }
-    clashes = [f"{k}={v} (checkpoint: {getattr(saved, k)})" for k, v in asked.items()
-               if v is not None and v != getattr(saved, k)]
-    if clashes:
-        raise UserError(
-            f"the checkpoint in {cfg.out_dir} is a different architecture: the config asks for "
-            f"{', '.join(clashes)}; drop those settings or use a new out_dir"
-        )
-    return model_from_checkpoint(ckpt, dropout=cfg.dropout)
-
-
-# -- random state -----------------------------------------------------------------
-
-
-def rng_state(device: torch.device) -> dict:
-    """Every random generator a training step touches (dropout on CPU or GPU, Python's)."""
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
-    random.setstate(state["python"])
-
-
-# -- stopping -----------------------------------------------------------------------
-
-
-class StopRequest:
-    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step and save;
-    a second Ctrl-C aborts immediately. Handlers are installed only in the main thread."""
-
-    def __init__(self, say: Callable[[str], None] = print):
-        self.requested = False
-        self.say = say
-        self._old: dict[int, object] = {}
-
-    def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.say(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
-                 f"(press Ctrl-C again to abort without saving)")
+def _printer(dist: dist_utils.DistInfo) -> Callable[[str], None]:
+    """print() on rank 0 only, flushed (set-up happens before the metrics logger exists)."""
+    return (lambda line: print(line, flush=True)) if dist.is_main else (lambda line: None)

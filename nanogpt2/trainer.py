@@ -17,11 +17,12 @@ max_iters, max_hours, Ctrl-C, or a loss that is no longer a number.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict
-from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -29,14 +30,15 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from nanogpt2 import distributed as dist_utils
 from nanogpt2.checkpoint import BEST, FORMAT_VERSION, LATEST, atomic_save, link_or_copy
 from nanogpt2.configurator import config_dict, save_config
-from nanogpt2.data import open_dataset, RandomBatches, sequential_batches, count_sequential_batches
+from nanogpt2.data import RandomBatches, count_sequential_batches, sequential_batches
 from nanogpt2.errors import UserError
-from nanogpt2.metrics import MetricsLogger, format_duration
-from nanogpt2.optim import lr_at, make_optimizer
+from nanogpt2.flops import mfu as model_flops_utilization
+from nanogpt2.metrics import format_duration
+from nanogpt2.optim import lr_at
 from nanogpt2.progress import progress
-from nanogpt2.runtime import enable_tf32, keep_freed_cpu_memory, resolve_runtime, seed_everything, want_compile
+from nanogpt2.resume import rng_state
 from nanogpt2.train_config import TrainConfig
-from nanogpt2.train_setup import StopRequest, build_model, find_dataset, load_config, rng_state, set_rng_state
+from nanogpt2.train_setup import Run, build_run
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation batches come from their own stream, never the training one
 
@@ -45,74 +47,28 @@ class TrainingDiverged(UserError):
     """The loss or the weights stopped being finite numbers."""
 
 
-def train(argv: Sequence[str] | None = None) -> dict:
+def train(argv: Sequence[str] | TrainConfig | None = None) -> dict:
     """`python train.py ...`: parse the config, train (or evaluate), return a summary."""
-    cfg, ckpt = load_config(argv)
-    trainer = Trainer(cfg, ckpt)
+    trainer = Trainer(build_run(argv))
     try:
-        return trainer.evaluate_only() if cfg.eval_only else trainer.fit()
+        return trainer.evaluate_only() if trainer.cfg.eval_only else trainer.fit()
     finally:
         trainer.close()
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, ckpt: dict | None = None):
-        self.cfg = cfg
-        self.dist = dist_utils.init_distributed(cfg.device)
-        self.rt = resolve_runtime(dist_utils.device_for(self.dist, cfg.device), cfg.dtype)
-        if self.rt.device_type == "cuda":
-            enable_tf32()
-        elif self.rt.device_type == "cpu":
-            keep_freed_cpu_memory()
-        if cfg.gradient_accumulation_steps % self.dist.world_size:
-            raise UserError(
-                f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple of the "
-                f"{self.dist.world_size} processes"
-            )
-        self.local_accum = cfg.gradient_accumulation_steps // self.dist.world_size
-        self.out_dir = Path(cfg.out_dir)
-        if self.dist.is_main:
+    """Drives a built Run (nanogpt2/train_setup.py): the loop, evaluation, checkpoints, logging."""
+
+    def __init__(self, run: Run):
+        self.cfg, self.dist, self.rt, self.out_dir = run.cfg, run.dist, run.rt, run.out_dir
+        self.data, self.train_batches, self.local_accum = run.data, run.train_batches, run.local_accum
+        self.raw_model, self.model, self.eval_model = run.raw_model, run.model, run.eval_model
+        self.optimizer, self.scaler = run.optimizer, run.scaler
+        self.step, self.best_val_loss, self.resumed = run.step, run.best_val_loss, run.resumed
+        self.flops_per_token, self.peak_flops, self.logger = run.flops_per_token, run.peak_flops, run.logger
+        self.min_lr = self.cfg.min_lr if self.cfg.min_lr is not None else self.cfg.learning_rate / 10
+        if self.dist.is_main:  # only now: a run that fails to set up leaves no empty folder behind
             self.out_dir.mkdir(parents=True, exist_ok=True)
-
-        # Data: rank 0 prepares a missing dataset while the others wait.
-        folder = find_dataset(cfg.dataset, prepare=self.dist.is_main, say=self.say)
-        dist_utils.barrier()
-        self.data = open_dataset(folder)
-        vocab_size = int(self.data.meta.get("vocab_size", 50257))
-
-        # Model: the same initial weights on every rank (the seed), then each rank its own dropout stream.
-        seed_everything(cfg.seed)
-        self.raw_model = build_model(cfg, vocab_size, ckpt, self.rt.device_type).to(self.rt.device)
-        seed_everything(cfg.seed + self.dist.rank)
-        self.optimizer = make_optimizer(
-            self.raw_model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), self.rt.device_type
-        )
-        self.scaler = torch.amp.GradScaler(self.rt.device_type, enabled=self.rt.needs_grad_scaler)
-        self.train_batches = RandomBatches(
-            self.data.split("train"), cfg.batch_size, cfg.block_size,
-            seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size, device=self.rt.device,
-        )
-        self.step = 0
-        self.best_val_loss = math.inf
-        self.resumed = ckpt is not None
-        if ckpt is not None:
-            self._restore(ckpt)
-
-        # Compile, then wrap for data parallelism. raw_model stays the plain module we save.
-        compiled = torch.compile(self.raw_model) if want_compile(cfg.compile, self.rt.device) else self.raw_model
-        self.eval_model = compiled  # evaluation bypasses DDP: ranks may run different batch counts
-        self.model = compiled
-        if self.dist.enabled:
-            ids = [self.rt.device.index] if self.rt.device_type == "cuda" else None
-            self.model = DDP(compiled, device_ids=ids)
-
-        self.flops_per_token, self.peak_flops, self.peak_name = self._mfu_setup()
-        self.min_lr = cfg.min_lr if cfg.min_lr is not None else cfg.learning_rate / 10
-        self.logger = MetricsLogger(
-            self.out_dir, enabled=self.dist.is_main, total_steps=cfg.max_iters, start_step=self.step,
-            wandb_config=self._wandb_config() if cfg.wandb_log and not cfg.eval_only else None,
-        )
-        self._describe()
 
     # -- the loop -----------------------------------------------------------------
 
@@ -267,32 +223,10 @@ class Trainer:
                 link_or_copy(self.out_dir / LATEST, self.out_dir / BEST)
         dist_utils.barrier()
 
-    def _restore(self, ckpt: dict) -> None:
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.step = int(ckpt["step"])
-        self.best_val_loss = float(ckpt["best_val_loss"])
-        rank, world = self.dist.rank, self.dist.world_size
-        saved, now = ckpt["loader"][0], self.train_batches.state_dict()
-        changed = [f"{k} {saved.get(k)} -> {now[k]}" for k in ("num_tokens", "batch_size", "block_size")
-                   if saved.get(k) != now[k]]
-        if changed:
-            self.say(f"note: since the checkpoint, {', '.join(changed)} (training tokens, batch or block size): "
-                     f"the batches will differ from an uninterrupted run")
-        if ckpt.get("world_size") == world:
-            set_rng_state(ckpt["rng"][rank], self.rt.device)
-            self.train_batches.load_state_dict(ckpt["loader"][rank])
-        else:
-            self.say(f"note: the checkpoint was written by {ckpt.get('world_size')} processes and this run has "
-                     f"{world}; batches and dropout will differ from an uninterrupted run")
-            self.train_batches.load_state_dict(ckpt["loader"][0])
-
     # -- reporting ----------------------------------------------------------------
 
     def say(self, line: str) -> None:
-        if self.dist.is_main:
-            logger = getattr(self, "logger", None)
-            logger.print(line) if logger is not None else print(line, flush=True)
+        self.logger.print(line)  # rank 0 only; keeps a progress bar intact
 
     def _log_step(self, loss_sum: torch.Tensor, lr: float) -> None:
         loss = dist_utils.all_reduce_mean(loss_sum.detach().clone()).item()
@@ -305,8 +239,6 @@ class Trainer:
         tokens_per_sec = steps * self.cfg.tokens_per_step / seconds
         mfu = None
         if self.peak_flops:
-            from nanogpt2.flops import mfu as model_flops_utilization
-
             mfu = model_flops_utilization(self.flops_per_token, tokens_per_sec / self.dist.world_size, self.peak_flops)
         mem = torch.cuda.max_memory_allocated(self.rt.device) / 2**30 if self.rt.device_type == "cuda" else None
         eta = (self.cfg.max_iters - self.step) * seconds / steps
@@ -317,42 +249,6 @@ class Trainer:
         summary = f"loss {loss:.4f} | lr {lr:.2e} | {tokens_per_sec:,.0f} tok/s | {mfu_text} | {mem_text}"
         self.logger.progress(self.step, summary, f"step {self.step}/{self.cfg.max_iters} | {summary} | ETA {format_duration(eta)}")
 
-    def _mfu_setup(self) -> tuple[int, float | None, str]:
-        """FLOPs per trained token, and the peak FLOP/s of this device (None when unknown)."""
-        from nanogpt2.flops import training_flops_per_token
-        from nanogpt2.flops.hardware import detect_gpu
-
-        fpt = training_flops_per_token(self.raw_model.config, self.cfg.block_size)
-        if self.cfg.peak_tflops is not None:
-            return fpt, self.cfg.peak_tflops * 1e12, "peak_tflops setting"
-        if self.rt.device_type == "cuda":
-            name = torch.cuda.get_device_name(self.rt.device)
-            spec = detect_gpu(name)
-            dtype = str(self.rt.dtype).removeprefix("torch.")
-            if spec is not None and spec.peak_flops(dtype):  # bf16/fp16 tensor peak; TF32 for float32 runs
-                return fpt, spec.peak_flops(dtype), f"{spec.name}, dense {dtype} peak"
-            return fpt, None, f"{name} (unknown GPU: MFU n/a; set peak_tflops to enable it)"
-        return fpt, None, f"{self.rt.device_type} (no peak FLOP/s known: MFU n/a)"
-
-    def _describe(self) -> None:
-        cfg, m = self.cfg, self.raw_model
-        compiled = self.eval_model is not self.raw_model
-        self.say(
-            f"model {m.num_params() / 1e6:.1f}M parameters ({m.config.n_layer} layers, {m.config.n_head} heads, "
-            f"width {m.config.n_embd}, context {m.config.block_size}) from {cfg.init_from}"
-            + (f" at step {self.step}" if self.resumed else "")
-        )
-        self.say(
-            f"data {self.data.path}: {self.data.num_tokens('train'):,} train / {self.data.num_tokens('val'):,} val tokens; "
-            f"{cfg.tokens_per_step:,} tokens per step = {cfg.batch_size} x {cfg.block_size} x "
-            f"{cfg.gradient_accumulation_steps} accumulation ({self.dist.world_size} process(es))"
-        )
-        self.say(f"device {self.rt.describe()}, compile {'on' if compiled else 'off'}, peak for MFU: {self.peak_name}")
-
-    def _wandb_config(self) -> dict:
-        return {"project": self.cfg.wandb_project, "name": self.cfg.wandb_run_name or self.out_dir.name,
-                "config": config_dict(self.cfg), "dir": str(self.out_dir)}
-
     def _diverged(self, what: str) -> None:
         kept = self.out_dir / LATEST
         where = f"the last good checkpoint is kept at {kept}" if kept.exists() else "no checkpoint was written"
@@ -361,6 +257,32 @@ class Trainer:
         )
 
     def close(self) -> None:
-        if hasattr(self, "logger"):
-            self.logger.close()
+        self.logger.close()
         dist_utils.shutdown()
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step and save;
+    a second Ctrl-C aborts immediately. Handlers are installed only in the main thread."""
+
+    def __init__(self, say: Callable[[str], None] = print):
+        self.requested = False
+        self.say = say
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.say(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+                 f"(press Ctrl-C again to abort without saving)")

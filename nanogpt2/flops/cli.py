@@ -24,7 +24,7 @@ import argparse
 import json
 import math
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from nanogpt2.errors import UserError, run_main
 from nanogpt2.flops import counting as F

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 from nanogpt2.errors import UserError
 from nanogpt2.model_config import GPTConfig

@@ -1,0 +1,111 @@
+"""Exact resume: what a training checkpoint holds beyond the weights, and putting it back.
+
+A resumed run must continue as if it had never stopped: the same weights and
+AdamW moments, the same learning-rate step, the same next batch, and the same
+dropout masks. So a checkpoint (written by Trainer.save_checkpoint through
+checkpoint.atomic_save) also holds every process's random generators and
+batch-stream position, and the run's config. The file format itself (atomic
+writes, reading, building a model from one) is in checkpoint.py.
+
+    resume_config(argv)  -> (config, checkpoint): the saved settings under the command line's
+    model_for_resume()   -> the checkpoint's model, after checking the config asks for the same one
+    rng_state() / set_rng_state()
+    restore_training()   -> optimizer, scaler, random state and batch position from the checkpoint
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nanogpt2.checkpoint import LATEST, model_from_checkpoint, read_checkpoint
+from nanogpt2.configurator import parse_config
+from nanogpt2.errors import UserError
+from nanogpt2.model import GPT
+from nanogpt2.model_config import GPTConfig
+from nanogpt2.train_config import TrainConfig
+
+
+def resume_config(argv: Sequence[str] | None) -> tuple[TrainConfig, dict | None]:
+    """The run's config, and the checkpoint to resume from (None unless init_from=resume).
+
+    Layers, lowest first: defaults < the saved run's config < config files < --key=value,
+    so a resumed run keeps its settings unless told otherwise."""
+    argv = list(argv or [])
+    cfg = parse_config(TrainConfig, argv)
+    if cfg.init_from != "resume":
+        return cfg, None
+    path = Path(cfg.out_dir) / LATEST
+    if not path.is_file():
+        raise UserError(
+            f"init_from=resume but {path} does not exist: point out_dir at the run to continue, "
+            f"or start one with init_from=scratch or a GPT-2 name"
+        )
+    ckpt = read_checkpoint(path)
+    if "optimizer" not in ckpt or "step" not in ckpt:
+        raise UserError(f"{path} holds weights only (no optimizer state or step), so it cannot be resumed")
+    return parse_config(TrainConfig, argv, base=ckpt.get("config", {})), ckpt
+
+
+def model_for_resume(cfg: TrainConfig, ckpt: dict) -> GPT:
+    """The checkpoint's model, after checking that the config asks for the same architecture."""
+    saved = GPTConfig(**ckpt["model_config"])
+    asked = {
+        "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "block_size": cfg.block_size,
+        "bias": cfg.bias, "pad_vocab_multiple": cfg.pad_vocab_multiple,
+    }
+    clashes = [f"{k}={v} (checkpoint: {getattr(saved, k)})" for k, v in asked.items()
+               if v is not None and v != getattr(saved, k)]
+    if clashes:
+        raise UserError(
+            f"the checkpoint in {cfg.out_dir} is a different architecture: the config asks for "
+            f"{', '.join(clashes)}; drop those settings or use a new out_dir"
+        )
+    return model_from_checkpoint(ckpt, dropout=cfg.dropout)
+
+
+def rng_state(device: torch.device) -> dict:
+    """Every random generator a training step touches: dropout on the CPU or GPU, and Python's.
+    (Batches come from the loader's own counter-based stream, saved with its position.)"""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    random.setstate(state["python"])
+
+
+def restore_training(ckpt: dict, *, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                     train_batches: Any, rank: int, world_size: int, device: torch.device,
+                     say: Callable[[str], None]) -> tuple[int, float]:
+    """Put the optimizer, loss scaler, random generators and batch position back; return (step, best val loss).
+
+    The random generators and batch positions are per process: they are restored
+    exactly when the run has as many processes as the one that wrote the
+    checkpoint, and otherwise the stream restarts from rank 0's position (said)."""
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    saved, now = ckpt["loader"][0], train_batches.state_dict()
+    changed = [f"{k} {saved.get(k)} -> {now[k]}" for k in ("num_tokens", "batch_size", "block_size")
+               if saved.get(k) != now[k]]
+    if changed:
+        say(f"note: since the checkpoint, {', '.join(changed)} (training tokens, batch or block size): "
+            f"the batches will differ from an uninterrupted run")
+    if ckpt.get("world_size") == world_size:
+        set_rng_state(ckpt["rng"][rank], device)
+        train_batches.load_state_dict(ckpt["loader"][rank])
+    else:
+        say(f"note: the checkpoint was written by {ckpt.get('world_size')} processes and this run has "
+            f"{world_size}; batches and dropout will differ from an uninterrupted run")
+        train_batches.load_state_dict(ckpt["loader"][0])
+    return int(ckpt["step"]), float(ckpt["best_val_loss"])
