@@ -17,7 +17,10 @@ from nanogpt2.trainer import train
 
 
 def main(argv=None):
-    return train(sys.argv[1:] if argv is None else argv)
+    summary = train(sys.argv[1:] if argv is None else argv)
+    if summary.get("exit_code"):  # stopped by Ctrl-C (130) or SIGTERM (143) after saving: see README, "Exit status"
+        sys.exit(summary["exit_code"])
+    return summary
 
 
 if __name__ == "__main__":

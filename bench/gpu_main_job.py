@@ -51,6 +51,9 @@ def main(argv=None) -> None:
     if not (folder / "config.json").exists():
         write_random_gpt2(folder, args.dry_run)
     if args.mem_cap_gib and torch.cuda.is_available():
+        from nanogpt2.runtime import use_expandable_segments
+
+        use_expandable_segments()  # as train.py does, before the cap below starts CUDA
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.mem_cap_gib * 2**30 / total), 0)
     data = REPO / "data" / "shakespeare"

@@ -48,6 +48,19 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.log({f"{kind}/{k}": v for k, v in figures.items() if isinstance(v, (int, float))}, step=step)
 
+    def drop_rows_after(self, step: int) -> int:
+        """Remove the records of steps after `step` (a crashed run logged them; a resumed run redoes them).
+        Returns how many were removed. The file is rewritten whole and replaced atomically."""
+        if not self.enabled or not self.path.is_file():
+            return 0
+        lines = self.path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if _step_of(line) <= step]
+        if len(kept) < len(lines):
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(kept))
+            tmp.replace(self.path)
+        return len(lines) - len(kept)
+
     def print(self, line: str) -> None:
         """A line on the console that does not break the progress bar."""
         if not self.enabled:
@@ -74,6 +87,14 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics.jsonl line; a line cut short by a crash counts as past every step."""
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:
+        return math.inf
 
 
 def _start_wandb(cfg: dict):

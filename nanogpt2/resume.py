@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +28,23 @@ from nanogpt2.configurator import parse_config
 from nanogpt2.errors import UserError
 from nanogpt2.model import GPT
 from nanogpt2.model_config import GPTConfig
+from nanogpt2.optim import lr_at
 from nanogpt2.train_config import TrainConfig
 
 
-def resume_config(argv: Sequence[str] | None) -> tuple[TrainConfig, dict | None]:
-    """The run's config, and the checkpoint to resume from (None unless init_from=resume).
+class RunComplete(Exception):
+    """A resumed run has nothing left to do: it already reached max_iters. Not an error (exit status 0)."""
+
+
+def resume_config(argv: Sequence[str] | None) -> tuple[TrainConfig, dict | None, list[str]]:
+    """The run's config, the checkpoint to resume from (None unless init_from=resume), and notes to show.
 
     Layers, lowest first: defaults < the saved run's config < config files < --key=value,
     so a resumed run keeps its settings unless told otherwise."""
     argv = list(argv or [])
     cfg = parse_config(TrainConfig, argv)
     if cfg.init_from != "resume":
-        return cfg, None
+        return cfg, None, []
     path = Path(cfg.out_dir) / LATEST
     if not path.is_file():
         raise UserError(
@@ -48,7 +54,32 @@ def resume_config(argv: Sequence[str] | None) -> tuple[TrainConfig, dict | None]
     ckpt = read_checkpoint(path)
     if "optimizer" not in ckpt or "step" not in ckpt:
         raise UserError(f"{path} holds weights only (no optimizer state or step), so it cannot be resumed")
-    return parse_config(TrainConfig, argv, base=ckpt.get("config", {})), ckpt
+    saved = ckpt.get("config", {})
+    cfg = parse_config(TrainConfig, argv, base=saved)
+    step = int(ckpt["step"])
+    if cfg.max_iters < step:
+        raise UserError(f"max_iters={cfg.max_iters} is below the checkpoint's step {step} in {cfg.out_dir}: "
+                        f"to train further, pass --max_iters larger than {step}")
+    if cfg.max_iters == step and not cfg.eval_only:
+        raise RunComplete(f"nothing to do: the run in {cfg.out_dir} already reached max_iters={step}; "
+                          f"to train further, pass --max_iters larger than {step} (files left unchanged)")
+    cfg, notes = _keep_schedule(cfg, saved, step)
+    return cfg, ckpt, notes
+
+
+def _keep_schedule(cfg: TrainConfig, saved: dict, step: int) -> tuple[TrainConfig, list[str]]:
+    """A longer (or shorter) max_iters on resume would stretch the cosine decay mid-run, and the learning
+    rate would jump. Unless lr_decay_iters is set, keep the decay where the run started it (then min_lr)."""
+    old_max = saved.get("max_iters")
+    if cfg.lr_schedule != "cosine" or cfg.lr_decay_iters is not None or old_max in (None, cfg.max_iters):
+        return cfg, []
+    kept = replace(cfg, lr_decay_iters=old_max)
+    min_lr = cfg.min_lr if cfg.min_lr is not None else cfg.learning_rate / 10
+    at = dict(learning_rate=cfg.learning_rate, min_lr=min_lr, warmup_iters=cfg.warmup_iters, schedule="cosine")
+    now, stretched = lr_at(step, decay_iters=old_max, **at), lr_at(step, decay_iters=cfg.max_iters, **at)
+    return kept, [f"note: max_iters {old_max} -> {cfg.max_iters}: the learning rate keeps the run's schedule "
+                  f"(cosine to min_lr at step {old_max}, then min_lr; {now:.2e} now). Pass "
+                  f"--lr_decay_iters={cfg.max_iters} to stretch the cosine instead ({stretched:.2e} now)"]
 
 
 def model_for_resume(cfg: TrainConfig, ckpt: dict) -> GPT:
@@ -86,7 +117,7 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 
 
 def restore_training(ckpt: dict, *, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                     train_batches: Any, rank: int, world_size: int, device: torch.device,
+                     train_batches: Any, dataset: str, rank: int, world_size: int, device: torch.device,
                      say: Callable[[str], None]) -> tuple[int, float]:
     """Put the optimizer, loss scaler, random generators and batch position back; return (step, best val loss).
 
@@ -95,6 +126,9 @@ def restore_training(ckpt: dict, *, optimizer: torch.optim.Optimizer, scaler: to
     checkpoint, and otherwise the stream restarts from rank 0's position (said)."""
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
+    was = ckpt.get("config", {}).get("dataset")
+    if was is not None and was != dataset:
+        say(f"note: the checkpoint trained on dataset {was!r}; this run continues on {dataset!r}")
     saved, now = ckpt["loader"][0], train_batches.state_dict()
     changed = [f"{k} {saved.get(k)} -> {now[k]}" for k in ("num_tokens", "batch_size", "block_size")
                if saved.get(k) != now[k]]

@@ -72,9 +72,9 @@ class Run:
 def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
     """Build every part of a run from command-line arguments (or a ready TrainConfig)."""
     if isinstance(source, TrainConfig):
-        cfg, ckpt = source, None
+        cfg, ckpt, notes = source, None, []
     else:
-        cfg, ckpt = resume_config(source)
+        cfg, ckpt, notes = resume_config(source)  # raises RunComplete when a resumed run has nothing left to do
 
     # Processes, device and precision. The CUDA allocator's settings must come before its first use.
     allocator = use_expandable_segments() if cfg.device in ("auto", "cuda") or cfg.device.startswith("cuda") else None
@@ -90,6 +90,8 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         raise UserError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple of the "
                         f"{dist.world_size} processes")
     say = _printer(dist)
+    for note in notes:
+        say(note)
     out_dir = Path(cfg.out_dir)  # created by the Trainer, once set-up has succeeded
 
     # Data: rank 0 prepares a missing dataset while the others wait.
@@ -109,7 +111,7 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
     step, best_val_loss = 0, math.inf
     if ckpt is not None:
         step, best_val_loss = restore_training(ckpt, optimizer=optimizer, scaler=scaler, train_batches=train_batches,
-                                               rank=dist.rank, world_size=dist.world_size, device=rt.device, say=say)
+                                               dataset=cfg.dataset, rank=dist.rank, world_size=dist.world_size, device=rt.device, say=say)
         del ckpt  # the host copy of weights and AdamW moments is not needed any more: let it go now
 
     # Speed: compile, then wrap for data parallelism. raw_model stays the plain module we save.

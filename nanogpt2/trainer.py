@@ -36,7 +36,7 @@ from nanogpt2.flops import mfu as model_flops_utilization
 from nanogpt2.metrics import format_duration
 from nanogpt2.optim import lr_at
 from nanogpt2.progress import progress
-from nanogpt2.resume import rng_state
+from nanogpt2.resume import RunComplete, rng_state
 from nanogpt2.train_config import TrainConfig
 from nanogpt2.train_setup import Run, build_run
 
@@ -48,8 +48,17 @@ class TrainingDiverged(UserError):
 
 
 def train(argv: Sequence[str] | TrainConfig | None = None) -> dict:
-    """`python train.py ...`: parse the config, train (or evaluate), return a summary."""
-    trainer = Trainer(build_run(argv))
+    """`python train.py ...`: parse the config, train (or evaluate), return a summary.
+
+    summary["exit_code"] is what train.py exits with: 0 when the run finished (or had nothing left to
+    do), 128 + the signal's number after a clean save on Ctrl-C (130) or SIGTERM (143), the shell's
+    convention, so that a scheduler can tell a stopped run from a finished one."""
+    try:
+        run = build_run(argv)
+    except RunComplete as done:
+        print(done, flush=True)
+        return {"step": None, "best_val_loss": None, "stopped_by": None, "exit_code": 0}
+    trainer = Trainer(run)
     try:
         return trainer.evaluate_only() if trainer.cfg.eval_only else trainer.fit()
     finally:
@@ -69,6 +78,11 @@ class Trainer:
         self.min_lr = self.cfg.min_lr if self.cfg.min_lr is not None else self.cfg.learning_rate / 10
         if self.dist.is_main:  # only now: a run that fails to set up leaves no empty folder behind
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            if self.resumed and not self.cfg.eval_only:  # rows a crash left past the checkpoint are redone now
+                dropped = self.logger.drop_rows_after(self.step)
+                if dropped:
+                    self.say(f"note: dropped {dropped} metrics.jsonl row(s) logged after step {self.step}, "
+                             f"the checkpoint's: those steps are trained again")
 
     # -- the loop -----------------------------------------------------------------
 
@@ -91,8 +105,8 @@ class Trainer:
                 if self.step % cfg.log_interval == 0 or self.step == cfg.max_iters:
                     self._log_step(loss, lr)
                 out_of_time = cfg.max_hours is not None and time.time() - start_time > cfg.max_hours * 3600
-                if dist_utils.any_process(stop.requested or out_of_time, self.rt.device):
-                    stopped_by = "signal" if stop.requested else "max_hours"
+                if dist_utils.any_process(stop.requested is not None or out_of_time, self.rt.device):
+                    stopped_by = "signal" if stop.requested is not None else "max_hours"
                     break
             if stopped_by == "signal":  # be quick: save where we are, no evaluation
                 self.save_checkpoint(best=False)
@@ -101,7 +115,9 @@ class Trainer:
         if stopped_by is not None:
             why = "on request" if stopped_by == "signal" else f"after max_hours={cfg.max_hours}"
             self.say(f"stopped {why} at step {self.step}; continue with --init_from=resume --out_dir={cfg.out_dir}")
-        return {"step": self.step, "best_val_loss": self.best_val_loss, "stopped_by": stopped_by}
+        signum = stop.requested if stopped_by == "signal" else None
+        return {"step": self.step, "best_val_loss": self.best_val_loss, "stopped_by": stopped_by,
+                "exit_code": 128 + signum if signum else 0}
 
     def lr(self, step: int) -> float:
         cfg = self.cfg
@@ -266,7 +282,7 @@ class StopRequest:
     a second Ctrl-C aborts immediately. Handlers are installed only in the main thread."""
 
     def __init__(self, say: Callable[[str], None] = print):
-        self.requested = False
+        self.requested: int | None = None  # the signal's number, once one came
         self.say = say
         self._old: dict[int, object] = {}
 
@@ -281,8 +297,8 @@ class StopRequest:
             signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        if self.requested is not None:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested = signum
         self.say(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
                  f"(press Ctrl-C again to abort without saving)")
