@@ -15,6 +15,7 @@ The pieces come back as a `Run`, which nanogpt2/trainer.py's Trainer drives.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,7 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
     for note in notes:
         say(note)
     out_dir = Path(cfg.out_dir)  # created by the Trainer, once set-up has succeeded
+    check_out_dir(out_dir)
 
     # Data: rank 0 prepares a missing dataset while the others wait.
     folder = find_dataset(cfg.dataset, prepare=dist.is_main, say=say)
@@ -145,6 +147,21 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
                best_val_loss=best_val_loss, resumed=cfg.init_from == "resume",
                flops_per_token=training_flops_per_token(raw_model.config, cfg.block_size),
                peak_flops=peak_flops, logger=logger)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse, before any work, an out_dir that could never be written: a file, a path through a file,
+    or a folder this user may not write to."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"out_dir {out_dir} is a file, not a folder; choose another out_dir")
+    existing = out_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"out_dir {out_dir} cannot be created: {existing} is a file; choose another out_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"out_dir {out_dir} cannot be written: no write permission on {existing}; "
+                        f"choose another out_dir")
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, ckpt: dict | None, device_type: str = "cpu") -> GPT:

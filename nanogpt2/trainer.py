@@ -77,7 +77,10 @@ class Trainer:
         self.flops_per_token, self.peak_flops, self.logger = run.flops_per_token, run.peak_flops, run.logger
         self.min_lr = self.cfg.min_lr if self.cfg.min_lr is not None else self.cfg.learning_rate / 10
         if self.dist.is_main:  # only now: a run that fails to set up leaves no empty folder behind
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"cannot create out_dir {self.out_dir}: {_why(e)}; choose another out_dir") from None
             if self.resumed and not self.cfg.eval_only:  # rows a crash left past the checkpoint are redone now
                 dropped = self.logger.drop_rows_after(self.step)
                 if dropped:
@@ -193,11 +196,11 @@ class Trainer:
         improved = losses["val"] < self.best_val_loss
         if improved:
             self.best_val_loss = losses["val"]
+        self.save_checkpoint(best=improved)  # first: "new best" is only said of a checkpoint that exists
         self.logger.record("eval", self.step, **{f"{k}_loss": v for k, v in losses.items()},
                            val_ppl=math.exp(losses["val"]), best_val_loss=self.best_val_loss)
         self.say(f"step {self.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
                  f"(perplexity {math.exp(losses['val']):.2f}){', new best' if improved else ''}")
-        self.save_checkpoint(best=improved)
         return losses
 
     def evaluate_only(self) -> dict:
@@ -234,9 +237,14 @@ class Trainer:
             self._diverged("the weights contain NaN or inf")
         state = self.checkpoint_state()  # collective: every rank contributes its random state
         if self.dist.is_main:
-            atomic_save(state, self.out_dir / LATEST)
-            if best:
-                link_or_copy(self.out_dir / LATEST, self.out_dir / BEST)
+            try:
+                atomic_save(state, self.out_dir / LATEST)
+                if best:
+                    link_or_copy(self.out_dir / LATEST, self.out_dir / BEST)
+            except (OSError, RuntimeError) as e:  # a full disk inside torch.save is RuntimeError("... unexpected pos")
+                kept = "the previous checkpoint is intact" if (self.out_dir / LATEST).exists() else "none was written"
+                raise UserError(f"could not write a checkpoint to {self.out_dir} at step {self.step} "
+                                f"({_why(e)}); {kept}. Free some space or choose another out_dir") from None
         dist_utils.barrier()
 
     # -- reporting ----------------------------------------------------------------
@@ -275,6 +283,14 @@ class Trainer:
     def close(self) -> None:
         self.logger.close()
         dist_utils.shutdown()
+
+
+def _why(error: Exception) -> str:
+    """An OS or torch.save error in a few words: 'No space left on device', 'Permission denied', ..."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return "the disk is full or the write failed" if "unexpected pos" in text else text
 
 
 class StopRequest:
