@@ -62,25 +62,46 @@ def _locate(name_or_dir: str) -> tuple[Path, Path]:
 
 
 def _download(name: str) -> tuple[Path, Path]:
-    """Fetch config.json and the weights (safetensors preferred) from the Hub, or use its cache."""
-    from huggingface_hub import hf_hub_download
+    """Fetch config.json and the weights (safetensors preferred) from the Hub, or use its cache.
+
+    The Hub client retries a failed connection for half a minute, printing each retry. So first
+    one quick look (3 s) at whether the Hub's host answers at all; if it does not, only the local
+    cache is used (as with HF_HUB_OFFLINE=1), and a model not in it is one clear error at once."""
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
     repo = HUB_REPOS[name]
+    offline = constants.HF_HUB_OFFLINE or not _reachable(constants.ENDPOINT)
     try:
-        config = hf_hub_download(repo, "config.json")
+        config = hf_hub_download(repo, "config.json", local_files_only=offline)
         for filename in WEIGHT_FILES:
             try:
-                return Path(config), Path(hf_hub_download(repo, filename))
+                return Path(config), Path(hf_hub_download(repo, filename, local_files_only=offline))
             except EntryNotFoundError:
                 continue
-    except Exception as e:  # offline, DNS failure, proxy, rate limit, ...
+    except Exception as e:  # offline, DNS failure, proxy, rate limit, not in the cache, ...
+        why = f"{constants.ENDPOINT} is unreachable and it is not in the local cache" if offline \
+            else type(e).__name__
         raise PretrainedError(
-            f"could not download {name!r} from the Hugging Face Hub ({repo}): {type(e).__name__}. "
+            f"could not download {name!r} from the Hugging Face Hub ({repo}): {why}. "
             f"Offline? Copy a GPT-2 directory (config.json + model.safetensors, e.g. from "
             f"https://huggingface.co/{repo}) to this machine and pass its path instead of {name!r}"
         ) from None
     raise PretrainedError(f"the Hub repository {repo} has none of {', '.join(WEIGHT_FILES)}")
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Does the host of `url` accept a TCP connection within `timeout` seconds (DNS included)?"""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _read_json(path: Path) -> dict:
