@@ -13,6 +13,8 @@ goes to stderr, so `python sample.py ... > samples.txt` keeps only the samples.
 
 from __future__ import annotations
 
+import json
+
 import secrets
 import sys
 from collections.abc import Sequence
@@ -90,6 +92,10 @@ def load_sampling_model(init_from: str) -> tuple[GPT, str]:
     # A training out_dir also holds a config.json (the run's settings): weights files tell them apart.
     if path.is_dir() and any((path / name).is_file() for name in WEIGHT_FILES):
         return GPT.from_pretrained(path), f"Hugging Face directory {path}"
+    is_run = path.is_dir() and any((path / name).is_file() for name in ("best.pt", "ckpt.pt"))
+    if path.is_dir() and not is_run and _is_hf_config(path / "config.json"):
+        raise UserError(f"{path} looks like a Hugging Face GPT-2 folder (config.json) but has no weights: "
+                        f"expected {' or '.join(WEIGHT_FILES)} beside config.json")
     if path.exists():  # a training out_dir (best.pt preferred) or a checkpoint file
         model, ckpt = load_model(path)
         step = f" at step {ckpt['step']}" if "step" in ckpt else ""
@@ -100,6 +106,14 @@ def load_sampling_model(init_from: str) -> tuple[GPT, str]:
         f"init_from={init_from!r} does not exist and is not a GPT-2 name; give a training out_dir, "
         f"a checkpoint file, a Hugging Face directory, or one of {', '.join(HUB_REPOS)}"
     )
+
+
+def _is_hf_config(path: Path) -> bool:
+    """A transformers config.json (it names a model_type), not a training run's saved settings."""
+    try:
+        return "model_type" in json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def read_start(start: str) -> str:

@@ -157,6 +157,11 @@ class TrainConfig:
             raise UserError(f"max_hours must be positive, got {self.max_hours}")
         if self.peak_tflops is not None and self.peak_tflops <= 0:
             raise UserError(f"peak_tflops must be positive, got {self.peak_tflops}")
+        if self.pretrained and self.init_from not in GPT2_SIZES and not _looks_like_path(self.init_from):
+            raise UserError(
+                f"init_from={self.init_from!r} is not a GPT-2 name or a folder; use scratch, resume, one of "
+                f"{', '.join(GPT2_SIZES)}, or a path to a Hugging Face GPT-2 folder"
+            )
         if self.pretrained:
             for name in ("n_layer", "n_head", "n_embd"):
                 if getattr(self, name) is not None:
@@ -178,3 +183,10 @@ class TrainConfig:
     @property
     def tokens_per_step(self) -> int:
         return self.batch_size * self.block_size * self.gradient_accumulation_steps
+
+
+def _looks_like_path(text: str) -> bool:
+    """A local folder name rather than a model name: it exists, or it is written as a path."""
+    from pathlib import Path
+
+    return Path(text).expanduser().exists() or "/" in text or "\\" in text or text.startswith((".", "~"))
