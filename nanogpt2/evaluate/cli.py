@@ -1,0 +1,140 @@
+"""`python -m nanogpt2.evaluate [config files] [--key=value ...]`: score a model on a task.
+
+    python -m nanogpt2.evaluate --init_from=out-shakespeare --task=perplexity --data=data/shakespeare
+    python -m nanogpt2.evaluate --init_from=gpt2 --task=hellaswag --data=hellaswag_val.jsonl
+    python -m nanogpt2.evaluate --init_from=gpt2 --task=lambada --out=lambada.json
+    python -m nanogpt2.evaluate --help
+
+The settings are `EvalConfig` below, parsed by the same rules as train.py
+(nanogpt2/configurator.py); the model loads as in sample.py. The figures go to
+stdout as one line of text, and with --out to a JSON file that also records
+the settings and the model.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from nanogpt2.configurator import config_dict, parse_config
+from nanogpt2.errors import UserError, run_main
+from nanogpt2.evaluate.datafiles import DEFAULT_CACHE
+from nanogpt2.evaluate.perplexity import load_perplexity_task
+from nanogpt2.evaluate.scoring import Scorer
+from nanogpt2.evaluate.tasks import load_choice_task
+from nanogpt2.runtime import resolve_runtime, want_compile
+from nanogpt2.sample_cli import load_sampling_model
+
+TASKS = ("perplexity", "hellaswag", "lambada", "choice")
+
+
+@dataclass
+class EvalConfig:
+    init_from: str = "out"
+    """The model: a training out_dir (best.pt, else ckpt.pt), a checkpoint file, a GPT-2 name
+    (gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a local Hugging Face GPT-2 directory."""
+
+    task: str = "perplexity"
+    """perplexity (of text or a prepared split), hellaswag, lambada, or choice (your own multiple choice)."""
+
+    data: str | None = None
+    """The task's data. perplexity: a text file, a folder of .txt/.md files, or a prepared dataset folder.
+    hellaswag: hellaswag_val.jsonl. lambada: OpenAI's lambada_test.jsonl (None downloads it once and checks
+    its SHA-256). choice: a .jsonl of {"context": ..., "choices": [...], "label": i} rows."""
+
+    split: str = "val"
+    """The split of a prepared dataset folder to score: val or train."""
+
+    stride: int | None = None
+    """perplexity: tokens scored per window, each window holding up to block_size tokens. None: block_size
+    (no overlap, train.py's full-split loss); smaller gives every token more context, at more compute."""
+
+    block_size: int | None = None
+    """The most tokens the model sees at once; None: the model's own. Smaller only."""
+
+    batch_size: int = 8
+    """Windows per forward pass. Memory grows with batch_size x block_size x 50,257 logits (4 bytes each)."""
+
+    limit: int | None = None
+    """Evaluate only the first N examples (hellaswag, lambada, choice) or the first N tokens (perplexity)."""
+
+    out: str | None = None
+    """Also write the figures, settings and model to this JSON file."""
+
+    cache_dir: str = str(DEFAULT_CACHE)
+    """Where downloaded task files are kept."""
+
+    device: str = "auto"
+    """auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps."""
+
+    dtype: str = "auto"
+    """auto (bfloat16 on recent GPUs, float16 on older ones, float32 on CPU), float32, bfloat16 or float16."""
+
+    compile: bool | None = None
+    """torch.compile the model (batches are then padded to a few fixed shapes). None: on for CUDA with Triton."""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise UserError(f"task={self.task!r} is not one of {', '.join(TASKS)}")
+        for name in ("batch_size", "limit", "stride", "block_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise UserError(f"{name} must be a positive integer{' or None' if name != 'batch_size' else ''}, "
+                                f"got {value!r}")
+        if self.split not in ("train", "val"):
+            raise UserError(f"split={self.split!r} must be val or train")
+
+
+def load_task(cfg: EvalConfig):
+    """The task object for cfg: anything with .name and .evaluate(scorer) -> dict of figures."""
+    if cfg.task == "perplexity":
+        return load_perplexity_task(cfg.data, cfg.split, cfg.limit, cfg.stride)
+    if cfg.stride is not None:
+        raise UserError(f"stride applies to task=perplexity only, not {cfg.task}")
+    return load_choice_task(cfg.task, cfg.data, cfg.limit, cfg.cache_dir)
+
+
+def evaluate(argv: Sequence[str] | None = None, out: TextIO | None = None, log: TextIO | None = None) -> dict:
+    """Run the evaluation CLI; returns the result record (also printed, and written to --out)."""
+    out, log = out or sys.stdout, log or sys.stderr
+    cfg = parse_config(EvalConfig, sys.argv[1:] if argv is None else argv)
+    rt = resolve_runtime(cfg.device, cfg.dtype)
+    task = load_task(cfg)  # read and check the data before the (slower) model load
+    model, source = load_sampling_model(cfg.init_from)
+    block_size = cfg.block_size or model.config.block_size
+    if block_size > model.config.block_size:
+        raise UserError(f"block_size={cfg.block_size} is larger than the model's {model.config.block_size}")
+    if cfg.stride is not None and cfg.stride > block_size:
+        raise UserError(f"stride={cfg.stride} must be between 1 and block_size={block_size}")
+    model = model.to(rt.device).eval()
+    compiled = want_compile(cfg.compile, rt.device)
+    if compiled:
+        model.compile()  # in place: calling the model now runs the compiled forward
+    print(f"loaded {source}: {model.num_params() / 1e6:.1f}M parameters, on {rt.describe()}", file=log, flush=True)
+    scorer = Scorer(model, rt, cfg.batch_size, cfg.block_size, fixed_shapes=compiled, show_progress=True)
+    figures = task.evaluate(scorer)
+    record = {"task": cfg.task, "data": task.name, "model": source, "results": figures,
+              "config": config_dict(cfg)}
+    print(f"{cfg.task}: " + ", ".join(f"{k} {_show(v)}" for k, v in figures.items()), file=out, flush=True)
+    if cfg.out is not None:
+        path = Path(cfg.out).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {path}", file=log)
+    return record
+
+
+def _show(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m nanogpt2.evaluate` (and a console script, if one is installed) calls this: bad input is
+    reported here, as one `error: ...` line on stderr and exit status 2."""
+    run_main(evaluate, argv)
