@@ -105,6 +105,14 @@ class TrainConfig:
     eval_only: bool = False
     """Only report the loss and perplexity of init_from's model on the dataset, then exit."""
 
+    eval_tasks: str = ""
+    """Benchmarks scored at every evaluation besides the loss: comma-separated TASK:DATA pairs of
+    `python -m nanogpt2.evaluate`'s tasks, e.g. hellaswag:hellaswag_val.jsonl,perplexity:held_out.txt
+    (lambada alone uses its checksum-verified download). Figures go to metrics.jsonl and wandb."""
+
+    eval_tasks_limit: int | None = 500
+    """Examples per benchmark at each evaluation (tokens for perplexity); None: all of them."""
+
     # -- logging ------------------------------------------------------------------------------
     log_interval: int = 10
     """Print and record loss, lr, tokens/s, MFU and memory every this many steps."""

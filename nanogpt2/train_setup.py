@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class Run:
     flops_per_token: int
     peak_flops: float | None  # None: unknown device, MFU n/a
     logger: MetricsLogger
+    eval_tasks: list[tuple[str, Any]]  # (name, task) pairs from nanogpt2.evaluate, scored on rank 0
 
 
 def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
@@ -95,6 +97,9 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         say(note)
     out_dir = Path(cfg.out_dir)  # created by the Trainer, once set-up has succeeded
     check_out_dir(out_dir)
+
+    # Benchmarks to score at each evaluation: read (and checked) now, not at the first evaluation.
+    eval_tasks = load_eval_tasks(cfg.eval_tasks, cfg.eval_tasks_limit) if dist.is_main else []
 
     # Data: rank 0 prepares a missing dataset while the others wait.
     folder = find_dataset(cfg.dataset, prepare=dist.is_main, say=say)
@@ -146,7 +151,26 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
                local_accum=cfg.gradient_accumulation_steps // dist.world_size, step=step,
                best_val_loss=best_val_loss, resumed=cfg.init_from == "resume",
                flops_per_token=training_flops_per_token(raw_model.config, cfg.block_size),
-               peak_flops=peak_flops, logger=logger)
+               peak_flops=peak_flops, logger=logger, eval_tasks=eval_tasks)
+
+
+def load_eval_tasks(spec: str, limit: int | None) -> list[tuple[str, Any]]:
+    """'hellaswag:val.jsonl,lambada' -> [(name, task)], each task read once (nanogpt2.evaluate.load_task)."""
+    if not spec.strip():
+        return []
+    from nanogpt2.evaluate import EvalConfig, load_task
+
+    tasks = []
+    for item in spec.split(","):
+        name, _, data = item.strip().partition(":")
+        if not name:
+            raise UserError(f"eval_tasks={spec!r}: give comma-separated TASK:DATA pairs, e.g. hellaswag:val.jsonl")
+        try:
+            task = load_task(EvalConfig(task=name, data=data or None, limit=limit))
+        except UserError as e:
+            raise UserError(f"eval_tasks: {name}: {e}") from None
+        tasks.append((name, task))
+    return tasks
 
 
 def check_out_dir(out_dir: Path) -> None:

@@ -75,6 +75,7 @@ class Trainer:
         self.optimizer, self.scaler = run.optimizer, run.scaler
         self.step, self.best_val_loss, self.resumed = run.step, run.best_val_loss, run.resumed
         self.flops_per_token, self.peak_flops, self.logger = run.flops_per_token, run.peak_flops, run.logger
+        self.eval_tasks = run.eval_tasks
         self.min_lr = self.cfg.min_lr if self.cfg.min_lr is not None else self.cfg.learning_rate / 10
         if self.dist.is_main:  # only now: a run that fails to set up leaves no empty folder behind
             try:
@@ -196,12 +197,30 @@ class Trainer:
         improved = losses["val"] < self.best_val_loss
         if improved:
             self.best_val_loss = losses["val"]
+        benchmarks = self.score_eval_tasks()
         self.save_checkpoint(best=improved)  # first: "new best" is only said of a checkpoint that exists
         self.logger.record("eval", self.step, **{f"{k}_loss": v for k, v in losses.items()},
-                           val_ppl=math.exp(losses["val"]), best_val_loss=self.best_val_loss)
+                           val_ppl=math.exp(losses["val"]), best_val_loss=self.best_val_loss, **benchmarks)
         self.say(f"step {self.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
                  f"(perplexity {math.exp(losses['val']):.2f}){', new best' if improved else ''}")
+        if benchmarks:
+            self.say("  " + ", ".join(f"{k} {v:.4g}" for k, v in benchmarks.items()))
         return losses
+
+    def score_eval_tasks(self) -> dict[str, float]:
+        """The eval_tasks benchmarks on the live model (rank 0; {} elsewhere): {"hellaswag/acc_norm": ...}."""
+        if not self.eval_tasks:
+            return {}
+        from nanogpt2.evaluate import Scorer
+
+        # The plain module: a compiled one would recompile for each new window length.
+        scorer = Scorer(self.raw_model, self.rt, self.cfg.batch_size)
+        figures = {}
+        for name, task in self.eval_tasks:
+            for key, value in task.evaluate(scorer).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    figures[f"{name}/{key}"] = value
+        return figures
 
     def evaluate_only(self) -> dict:
         """eval_only=True: report the loss and perplexity of init_from's model on the dataset."""

@@ -1,0 +1,47 @@
+"""Benchmarks during training (eval_tasks): each evaluation's figures are the task's figures for that step's model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import REPO
+from nanogpt2.checkpoint import load_model
+from nanogpt2.errors import UserError
+from nanogpt2.evaluate import evaluate_model
+from nanogpt2.trainer import train
+
+FIXTURES = REPO / "tests" / "fixtures" / "eval"
+TINY = ["--init_from=scratch", "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2",
+        "--device=cpu", "--compile=False", "--eval_iters=1", "--log_interval=1", "--learning_rate=1e-2"]
+
+
+def test_eval_task_figures_equal_the_standalone_evaluation(shakespeare_data, tmp_path):
+    """metrics.jsonl's eval row at step 2 holds, for each task in eval_tasks, exactly what nanogpt2.evaluate
+    reports for the checkpoint written at that step (same limit), and the tasks do not disturb training."""
+    out = tmp_path / "run"
+    spec = f"choice:{FIXTURES / 'choice.jsonl'},perplexity:{FIXTURES / 'text.txt'}"
+    train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=2",
+           f"--eval_tasks={spec}", "--eval_tasks_limit=50"])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if r["kind"] == "eval"][-1]
+    assert last["step"] == 2
+    model, _ = load_model(out / "ckpt.pt")
+    for task, data in (("choice", FIXTURES / "choice.jsonl"), ("perplexity", FIXTURES / "text.txt")):
+        want = evaluate_model(model, task, data=str(data), batch_size=2, limit=50)
+        got = {k.removeprefix(f"{task}/"): v for k, v in last.items() if k.startswith(f"{task}/")}
+        numeric = {k: v for k, v in want.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        assert got.keys() == numeric.keys() and got
+        for key, value in numeric.items():
+            assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (task, key)
+
+
+def test_bad_eval_task_stops_before_training(shakespeare_data, tmp_path):
+    """An unknown task or a missing data file in eval_tasks is refused at start-up, naming the task."""
+    with pytest.raises(UserError, match="eval_tasks: nope"):
+        train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={tmp_path / 'a'}", "--eval_tasks=nope:x"])
+    with pytest.raises(UserError, match="eval_tasks: choice"):
+        train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={tmp_path / 'b'}",
+               f"--eval_tasks=choice:{tmp_path / 'missing.jsonl'}"])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
