@@ -56,6 +56,9 @@ def resume_config(argv: Sequence[str] | None) -> tuple[TrainConfig, dict | None,
         raise UserError(f"{path} holds weights only (no optimizer state or step), so it cannot be resumed")
     saved = ckpt.get("config", {})
     cfg = parse_config(TrainConfig, argv, base=saved)
+    if cfg.optimizer != saved.get("optimizer", "adamw"):
+        raise UserError(f"the run in {cfg.out_dir} was trained with optimizer={saved.get('optimizer', 'adamw')}, "
+                        f"whose state cannot continue as optimizer={cfg.optimizer}; drop that setting")
     step = int(ckpt["step"])
     if cfg.max_iters < step:
         raise UserError(f"max_iters={cfg.max_iters} is below the checkpoint's step {step} in {cfg.out_dir}: "

@@ -75,6 +75,10 @@ class TrainConfig:
     lr_decay_iters: int | None = None
     """Step at which the cosine reaches min_lr. None: max_iters."""
 
+    optimizer: str = "adamw"
+    """adamw: PyTorch's AdamW, fp32 moments (8 bytes per parameter). adamw8bit: torchao's AdamW8bit,
+    8-bit block-wise quantized moments (~2 bytes per parameter; pip install 'nanogpt2[lowbit]')."""
+
     weight_decay: float = 0.1
     """AdamW decoupled weight decay (Loshchilov & Hutter 2019) on every matrix and both embedding tables
     (token and position), as nanoGPT does; none on biases or LayerNorm gains (nanogpt2/optim.py)."""
@@ -155,6 +159,8 @@ class TrainConfig:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_lr is not None and not 0 <= self.min_lr <= self.learning_rate:
             raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
+        if self.optimizer not in ("adamw", "adamw8bit"):
+            raise UserError(f"optimizer={self.optimizer!r}: use adamw or adamw8bit")
         if self.lr_schedule not in ("cosine", "constant"):
             raise UserError(f"lr_schedule={self.lr_schedule!r}: use cosine or constant")
         if not 0.0 <= self.dropout < 1.0:

@@ -110,7 +110,8 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
     seed_everything(cfg.seed)
     raw_model = build_model(cfg, int(data.meta.get("vocab_size", 50257)), ckpt, rt.device_type).to(rt.device)
     seed_everything(cfg.seed + dist.rank)
-    optimizer = make_optimizer(raw_model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), rt.device_type)
+    optimizer = make_optimizer(raw_model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), rt.device_type,
+                               cfg.optimizer)
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.needs_grad_scaler)
     train_batches = RandomBatches(data.split("train"), cfg.batch_size, cfg.block_size, seed=cfg.seed,
                                   rank=dist.rank, world_size=dist.world_size, device=rt.device)

@@ -152,7 +152,10 @@ class Trainer:
     def optimizer_step(self, lr: float) -> None:
         """Clip, step AdamW at learning rate `lr`, and clear the gradients."""
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            if torch.is_tensor(group["lr"]):  # torchao's low-bit AdamW keeps lr as a tensor for its compiled step
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
             torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.grad_clip)

@@ -1,0 +1,108 @@
+"""optimizer=adamw8bit (torchao's AdamW8bit): it trains like fp32 AdamW, resumes exactly, and refuses clearly."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from nanogpt2.checkpoint import read_checkpoint
+from nanogpt2.errors import UserError
+from nanogpt2.trainer import train
+
+pytest.importorskip("torchao.optim", reason="optimizer=adamw8bit needs torchao (pip install 'nanogpt2[lowbit]')")
+
+# torchao quantizes a tensor's moments only when it has >= 4096 elements in whole blocks of 256: a width of 64
+# and a vocabulary padded to 50304 rows give every matrix here 8-bit moments.
+TINY = ["--init_from=scratch", "--n_layer=2", "--n_head=2", "--n_embd=64", "--pad_vocab_multiple=64",
+        "--block_size=32", "--batch_size=4",
+        "--device=cpu", "--compile=False", "--eval_iters=8", "--log_interval=1", "--warmup_iters=2",
+        "--learning_rate=3e-3"]
+
+
+def evals(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["kind"] == "eval"]
+
+
+@pytest.mark.slow
+def test_8bit_moments_train_like_fp32_adamw(shakespeare_data, tmp_path):
+    """Same model, data and seed for 40 steps: 8-bit AdamW's validation loss ends within 0.02 nats of fp32
+    AdamW's (both fall by more than 1 nat), and its quantized moments take under 0.3 of fp32's bytes."""
+    runs = {}
+    for kind in ("adamw", "adamw8bit"):
+        out = tmp_path / kind
+        train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=40", "--eval_interval=40",
+               f"--optimizer={kind}"])
+        runs[kind] = evals(out)
+    for kind, rows in runs.items():
+        assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 1.0, kind
+    assert abs(runs["adamw8bit"][-1]["val_loss"] - runs["adamw"][-1]["val_loss"]) < 0.02
+
+    state = read_checkpoint(tmp_path / "adamw8bit" / "ckpt.pt")["optimizer"]["state"]
+    quantized = [t for s in state.values() for k, t in s.items() if type(t).__name__ == "OptimState8bit"]
+    assert quantized
+    fp32_bytes = sum(4 * t.numel() for t in quantized)
+    assert sum(_subclass_bytes(t) for t in quantized) < 0.3 * fp32_bytes  # 1 byte + block scales vs 4 bytes
+
+
+def test_embeddings_keep_fp32_moments_and_matrices_get_8bit(shakespeare_data, tmp_path):
+    """After a step, the token and position tables' moments are plain fp32 tensors and every other matrix of
+    >= 4096 values has 8-bit moments (torchao's OptimState8bit)."""
+    from nanogpt2.checkpoint import load_model
+
+    out = tmp_path / "run"
+    train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=1", "--eval_interval=1",
+           "--optimizer=adamw8bit"])
+    ckpt = read_checkpoint(out / "ckpt.pt")
+    model, _ = load_model(out / "ckpt.pt")
+    params = [p for group in ckpt["optimizer"]["param_groups"] for p in group["params"]]
+    named = dict(model.named_parameters())  # the optimizer's order is param_groups(): decay, then no decay
+    from nanogpt2.optim import param_groups
+
+    order = [p for group in param_groups(model, 0.1) for p in group["params"]]
+    names = {id(t): n for n, t in named.items()}
+    for index, p in zip(params, order):
+        moment = ckpt["optimizer"]["state"][index]["exp_avg_sq"]
+        name = names[id(p)]
+        if name in ("wte.weight", "wpe.weight") or p.numel() < 4096:
+            assert type(moment) is torch.Tensor and moment.dtype == torch.float32, name
+        else:
+            assert type(moment).__name__ == "OptimState8bit", name
+
+
+def _subclass_bytes(t) -> int:
+    """Bytes held by a tensor subclass (torchao's OptimState8bit: codes plus per-block scales)."""
+    names, _ = t.__tensor_flatten__()
+    return sum(getattr(t, n).numel() * getattr(t, n).element_size() for n in names)
+
+
+@pytest.mark.slow
+def test_8bit_resume_is_exact(shakespeare_data, tmp_path):
+    """6 steps straight equal 3 + resume + 3 with 8-bit moments: bit-identical weights and losses."""
+    common = [*TINY, f"--dataset={shakespeare_data}", "--eval_interval=3", "--lr_decay_iters=6", "--dropout=0.1",
+              "--optimizer=adamw8bit"]
+    train([*common, f"--out_dir={tmp_path / 'straight'}", "--max_iters=6"])
+    train([*common, f"--out_dir={tmp_path / 'split'}", "--max_iters=3"])
+    train([f"--out_dir={tmp_path / 'split'}", "--init_from=resume", "--max_iters=6"])
+    a, b = read_checkpoint(tmp_path / "straight" / "ckpt.pt"), read_checkpoint(tmp_path / "split" / "ckpt.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_switching_optimizer_on_resume_is_refused(shakespeare_data, tmp_path):
+    """A run trained with fp32 AdamW cannot continue as adamw8bit (the states differ): one clear error."""
+    out = tmp_path / "run"
+    train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=1", "--eval_interval=1"])
+    with pytest.raises(UserError, match="trained with optimizer=adamw"):
+        train([f"--out_dir={out}", "--init_from=resume", "--max_iters=2", "--optimizer=adamw8bit"])
+
+
+def test_missing_torchao_is_one_clear_error(shakespeare_data, tmp_path, monkeypatch):
+    """Without torchao installed, optimizer=adamw8bit says which package to install."""
+    monkeypatch.setitem(sys.modules, "torchao", None)  # makes `import torchao...` raise ImportError
+    monkeypatch.setitem(sys.modules, "torchao.optim", None)
+    with pytest.raises(UserError, match=r"pip install 'nanogpt2\[lowbit\]'"):
+        train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={tmp_path / 'x'}", "--optimizer=adamw8bit"])
