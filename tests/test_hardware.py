@@ -31,7 +31,7 @@ def test_every_gpu_is_checked():
 
 @pytest.mark.parametrize("key,sms,ghz,per_sm", SM_DERIVATION)
 def test_training_peak_matches_sm_arithmetic(key, sms, ghz, per_sm):
-    """Each GPU's 16-bit training peak (bf16, or fp16 without bf16) equals SMs x clock x per-SM dense rate within 0.5%."""
+    """Each GPU's 16-bit training peak (bf16, or fp16 without bf16) is SMs x clock x per-SM rate, to 0.5%."""
     spec = lookup_gpu(key)
     peak = spec.bf16_flops if spec.bf16_flops is not None else spec.fp16_flops
     assert peak == pytest.approx(sms * ghz * 1e9 * per_sm, rel=0.005)
@@ -39,7 +39,7 @@ def test_training_peak_matches_sm_arithmetic(key, sms, ghz, per_sm):
 
 @pytest.mark.parametrize("spec", GPUS, ids=lambda s: s.key)
 def test_peak_columns_are_consistent(spec):
-    """FP32 accumulate never beats FP16 accumulate; GeForce cards halve it; fp16 trains at the bf16 rate; fp32 training uses TF32."""
+    """FP32 accumulate never beats FP16 accumulate; GeForce cards halve it; fp16 = bf16; fp32 uses TF32."""
     assert spec.fp16_flops <= spec.fp16_acc16_flops
     if spec.name.startswith("GeForce"):
         assert spec.fp16_acc16_flops == pytest.approx(2 * spec.fp16_flops, rel=0.002)
@@ -48,6 +48,27 @@ def test_peak_columns_are_consistent(spec):
     assert spec.peak_flops("float16") == spec.fp16_flops
     assert spec.peak_flops("float32") == (spec.tf32_flops or spec.fp32_flops) >= spec.fp32_flops
     assert spec.memory_bytes == int(spec.memory_gib * 2**30) > 0 and spec.bandwidth > 0
+
+
+# (key, nominal GiB, ECC on by default). The driver keeps a few hundred MiB of every card, and
+# ECC a further 1/16 of the GDDR6 data-centre parts; CUDA reports what is left.
+NOMINAL_MEMORY = [
+    ("4070ti", 12, False), ("4070tisuper", 16, False), ("4080", 16, False), ("4090", 24, False),
+    ("3090", 24, False), ("a100-40gb", 40, False), ("a100-80gb", 80, False), ("a100-80gb-pcie", 80, False),
+    ("h100-sxm", 80, False), ("h100-pcie", 80, False), ("h200", 141, False), ("l4", 24, True), ("t4", 16, True),
+]
+
+
+def test_every_gpu_has_a_nominal_memory():
+    """The nominal-memory table covers every GPU, so none escapes the memory check."""
+    assert sorted(k for k, *_ in NOMINAL_MEMORY) == sorted(gpu_names())
+
+
+@pytest.mark.parametrize("key,nominal_gib,ecc", NOMINAL_MEMORY)
+def test_memory_is_what_cuda_reports_not_the_label(key, nominal_gib, ecc):
+    """memory_gib is the total CUDA reports: below the label by the driver's 0.25-1.2 GiB (and ECC's 1/16), no more."""
+    usable = nominal_gib * (15 / 16 if ecc else 1)
+    assert usable - 1.2 <= lookup_gpu(key).memory_gib <= usable - 0.25
 
 
 @pytest.mark.parametrize("device_name,key", [
@@ -75,7 +96,8 @@ def test_unknown_or_near_miss_devices_are_unknown(device_name):
 
 
 @pytest.mark.parametrize("name,key", [
-    ("4070ti", "4070ti"), ("RTX 4070 Ti", "4070ti"), ("rtx-4070-ti", "4070ti"), ("NVIDIA GeForce RTX 4070 Ti", "4070ti"),
+    ("4070ti", "4070ti"), ("RTX 4070 Ti", "4070ti"), ("rtx-4070-ti", "4070ti"),
+    ("NVIDIA GeForce RTX 4070 Ti", "4070ti"),
     ("4070 Ti SUPER", "4070tisuper"), ("A100 80GB", "a100-80gb"), ("a100-80gb-pcie", "a100-80gb-pcie"),
     ("H100 SXM", "h100-sxm"), ("t4", "t4"), ("Tesla T4", "t4"),
 ])
@@ -87,7 +109,7 @@ def test_lookup_accepts_user_spellings(name, key):
 @pytest.mark.parametrize("name,suggested", [("h100", ["h100-sxm", "h100-pcie"]), ("a100", ["a100-40gb", "a100-80gb"]),
                                              ("4070", ["4070ti", "4070tisuper"]), ("banana", [])])
 def test_lookup_refuses_unknown_and_ambiguous_names(name, suggested):
-    """An unknown or ambiguous name is a UserError naming the candidates, every accepted name, and the --peak-tflops way out."""
+    """An unknown or ambiguous name is a UserError naming the candidates, every accepted name and --peak-tflops."""
     with pytest.raises(UserError) as err:
         lookup_gpu(name)
     message = str(err.value)

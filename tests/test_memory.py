@@ -1,17 +1,25 @@
-"""The training-memory model (nanogpt2/flops/memory.py), checked on the CPU.
+"""The training-memory model (nanogpt2/flops/memory.py), checked on the CPU against PyTorch itself.
 
-What can be checked without a GPU is checked against PyTorch itself: the bytes autograd
-saves for the backward pass (seen through torch.autograd.graph.saved_tensors_hooks, each
-storage once, parameters left out) and the bytes AdamW keeps. The peak as a whole is
-measured against torch.cuda.max_memory_allocated by bench/memory.py on a GPU.
+A GPU's training step is traced on fake tensors (bench/memory.py: FakeTensorMode, with
+attention, dropout and cross-entropy taking the paths CUDA takes), so nothing is
+allocated. Checked: the bytes autograd saves for the backward pass, exactly (seen
+through torch.autograd.graph.saved_tensors_hooks, each storage once, parameters left
+out); the peak of live tensor bytes over a whole steady-state step (MemTracker); and the
+bytes AdamW keeps. bench/memory.py measures the same peak at GPT-2's real sizes, and on
+a GPU against torch.cuda.max_memory_allocated.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from nanogpt2.errors import UserError
@@ -19,48 +27,102 @@ from nanogpt2.flops.memory import estimate_training_memory, max_batch_size
 from nanogpt2.model import GPT, GPTConfig
 
 GiB = 2**30
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load_bench_memory():
+    """bench/memory.py as a module (it imports bench/common.py as `common`)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_memory", BENCH / "memory.py")
+        module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+bench_memory = load_bench_memory()
 
 
 def saved_for_backward(config: GPTConfig, batch: int, seq_len: int, autocast: bool, math: bool) -> int:
-    """Bytes of the non-parameter tensors autograd saves in one forward pass of our model."""
-    torch.manual_seed(0)
-    model = GPT(config)
-    idx = torch.randint(0, config.vocab_size, (batch, seq_len))
-    targets = torch.randint(0, config.vocab_size, (batch, seq_len))
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    """Bytes of the non-parameter tensors autograd saves in one forward pass of our model, as CUDA runs it."""
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         s = t.untyped_storage()
-        if s.data_ptr() not in params:
-            storages[s.data_ptr()] = s.nbytes()  # views of one tensor share a storage: count it once
+        if s._cdata not in params:
+            storages[s._cdata] = s.nbytes()  # views of one tensor share a storage: count it once
         return t
 
     attention = sdpa_kernel([SDPBackend.MATH]) if math else contextlib.nullcontext()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), attention:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            model(idx, targets)
+    with FakeTensorMode(), bench_memory.as_on_cuda():
+        model = GPT(config).train()
+        params = {p.untyped_storage()._cdata for p in model.parameters()}
+        idx = torch.randint(0, config.vocab_size, (batch, seq_len))
+        targets = torch.randint(0, config.vocab_size, (batch, seq_len))
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), attention:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                model(idx, targets)
     return sum(storages.values())
 
 
-SHAPES = [  # (config, batch, seq_len)
+SHAPES = [  # (config, batch, seq_len): head sizes of 16, as FlashAttention needs multiples of 8
     (GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=64, vocab_size=101), 2, 64),
     (GPTConfig(n_layer=3, n_head=3, n_embd=48, block_size=64, vocab_size=97, pad_vocab_multiple=64, bias=False), 3, 40),
+]
+SETTINGS = [  # (dtype, attention, dropout): math attention with dropout cannot be traced (bench/memory.py)
+    (dtype, attention, dropout) for dtype in ("float32", "bfloat16") for attention in ("flash", "math")
+    for dropout in (0.0, 0.1) if not (attention == "math" and dropout)
 ]
 
 
 @pytest.mark.parametrize("config,batch,seq_len", SHAPES)
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("attention", ["flash", "math"])
-def test_saved_activations_match_autograd(config, batch, seq_len, dtype, attention):
+@pytest.mark.parametrize("dtype,attention,dropout", SETTINGS)
+def test_saved_activations_match_autograd(config, batch, seq_len, dtype, attention, dropout):
     """The activation and bf16-weight-copy terms equal, byte for byte, what autograd saves for the backward pass."""
+    config = dataclasses.replace(config, dropout=dropout)
     got = saved_for_backward(config, batch, seq_len, autocast=dtype == "bfloat16", math=attention == "math")
     est = estimate_training_memory(config, batch, seq_len, dtype=dtype, attention=attention)
     assert est.activations + est.low_precision_weights == got
 
 
+PEAK_SHAPES = [  # (config, batch, seq_len), each with a different phase at the top
+    # logits large next to the model, as in GPT-2: the loss gradient is the peak
+    (GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=64, vocab_size=2048), 2, 64),
+    # a padded vocabulary: cross_entropy's input is a copy, and the forward pass is the peak
+    (GPTConfig(n_layer=3, n_head=3, n_embd=48, block_size=64, vocab_size=997, pad_vocab_multiple=64, bias=False),
+     3, 40),
+    # a small vocabulary: with checkpointing, a recomputed block is the peak
+    (GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=256), 2, 128),
+]
+STEP_SETTINGS = [  # (attention, dropout): math attention with dropout cannot be traced (bench/memory.py)
+    ("flash", 0.0), ("flash", 0.1), ("math", 0.0),
+]
+
+
+@pytest.mark.parametrize("config,batch,seq_len", PEAK_SHAPES)
+@pytest.mark.parametrize("attention,dropout", STEP_SETTINGS)
+@pytest.mark.parametrize("grad_accum", [1, 2])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_peak_matches_a_traced_training_step(config, batch, seq_len, attention, dropout, grad_accum, checkpointing):
+    """The estimated peak is within 5% of the live tensor bytes of a whole bf16 training step, traced as on CUDA."""
+    config = dataclasses.replace(config, dropout=dropout)
+    options = dict(attention=attention, grad_accum=grad_accum, checkpointing=checkpointing)
+    traced = bench_memory.fake_peak(config, batch, seq_len, **options)
+    est = estimate_training_memory(config, batch, seq_len, **options)
+    assert abs(est.peak / traced - 1) <= 0.05, (est.peak_phase, est.phases, traced)
+
+
+def test_math_attention_with_dropout_is_not_traced():
+    """The trace refuses what it would get wrong (dropout inside the math kernel takes the CPU's path): a UserError."""
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=64, dropout=0.1)
+    with pytest.raises(UserError):
+        bench_memory.fake_peak(config, 1, 16, attention="math")
+
+
 def test_optimizer_and_parameter_terms_match_adamw():
-    """Weights, gradients and AdamW's moments take 4 + 4 + 8 bytes per parameter, as a real AdamW step allocates them."""
+    """Weights, gradients and AdamW's moments take 4 + 4 + 8 bytes per parameter, as a real AdamW step allocates."""
     config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=50)
     model = GPT(config)
     opt = torch.optim.AdamW(model.parameters())
@@ -97,14 +159,16 @@ def test_nothing_fits_when_the_model_alone_is_too_big():
 
 
 def test_terms_respond_to_their_settings():
-    """Bigger batches cost more; checkpointing saves block activations; accumulation holds the gradients; DDP adds buckets."""
+    """Bigger batches cost more; checkpointing saves activations; accumulation holds the gradients; DDP adds buckets."""
     config = GPTConfig.gpt2("gpt2")
     base = estimate_training_memory(config, 4)
     assert estimate_training_memory(config, 8).peak > base.peak
     ckpt = estimate_training_memory(config, 4, checkpointing=True)
     assert ckpt.block_activations < base.block_activations / 5 and ckpt.peak < base.peak
     accum = estimate_training_memory(config, 4, grad_accum=2)
-    assert accum.phases["backward (loss gradient)"] - base.phases["backward (loss gradient)"] == base.gradients
+    other_batch = 2 * 8 * 4 * 1024  # the second micro-batch's int64 inputs and targets, loaded for the step
+    added = accum.phases["backward (loss gradient)"] - base.phases["backward (loss gradient)"]
+    assert added == base.gradients + other_batch
     ddp = estimate_training_memory(config, 4, ddp=True)
     assert ddp.peak - base.peak == base.weights  # one fp32 copy of every gradient
     held = estimate_training_memory(config, 4, hold_logits=True)

@@ -15,12 +15,16 @@ it is where popular calculators go wrong:
 * **Per GPU.** An RTX 4070 Ti is not an A100: an unknown device is reported as
   unknown, never silently given some other card's peak.
 
-Every figure below is NVIDIA's, with the document it comes from. FLOP/s are
-dense; bandwidth is in bytes/s; memory is what CUDA reports as usable, in GiB.
-For most cards that is the nominal size (GPU memory is sold in binary units: a
-"12 GB" card holds 12 GiB), but the GDDR6 data-centre parts (L4, T4) ship with
-ECC on, which reserves 1/16 of it (NVIDIA CUDA C++ Best Practices Guide, "ECC").
-Sources:
+Every rate below is NVIDIA's, with the document it comes from. FLOP/s are dense;
+bandwidth is in bytes/s. Memory is what CUDA reports as the device's total
+(torch.cuda.get_device_properties().total_memory) under Linux, in GiB: the nominal
+size (GPU memory comes in binary units: a "12 GB" card has 12 GiB of DRAM) less what
+the driver reserves, 0.3-0.9 GiB, and on the GDDR6 data-centre parts (L4, T4), which
+ship with ECC on, less 1/16 more (NVIDIA CUDA C++ Best Practices Guide, "ECC"). Most
+figures are [Reported]: measured in our runs, or read from PyTorch's out-of-memory
+messages ("GPU 0 has a total capacity of X GiB"), which differ by ~0.05 GiB between
+drivers; the rest are [Estimated] from nvidia-smi's total or a sibling card's reserve.
+Windows (WDDM) reports the nominal size instead. Sources:
 
     [Ada]     NVIDIA Ada GPU Architecture whitepaper v2.1 (2023), App. A tables
               (RTX 4090, RTX 4080, RTX 4080 12 GB = later sold as the RTX 4070 Ti; L4).
@@ -34,6 +38,14 @@ Sources:
     [Derived] RTX 4070 Ti SUPER (launched after [Ada]): 66 SMs x 2.61 GHz boost x 512
               dense FP16/BF16-with-FP32-accumulate FLOPs per SM per clock, the rate every
               GeForce Ada card in [Ada] has (RTX 4090: 128 x 2.52 GHz x 512 = 165.2 TFLOP/s).
+    [Reported] CUDA's total memory: H100 SXM 79.18 GiB in our run (bench/results/gpu-h100-20261126);
+              out-of-memory messages in GitHub issues: RTX 4070 Ti 11.70 (Kwai-Kolors/Kolors#11),
+              RTX 4090 23.64-23.68 (ali-vilab/VGen#104, zai-org/CogVideo#36), RTX 3090 23.70
+              (GaoLii/DSP#10), A100 40GB 39.50 (TianheWu/CoSeR#10), A100 80GB 79.25-79.35
+              (levihsu/OOTDiffusion#235, OSU-NLP-Group/TableLlama#10), T4 14.75.
+    [Estimated] 16 GB GeForce cards: 16 GiB less the 0.3 GiB the 12 and 24 GB ones lose. H100 PCIe:
+              as the SXM. H200 and L4: nvidia-smi's totals (143,771 and 23,034 MiB; the latter in
+              modal-labs/modal-client#2797) less the 0.5 GiB CUDA reports below nvidia-smi on the H100.
 """
 
 from __future__ import annotations
@@ -67,7 +79,7 @@ class GPUSpec:
     fp32_flops: float
     """FP32 on the CUDA cores (no tensor cores), FLOP/s."""
     memory_gib: float
-    """Memory on the card, GiB."""
+    """Memory CUDA reports as the card's total under Linux, GiB: a little below the nominal size (module docstring)."""
     bandwidth: float
     """Memory bandwidth, bytes/s."""
     source: str
@@ -108,38 +120,38 @@ def _geforce(key, name, fp32, bf16, fp16_acc16, memory_gib, bandwidth_gbs, sourc
 GPUS: tuple[GPUSpec, ...] = (
     # [Ada] "RTX 4080 (12 GB)": FP32 40.1, BF16/FP16 (FP32 acc.) 80.2, FP16 (FP16 acc.) 160.4,
     # 12 GB GDDR6X at 21 Gbps x 192 bit = 504 GB/s. NVIDIA renamed it RTX 4070 Ti (same AD104, 60 SMs).
-    _geforce("4070ti", "GeForce RTX 4070 Ti", 40.1, 80.2, 160.4, 12, 504.2, "[Ada]", "rtx 4070 ti"),
+    _geforce("4070ti", "GeForce RTX 4070 Ti", 40.1, 80.2, 160.4, 11.70, 504.2, "[Ada]", "rtx 4070 ti"),
     # [Derived] 66 SMs x 2.61 GHz x 512 = 88.2 TFLOP/s; FP32 8448 cores x 2 x 2.61 GHz = 44.1;
     # 16 GB GDDR6X at 21 Gbps x 256 bit = 672 GB/s (NVIDIA product page).
-    _geforce("4070tisuper", "GeForce RTX 4070 Ti SUPER", 44.1, 88.2, 176.4, 16, 672.0, "[Derived]", "rtx 4070 ti super",
-             ("4070tis",)),
+    _geforce("4070tisuper", "GeForce RTX 4070 Ti SUPER", 44.1, 88.2, 176.4, 15.7, 672.0, "[Derived]",
+             "rtx 4070 ti super", ("4070tis",)),
     # [Ada] RTX 4080: FP32 48.7, BF16 (FP32 acc.) 97.5, FP16 (FP16 acc.) 194.9; 16 GB at 716.8 GB/s.
-    _geforce("4080", "GeForce RTX 4080", 48.7, 97.5, 194.9, 16, 716.8, "[Ada]", "rtx 4080"),
+    _geforce("4080", "GeForce RTX 4080", 48.7, 97.5, 194.9, 15.7, 716.8, "[Ada]", "rtx 4080"),
     # [Ada] RTX 4090: FP32 82.6, BF16 (FP32 acc.) 165.2, FP16 (FP16 acc.) 330.3; 24 GB at 1,008 GB/s.
-    _geforce("4090", "GeForce RTX 4090", 82.6, 165.2, 330.3, 24, 1008.0, "[Ada]", "rtx 4090"),
+    _geforce("4090", "GeForce RTX 4090", 82.6, 165.2, 330.3, 23.64, 1008.0, "[Ada]", "rtx 4090"),
     # [GA102] RTX 3090: FP32 35.6, BF16 (FP32 acc.) 71, FP16 (FP16 acc.) 142; 24 GB at 936 GB/s.
-    _geforce("3090", "GeForce RTX 3090", 35.6, 71.0, 142.0, 24, 936.0, "[GA102]", "rtx 3090"),
+    _geforce("3090", "GeForce RTX 3090", 35.6, 71.0, 142.0, 23.70, 936.0, "[GA102]", "rtx 3090"),
     # [A100] BF16/FP16 312 (624 with sparsity), TF32 156, FP32 19.5; 40 GB HBM2 at 1,555 GB/s (SXM4 and PCIe).
-    GPUSpec("a100-40gb", "A100 40GB", 312 * T, 312 * T, 312 * T, 156 * T, 19.5 * T, 40, 1555 * GB, "[A100]",
+    GPUSpec("a100-40gb", "A100 40GB", 312 * T, 312 * T, 312 * T, 156 * T, 19.5 * T, 39.50, 1555 * GB, "[A100]",
             ("a100 sxm4 40gb", "a100 pcie 40gb"), ("a100sxm440gb", "a100pcie40gb")),
     # [A100] 80 GB SXM4: same compute, HBM2e at 2,039 GB/s.
-    GPUSpec("a100-80gb", "A100 80GB SXM", 312 * T, 312 * T, 312 * T, 156 * T, 19.5 * T, 80, 2039 * GB, "[A100]",
+    GPUSpec("a100-80gb", "A100 80GB SXM", 312 * T, 312 * T, 312 * T, 156 * T, 19.5 * T, 79.25, 2039 * GB, "[A100]",
             ("a100 sxm4 80gb",), ("a10080gbsxm", "a100sxm480gb")),
     # [A100] 80 GB PCIe: same compute, HBM2e at 1,935 GB/s.
-    GPUSpec("a100-80gb-pcie", "A100 80GB PCIe", 312 * T, 312 * T, 312 * T, 156 * T, 19.5 * T, 80, 1935 * GB,
+    GPUSpec("a100-80gb-pcie", "A100 80GB PCIe", 312 * T, 312 * T, 312 * T, 156 * T, 19.5 * T, 79.25, 1935 * GB,
             "[A100]", ("a100 80gb pcie",), ("a100pcie80gb",)),
     # [H100] SXM5: BF16/FP16 989.4 dense, TF32 494.7, FP32 66.9; 80 GB HBM3 at 3.35 TB/s.
-    GPUSpec("h100-sxm", "H100 SXM", 989.4 * T, 989.4 * T, 989.4 * T, 494.7 * T, 66.9 * T, 80, 3350 * GB, "[H100]",
+    GPUSpec("h100-sxm", "H100 SXM", 989.4 * T, 989.4 * T, 989.4 * T, 494.7 * T, 66.9 * T, 79.18, 3350 * GB, "[H100]",
             ("h100 80gb hbm3", "h100 sxm5 80gb"), ("h100sxm5", "h10080gbhbm3")),
     # [H100] PCIe: BF16/FP16 756 dense, TF32 378, FP32 51.2; 80 GB HBM2e at 2.0 TB/s.
-    GPUSpec("h100-pcie", "H100 PCIe", 756 * T, 756 * T, 756 * T, 378 * T, 51.2 * T, 80, 2000 * GB, "[H100]",
+    GPUSpec("h100-pcie", "H100 PCIe", 756 * T, 756 * T, 756 * T, 378 * T, 51.2 * T, 79.18, 2000 * GB, "[H100]",
             ("h100 pcie",), ()),
-    # [H200] SXM: H100 SXM's compute, 141 GB HBM3e (the driver shows ~140 GiB) at 4.8 TB/s.
-    GPUSpec("h200", "H200 SXM", 989.4 * T, 989.4 * T, 989.4 * T, 494.7 * T, 66.9 * T, 141, 4800 * GB, "[H200]",
+    # [H200] SXM: H100 SXM's compute, 141 GB HBM3e at 4.8 TB/s; CUDA ~139.9 GiB [Estimated].
+    GPUSpec("h200", "H200 SXM", 989.4 * T, 989.4 * T, 989.4 * T, 494.7 * T, 66.9 * T, 139.9, 4800 * GB, "[H200]",
             ("h200",), ("h200sxm",)),
     # [L4] BF16/FP16 121 dense (FP32 accumulate at full rate on this data-centre Ada part), TF32 60,
-    # FP32 30.3; 24 GB GDDR6 at 300 GB/s, of which ECC (on by default) leaves ~22.5 GiB usable.
-    GPUSpec("l4", "L4", 121 * T, 121 * T, 121 * T, 60 * T, 30.3 * T, 22.5, 300 * GB, "[L4]", ("l4",), ()),
+    # FP32 30.3; 24 GB GDDR6 at 300 GB/s: ECC (on by default) leaves 22.5 GiB, CUDA ~22.0 [Estimated].
+    GPUSpec("l4", "L4", 121 * T, 121 * T, 121 * T, 60 * T, 30.3 * T, 22.0, 300 * GB, "[L4]", ("l4",), ()),
     # [T4] Turing: FP16 tensor cores (65 TFLOP/s mixed precision), no bf16, no TF32; FP32 8.1;
     # 16 GB GDDR6 at 320 GB/s, of which ECC (on by default) leaves 14.75 GiB usable (15,835,398,144 B).
     GPUSpec("t4", "T4", None, 65 * T, 65 * T, None, 8.1 * T, 14.75, 320 * GB, "[T4]", ("t4",), ("teslat4",)),

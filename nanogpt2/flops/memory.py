@@ -8,7 +8,8 @@ in Large Transformer Models", 4.1, for the activations):
                      + 2 B bf16 copy of each weight matrix, which autocast makes and autograd keeps
                      for the backward pass
     per token        what autograd saves in each block for the backward pass, the loss's
-                     fp32 log-probabilities, and the gradient of the logits while it is formed
+                     log-probabilities (and under autocast the fp32 copy nll_loss keeps), and
+                     the loss's gradient while it is formed
 
 The activation accounting follows Korthikanti et al.'s method (list each tensor
 a layer saves, in bytes) for what PyTorch autocast actually saves in
@@ -20,7 +21,7 @@ activation (2 under bf16/fp16 autocast, 4 in fp32):
     2 x aC   LayerNorm outputs, cast for the c_attn and c_fc matmuls
     3aC + aC q, k, v (views of c_attn's output) and the attention output, which fused
              attention (FlashAttention, Dao et al. 2022) saves instead of the T x T
-             attention matrix, plus its 4-byte log-sum-exp per head
+             attention matrix, plus its 4-byte log-sum-exp per head (and 24 bytes of RNG state)
     2 x 4aC  GELU's input and output (the MLP is 4C wide)
     2 x C    dropout masks, 1 byte per element, when dropout > 0
     16       LayerNorm means and reciprocal standard deviations (fp32)
@@ -28,20 +29,38 @@ activation (2 under bf16/fp16 autocast, 4 in fp32):
 i.e. 8C + 14aC per token per layer: 36C bytes in bf16 where Korthikanti et al.,
 with a 16-bit residual stream, count 32C (34C with their two dropout masks).
 The unfused ("math") attention path instead saves the fp32 T x T probabilities
-of every head: the s^2 term of Korthikanti's 34sbh + 5as^2b. tests/test_memory.py
-checks these sums exactly against the tensors autograd saves (on the CPU), and
-bench/memory.py checks the peak against torch.cuda.max_memory_allocated on a GPU.
+of every head: the s^2 term of Korthikanti's 34sbh + 5as^2b.
+
+The loss, with V = vocabulary size: cross_entropy runs log_softmax in the logits'
+dtype (it passes that dtype explicitly, which CUDA autocast respects) and saves its
+output (aV per token); nll_loss is on CUDA autocast's fp32 list, so it makes and
+saves an fp32 copy (4V); its backward pass then starts with an fp32 gradient (4V).
+(CPU autocast differs: it casts cross_entropy's input to fp32 as a whole.)
 
 The peak is the largest of a few moments of a step (`MemoryEstimate.phases`):
-the end of the forward pass; the start of the backward pass, when cross-entropy's
-backward holds three fp32 (tokens x vocab) tensors at once (GPT-2's 50K-word
-vocabulary makes this the usual peak); with activation checkpointing (Chen et al.
-2016, "Training Deep Nets with Sublinear Memory Cost") the backward of one
-recomputed block; and the optimizer step. Gradients exist during the backward pass
-only from the second micro-step of gradient accumulation on (zero_grad(set_to_none)
-frees them after each step). DDP keeps a second copy of the gradients in its
-all-reduce buckets. The CUDA context (kernels, cuBLAS) sits outside PyTorch's
-allocator and is allowed for separately, as is allocator fragmentation.
+the end of the forward pass, inside cross-entropy, when the logits (aV per token),
+the log-probabilities and their fp32 copy are all alive, and so are every bf16
+weight copy (autocast caches them until the forward pass ends, also for checkpointed
+blocks) and ln_f's fp32 output; the start of the backward
+pass, when nll_loss's gradient joins what the loss saved: 10V bytes per token under
+bf16, 12V in fp32, which GPT-2's 50K-word vocabulary makes the usual peak; with
+activation checkpointing (Chen et al. 2016, "Training Deep Nets with Sublinear
+Memory Cost") the backward of one recomputed block; and the optimizer step.
+Gradients exist during the backward pass only from the second micro-step of
+gradient accumulation on (zero_grad(set_to_none) frees them after each step), and
+the loop holds the step's micro-batches of token ids throughout. Without accumulation
+and with checkpointing, the gradients of the blocks already done are alive while the
+first block is recomputed. DDP keeps a second copy of the gradients in its all-reduce
+buckets.
+
+So the peak counts the bytes of live tensors. tests/test_memory.py checks the saved
+activations byte for byte, and the peak within 5%, against a training step traced
+as CUDA runs it, on fake tensors (bench/memory.py), at small shapes; bench/memory.py
+compares the peak at GPT-2's sizes with that trace, or with a GPU's
+torch.cuda.max_memory_allocated. The latter also counts what is not a tensor:
+kernel workspaces (cuBLAS, FlashAttention's backward) and the allocator's rounding,
+0.07-0.31 GiB (1-2%) on an H100, left (with fragmentation) to ALLOCATOR_SLACK. The CUDA
+context (kernels, cuBLAS) sits outside PyTorch's allocator and is allowed for separately.
 
 This is eager PyTorch; torch.compile usually needs less (it fuses the loss and
 saves fewer intermediates), so "fits" here is on the safe side.
@@ -80,7 +99,7 @@ class MemoryEstimate:
     block_activations: int  # saved for backward by the transformer blocks (and embeddings)
     head_activations: int  # saved for backward by ln_f, the LM head and the loss
     logits: int  # the logits, if the training loop holds them through backward (hold_logits)
-    loss_gradient: int  # fp32 transients while cross-entropy's backward runs
+    loss_gradient: int  # fp32 gradient(s) formed at the start of cross-entropy's backward pass
     phases: dict[str, int] = field(default_factory=dict)  # candidate peaks, by moment of the step
 
     @property
@@ -89,7 +108,7 @@ class MemoryEstimate:
 
     @property
     def peak(self) -> int:
-        """Peak bytes allocated by PyTorch: what torch.cuda.max_memory_allocated() reports."""
+        """Peak bytes of live tensors. torch.cuda.max_memory_allocated() reports 1-3% more (module docstring)."""
         return max(self.phases.values())
 
     @property
@@ -104,22 +123,28 @@ class MemoryEstimate:
         return self.device_bytes() <= memory_bytes
 
 
-def block_bytes_per_token(config: GPTConfig, seq_len: int, act_bytes: int, attention: str = "flash") -> int:
-    """Bytes one transformer block saves for the backward pass, per token (see the module docstring)."""
-    C, nh, a = config.n_embd, config.n_head, act_bytes
-    b = 2 * 4 * C  # ln_1 and ln_2 inputs: the fp32 residual stream
+def block_bytes(config: GPTConfig, batch_size: int, seq_len: int, act_bytes: int, attention: str = "flash") -> int:
+    """Bytes one transformer block saves for the backward pass over a micro-batch (see the module docstring)."""
+    C, nh, a, T = config.n_embd, config.n_head, act_bytes, seq_len
+    b = 2 * 4 * C  # per token: ln_1 and ln_2 inputs, the fp32 residual stream
     b += 2 * 2 * 4  # their fp32 means and reciprocal standard deviations
     b += 2 * a * C  # the LayerNorm outputs as the c_attn and c_fc matmuls' inputs
     if attention == "flash":
-        b += 3 * a * C + a * C + 4 * nh  # q, k, v; the output (c_proj's input); log-sum-exp
+        b += 3 * a * C + a * C  # q, k, v; the output (c_proj's input)
+        # Log-sum-exp, fp32 per head and query, and the kernel's RNG seed and offset. For fp32 inputs
+        # CUDA runs the memory-efficient kernel instead of FlashAttention: it pads each row of
+        # log-sum-exp to a multiple of 32 queries, and its seed and offset are 8 bytes each, not 16 and 8.
+        lse = 4 * nh * (T if a < 4 else -(-T // 32) * 32)
+        rng = 24 if a < 4 else 16
     else:  # math: scaled q, k and v in fp32, fp32 probabilities (nh, T) per query, the output
-        b += 3 * 4 * C + 4 * nh * seq_len + a * C
+        b += 3 * 4 * C + 4 * nh * T + a * C
         if config.dropout > 0:
-            b += 5 * nh * seq_len  # the probabilities' dropout mask (1 B) and dropped copy (4 B)
+            b += 5 * nh * T  # the probabilities' dropout mask (1 B) and dropped copy (4 B)
+        lse = rng = 0
     b += 2 * 4 * a * C  # GELU's input and output
     if config.dropout > 0:
         b += 2 * C  # the two residual dropout masks (bool)
-    return b
+    return b * batch_size * T + lse * batch_size + rng
 
 
 def estimate_training_memory(
@@ -143,7 +168,8 @@ def estimate_training_memory(
     a = ACT_BYTES[dtype]
     C, L, V, Vp = config.n_embd, config.n_layer, config.vocab_size, config.padded_vocab_size
     n = batch_size * seq_len  # tokens per micro-step
-    P = count_params(config).total
+    count = count_params(config)
+    P = count.total
 
     weights, gradients, optimizer = 4 * P, 4 * P, 8 * P
     ddp_buckets = 4 * P if ddp else 0
@@ -155,33 +181,50 @@ def estimate_training_memory(
 
     # Embeddings: token ids (int64) saved by wte, position ids by wpe, the dropout mask if any.
     embed = 8 * n + 8 * seq_len + (n * C if config.dropout > 0 else 0)
-    per_block = block_bytes_per_token(config, seq_len, a, attention) * n
+    per_block = block_bytes(config, batch_size, seq_len, a, attention)
     saved_blocks = L * 4 * C * n if checkpointing else L * per_block  # checkpointing keeps block inputs only
-    # Head: ln_f's fp32 input and statistics, the LM head's input, the loss's fp32 log-probabilities
-    # (log_softmax saves its output), the targets and nll_loss's scalar total weight.
-    log_probs = 4 * V * n
-    head = (4 * C + 8 + a * C + 8) * n + log_probs + 4
+    # Head: ln_f's fp32 input and statistics, the LM head's input, the targets, nll_loss's scalar total
+    # weight, and the loss. cross_entropy runs log_softmax in the logits' dtype (it passes that dtype
+    # explicitly, and CUDA autocast keeps an explicit dtype) and saves its output; under autocast,
+    # nll_loss (on CUDA autocast's fp32 list) makes an fp32 copy of those log-probabilities and saves it.
+    loss_saved = a * V * n + (4 * V * n if a < 4 else 0)
+    head = (4 * C + 8 + a * C + 8) * n + loss_saved + 4
     logits = a * Vp * n if hold_logits else 0
-    fp32_cast = 4 * V * n if a < 4 else 0  # autocast runs cross-entropy in fp32: a float copy of the logits
-    loss_gradient = 8 * V * n  # nll_loss's gradient and log_softmax's input gradient, both fp32 (n, V)
+    # While cross-entropy runs, the logits (the LM head's output; a padded vocabulary's first V columns
+    # are a view of it) are alive too, and so is ln_f's fp32 output, which forward() holds in a variable.
+    forward_logits = a * Vp * n + 4 * C * n
+    # The backward pass starts with nll_loss's gradient, fp32 (n, V), beside what the loss saved. In fp32,
+    # log_softmax's backward then makes a second fp32 (n, V) gradient while the first is alive; under
+    # autocast the fp32 copy is freed first and the rest is 16-bit, so that moment is smaller.
+    loss_gradient = 4 * V * n if a < 4 else 8 * V * n
 
     grads_now = gradients if grad_accum > 1 else 0
-    static = weights + optimizer + ddp_buckets + grads_now
+    other_ids = 16 * n * (grad_accum - 1)  # the step's other micro-batches (int64 inputs and targets), loaded
+    static = weights + optimizer + ddp_buckets + grads_now + other_ids
     acts = embed + saved_blocks + head
     phases = {
-        # Autocast's weight cache holds every bf16 copy until the forward pass ends.
-        "forward (loss)": static + all_lowp + acts + logits + fp32_cast,
+        # Autocast's weight cache holds every bf16 copy until the forward pass ends, checkpointed or not.
+        "forward (loss)": static + all_lowp + acts + forward_logits,
         "backward (loss gradient)": static + (head_lowp if checkpointing else all_lowp) + acts + logits + loss_gradient,
-        "optimizer step": weights + gradients + optimizer + ddp_buckets + logits,
+        "optimizer step": weights + gradients + optimizer + ddp_buckets + 16 * n * grad_accum + logits,
     }
     if checkpointing:
-        # One block recomputed: its full activations and bf16 weights, the embedding's gradient
-        # already formed, and (approximately) the gradients flowing through it: two fp32 residual
-        # stream gradients and two of the 4C-wide MLP tensors.
+        # Block i recomputed, from the last block to the first: its full activations and bf16 weights,
+        # (approximately) the gradients flowing through it (two fp32 residual-stream gradients and two
+        # of the 4C-wide MLP tensors), the inputs of blocks 0..i still saved, and, without gradient
+        # accumulation, the gradients formed so far: the head's (the tied embedding, ln_f) and those
+        # of blocks i+1 on. Both change linearly with i, so the first or the last block is the worst.
         transient = (2 * 4 * C + 2 * 4 * a * C) * n
-        wte_grad = 0 if grad_accum > 1 else 4 * Vp * C
-        phases["backward (recomputed block)"] = (static + head_lowp + acts - log_probs + logits + per_block
-                                                 + block_lowp + wte_grad + transient)
+        block_input = 4 * C * n
+        if grad_accum > 1:  # all gradients are in `static`
+            held = L * block_input
+        else:
+            ln_f = 2 * C if config.bias else C
+            head_grads = 4 * (Vp * C + ln_f)
+            block_grads = (P - count.token_embedding - count.position_embedding - ln_f) // L * 4
+            held = head_grads + max(L * block_input, block_input + (L - 1) * block_grads)
+        phases["backward (recomputed block)"] = (static + head_lowp + acts - saved_blocks - loss_saved + held
+                                                 + logits + per_block + block_lowp + transient)
     return MemoryEstimate(
         batch_size=batch_size, seq_len=seq_len, weights=weights, gradients=gradients,
         gradients_live=grad_accum > 1, optimizer=optimizer, ddp_buckets=ddp_buckets,
