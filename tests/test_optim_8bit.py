@@ -106,3 +106,24 @@ def test_missing_torchao_is_one_clear_error(shakespeare_data, tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "torchao.optim", None)
     with pytest.raises(UserError, match=r"pip install 'nanogpt2\[lowbit\]'"):
         train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={tmp_path / 'x'}", "--optimizer=adamw8bit"])
+
+
+@pytest.mark.parametrize("kind", ["adamw", "adamw8bit"])
+def test_memory_model_counts_the_optimizer_state_exactly(kind):
+    """nanogpt2.flops.memory's optimizer bytes equal the bytes of the real optimizer's moments after a step
+    (fp32 AdamW, and 8-bit AdamW with its codes, block scales and code tables), and its parameter list is
+    the model's."""
+    from nanogpt2.flops.memory import optimizer_state_bytes, param_shapes
+    from nanogpt2.model import GPT, GPTConfig
+    from nanogpt2.optim import make_optimizer
+
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=32, pad_vocab_multiple=64)
+    model = GPT(config)
+    assert sorted(param_shapes(config)) == sorted((n, tuple(p.shape)) for n, p in model.named_parameters())
+    optimizer = make_optimizer(model, 1e-3, 0.1, (0.9, 0.95), "cpu", kind)
+    x = torch.randint(0, 50257, (2, 32))
+    model(x, x)[1].backward()
+    optimizer.step()
+    moments = [t for s in optimizer.state.values() for k, t in s.items() if k in ("exp_avg", "exp_avg_sq")]
+    real = sum(_subclass_bytes(t) if type(t) is not torch.Tensor else t.numel() * t.element_size() for t in moments)
+    assert optimizer_state_bytes(config, kind) == real

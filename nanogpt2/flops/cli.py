@@ -100,6 +100,8 @@ def make_parser() -> argparse.ArgumentParser:
     opt("--dtype", choices=tuple(memory.ACT_BYTES), default="bfloat16", help="training precision (default bfloat16)")
     opt("--batch-size", type=_positive(int), help="micro-batch, sequences per GPU (default: the largest that fits)")
     opt("--grad-accum", type=_positive(int), default=1, help="gradient accumulation micro-steps (default 1)")
+    opt("--optimizer", choices=["adamw", "adamw8bit"], default="adamw",
+        help="adamw: fp32 moments (8 bytes per parameter); adamw8bit: torchao's 8-bit moments (~2 bytes)")
     opt("--checkpointing", action="store_true", help="activation checkpointing: recompute each block in backward")
     opt("--dropout", type=float, default=0.0, help="dropout probability (masks cost memory; default 0)")
     opt("--attention", choices=("flash", "math"), default="flash", help="fused (flash) or explicit attention")
@@ -199,12 +201,12 @@ def build_report(args: argparse.Namespace) -> dict:
 
 def memory_report(cfg: GPTConfig, args: argparse.Namespace, mem_bytes: float | None) -> dict:
     options = dict(dtype=args.dtype, attention=args.attention, checkpointing=args.checkpointing,
-                   grad_accum=args.grad_accum, ddp=args.gpus > 1)
+                   grad_accum=args.grad_accum, ddp=args.gpus > 1, optimizer=args.optimizer)
     largest = memory.max_batch_size(cfg, int(mem_bytes), **options) if mem_bytes else None
     batch = args.batch_size or largest or 1
     est = memory.estimate_training_memory(cfg, batch, **options)
     terms = {"weights (fp32)": est.weights, "gradients (fp32)": est.gradients if est.gradients_live
-             or est.peak_phase == "optimizer step" else 0, "AdamW moments (fp32)": est.optimizer,
+             or est.peak_phase == "optimizer step" else 0, "AdamW moments": est.optimizer,
              "DDP gradient buckets": est.ddp_buckets, "bf16 weight copies": est.low_precision_weights
              if est.peak_phase != "optimizer step" else 0}
     return {"batch_size": batch, "seq_len": est.seq_len, **options, "terms_at_peak": terms,
@@ -310,7 +312,7 @@ def format_memory(mem: dict) -> list[str]:
         advice = ""
         if not mem["max_batch_size"]:
             terms = mem["terms_at_peak"]
-            state = terms["weights (fp32)"] * 2 + terms["AdamW moments (fp32)"]  # weights, gradients, moments
+            state = terms["weights (fp32)"] * 2 + terms["AdamW moments"]  # weights, gradients, moments
             advice = (f" (the weights, gradients and AdamW moments alone take {gib(state)}, plus the CUDA context: "
                       f"use a smaller model or a GPU with more memory)" if state + mem["cuda_context"] >= mem["gpu_memory"]
                       else " (try --checkpointing, a shorter --block-size, or a smaller model)")

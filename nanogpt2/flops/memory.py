@@ -68,6 +68,7 @@ saves fewer intermediates), so "fits" here is on the safe side.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from nanogpt2.errors import UserError
@@ -93,7 +94,7 @@ class MemoryEstimate:
     weights: int  # fp32 parameters
     gradients: int  # fp32 .grad
     gradients_live: bool  # do gradients exist during the backward pass (gradient accumulation)?
-    optimizer: int  # AdamW's two fp32 moments
+    optimizer: int  # AdamW's two moments (fp32, or 8-bit codes and block scales)
     ddp_buckets: int  # DistributedDataParallel's gradient buckets
     low_precision_weights: int  # bf16 weight copies kept for the backward pass (autocast)
     block_activations: int  # saved for backward by the transformer blocks (and embeddings)
@@ -147,10 +148,44 @@ def block_bytes(config: GPTConfig, batch_size: int, seq_len: int, act_bytes: int
     return b * batch_size * T + lse * batch_size + rng
 
 
+def param_shapes(config: GPTConfig) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of every parameter tensor of nanogpt2/model.py's GPT (the LM head is tied to wte)."""
+    C, T, Vp = config.n_embd, config.block_size, config.padded_vocab_size
+    block = [("ln_1.weight", (C,)), ("attn.c_attn.weight", (3 * C, C)), ("attn.c_proj.weight", (C, C)),
+             ("ln_2.weight", (C,)), ("mlp.c_fc.weight", (4 * C, C)), ("mlp.c_proj.weight", (C, 4 * C))]
+    if config.bias:
+        block += [("ln_1.bias", (C,)), ("attn.c_attn.bias", (3 * C,)), ("attn.c_proj.bias", (C,)),
+                  ("ln_2.bias", (C,)), ("mlp.c_fc.bias", (4 * C,)), ("mlp.c_proj.bias", (C,))]
+    shapes = [("wte.weight", (Vp, C)), ("wpe.weight", (T, C))]
+    shapes += [(f"h.{i}.{name}", shape) for i in range(config.n_layer) for name, shape in block]
+    shapes += [("ln_f.weight", (C,))] + ([("ln_f.bias", (C,))] if config.bias else [])
+    return shapes
+
+
+# torchao's AdamW8bit (nanogpt2/optim.py) quantizes a moment block-wise when its tensor has at least
+# 4096 values in whole blocks of 256 (torchao/optim/adam.py, following bitsandbytes): 1 byte per value,
+# one fp32 scale per block, and a 256-entry fp32 code table per tensor (torchao OptimState8bit).
+# nanogpt2 keeps the embeddings' moments in fp32 (optim.adamw_8bit).
+BLOCK_8BIT, MIN_8BIT = 256, 4096
+
+
+def optimizer_state_bytes(config: GPTConfig, optimizer: str = "adamw") -> int:
+    """Bytes of AdamW's two moments: 8 per parameter in fp32; about 2 with adamw8bit."""
+    if optimizer not in ("adamw", "adamw8bit"):
+        raise UserError(f"optimizer={optimizer!r}: use adamw or adamw8bit")
+    total = 0
+    for name, shape in param_shapes(config):
+        numel = math.prod(shape)
+        quantized = (optimizer == "adamw8bit" and name not in ("wte.weight", "wpe.weight")
+                     and numel >= MIN_8BIT and numel % BLOCK_8BIT == 0)
+        total += 2 * (numel + 4 * numel // BLOCK_8BIT + 4 * 256) if quantized else 8 * numel
+    return total
+
+
 def estimate_training_memory(
     config: GPTConfig, batch_size: int, seq_len: int | None = None, *, dtype: str = "bfloat16",
     attention: str = "flash", checkpointing: bool = False, grad_accum: int = 1, ddp: bool = False,
-    hold_logits: bool = False,
+    hold_logits: bool = False, optimizer: str = "adamw",
 ) -> MemoryEstimate:
     """Peak GPU memory of one AdamW training step of a GPT (nanogpt2/model.py), in the steady state.
 
@@ -162,6 +197,7 @@ def estimate_training_memory(
     ddp:           DistributedDataParallel's gradient buckets (gradient_as_bucket_view=False).
     hold_logits:   the training loop keeps the logits alive through backward (`logits, loss = model(x, y)`);
                    nanogpt2/trainer.py keeps only the loss, so the default is False.
+    optimizer:     adamw (fp32 moments) or adamw8bit (see optimizer_state_bytes).
     """
     seq_len = config.block_size if seq_len is None else seq_len
     _check(config, batch_size, seq_len, dtype, attention, grad_accum)
@@ -171,7 +207,7 @@ def estimate_training_memory(
     count = count_params(config)
     P = count.total
 
-    weights, gradients, optimizer = 4 * P, 4 * P, 8 * P
+    weights, gradients, optimizer_bytes = 4 * P, 4 * P, optimizer_state_bytes(config, optimizer)
     ddp_buckets = 4 * P if ddp else 0
     # bf16 copies of every matmul weight (the LM head's is the tied embedding) that autocast makes
     # and the backward pass needs; none in fp32.
@@ -200,13 +236,13 @@ def estimate_training_memory(
 
     grads_now = gradients if grad_accum > 1 else 0
     other_ids = 16 * n * (grad_accum - 1)  # the step's other micro-batches (int64 inputs and targets), loaded
-    static = weights + optimizer + ddp_buckets + grads_now + other_ids
+    static = weights + optimizer_bytes + ddp_buckets + grads_now + other_ids
     acts = embed + saved_blocks + head
     phases = {
         # Autocast's weight cache holds every bf16 copy until the forward pass ends, checkpointed or not.
         "forward (loss)": static + all_lowp + acts + forward_logits,
         "backward (loss gradient)": static + (head_lowp if checkpointing else all_lowp) + acts + logits + loss_gradient,
-        "optimizer step": weights + gradients + optimizer + ddp_buckets + 16 * n * grad_accum + logits,
+        "optimizer step": weights + gradients + optimizer_bytes + ddp_buckets + 16 * n * grad_accum + logits,
     }
     if checkpointing:
         # Block i recomputed, from the last block to the first: its full activations and bf16 weights,
@@ -227,7 +263,7 @@ def estimate_training_memory(
                                                  + logits + per_block + block_lowp + transient)
     return MemoryEstimate(
         batch_size=batch_size, seq_len=seq_len, weights=weights, gradients=gradients,
-        gradients_live=grad_accum > 1, optimizer=optimizer, ddp_buckets=ddp_buckets,
+        gradients_live=grad_accum > 1, optimizer=optimizer_bytes, ddp_buckets=ddp_buckets,
         low_precision_weights=all_lowp, block_activations=embed + saved_blocks, head_activations=head,
         logits=logits, loss_gradient=loss_gradient, phases=phases,
     )
