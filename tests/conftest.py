@@ -1,4 +1,9 @@
-"""Shared fixtures: the shared corpus, and GPT-2 checkpoints in Hugging Face's layout.
+"""Shared fixtures: a corpus of real English, and GPT-2 checkpoints in Hugging Face's layout.
+
+The corpus is the developers' shared one (42 works of Shakespeare beside the
+checkout) when it is there, and otherwise the tests' own excerpts of the same
+files in tests/fixtures/shakespeare, so that a fresh clone tests itself. Set
+NANOGPT2_TEST_NO_SHARED=1 to use the excerpts even where the shared corpus exists.
 
 The Hub is unreachable in CI, so "OpenAI's weights" are stood in for by
 `transformers.GPT2LMHeadModel` with random weights, saved to a temporary
@@ -7,14 +12,29 @@ directory, and loaded through the same `GPT.from_pretrained` path as "gpt2".
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-SHAKESPEARE = SHARED / "corpora" / "shakespeare"
+SHARED_CORPUS = REPO.parent / "shared" / "corpora" / "shakespeare"
+OWN_CORPUS = REPO / "tests" / "fixtures" / "shakespeare"
+# Training outputs (.gitignore's out*/ and wandb/) that a test forgetting its tmp_path would leave in the repo.
+RUN_OUTPUTS = ("out*", "wandb")
+
+
+def corpus_dir() -> Path:
+    """The folder of .txt works the tests read: the shared corpus if present and wanted, else our own."""
+    if os.environ.get("NANOGPT2_TEST_NO_SHARED") != "1" and SHARED_CORPUS.is_dir():
+        return SHARED_CORPUS
+    return OWN_CORPUS
+
+
+def pytest_report_header(config):
+    """Say in the session header which corpus the tests read."""
+    return f"corpus: {corpus_dir()}"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,11 +47,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def _run_outputs_in_repo() -> set[str]:
+    return {p.name for pattern in RUN_OUTPUTS for p in REPO.glob(pattern)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repo_stays_clean():
+    """Tests write under tmp_path: fail the session if one left a training output in the repo root."""
+    before = _run_outputs_in_repo()
+    yield
+    left = sorted(_run_outputs_in_repo() - before)
+    assert not left, f"a test wrote {left} into {REPO}; give it an out_dir under tmp_path"
+
+
 @pytest.fixture(scope="session")
 def shakespeare_dir() -> Path:
-    if not SHAKESPEARE.is_dir():
-        pytest.fail(f"the shared corpus is missing at {SHAKESPEARE}")
-    return SHAKESPEARE
+    """A folder of plain-text works of Shakespeare, with at least the files tests/fixtures/shakespeare holds."""
+    return corpus_dir()
 
 
 def make_hf_model(n_layer=2, n_head=3, n_embd=48, block_size=64, vocab_size=101, seed=0):
@@ -98,7 +130,7 @@ def hf_dir(tmp_path):
 
 @pytest.fixture(scope="session")
 def shakespeare_data(tmp_path_factory, shakespeare_dir) -> Path:
-    """A small dataset prepared by the real pipeline from four plays of the shared corpus."""
+    """A small dataset prepared by the real pipeline from four plays of the corpus."""
     from nanogpt2.data import PrepareConfig, prepare
 
     out = tmp_path_factory.mktemp("shakespeare_data")

@@ -14,9 +14,8 @@ import sys
 import pytest
 import torch
 
-from nanogpt2.flops.cli import cli
 from nanogpt2.flops import training_flops_per_token
-from nanogpt2.flops.cli import main
+from nanogpt2.flops.cli import cli, main
 from nanogpt2.flops.hardware import gpu_names
 from nanogpt2.flops.memory import estimate_training_memory
 from nanogpt2.model import GPT, GPTConfig
@@ -49,7 +48,8 @@ def test_fixed_query_text(capsys):
     report = cli(QUERY)
     text = capsys.readouterr().out
     days, hours = report["budget"]["seconds"] / 86400, report["budget"]["gpu_hours"]
-    for expected in [f"{report['flops_per_token']['exact'] / 1e6:.0f} MFLOP", f"{report['flops_per_token']['six_n'] / 1e6:.0f} MFLOP",
+    per_token = report["flops_per_token"]
+    for expected in [f"{per_token['exact'] / 1e6:.0f} MFLOP", f"{per_token['six_n'] / 1e6:.0f} MFLOP",
                      f"{days:.1f} days", f"{hours:,.0f} GPU-hours", "80.2 TFLOP/s dense bfloat16 (FP32 accumulate)",
                      "160 TFLOP/s headline is FP16 accumulate", "Besiroglu et al. 2024", "Hoffmann et al. 2022",
                      f"largest micro-batch that fits: {report['memory']['max_batch_size']}"]:
@@ -66,7 +66,8 @@ def test_time_budget_and_token_budget_agree(capsys):
 
 
 def test_finetune_and_shapes(capsys):
-    """--finetune keeps GPT-2's 50257 rows and skips scaling laws; a custom shape and nanoGPT-style --block_size are accepted."""
+    """--finetune keeps GPT-2's 50257 rows and skips scaling laws; a custom shape and nanoGPT-style --block_size
+    are accepted."""
     ft = cli(["--model=gpt2-medium", "--finetune", "--gpu=4070ti", "--tokens=10M", "--json"])
     assert ft["model"]["padded_vocab_size"] == 50257 and ft["scaling"] is None
     custom = cli(["--n-layer=6", "--n-head=6", "--n-embd=384", "--block_size=256", "--flops=1e18", "--json"])

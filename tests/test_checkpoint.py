@@ -37,18 +37,26 @@ def test_killed_writer_leaves_previous_checkpoint(tmp_path):
             break
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.wait(timeout=60)
     assert partial, "the writer finished before it could be interrupted"
     ckpt = read_checkpoint(path)
     assert ckpt["step"] == 1 and torch.equal(ckpt["model"]["w"], torch.full((4, 4), 1.0))
 
 
+class RefusesToPickle:
+    """An object whose pickling raises, to make torch.save fail partway through a checkpoint."""
+
+    def __reduce__(self):
+        raise RuntimeError("this object refuses to be pickled")
+
+
 def test_failed_serialisation_leaves_previous_checkpoint(tmp_path):
-    """An exception during torch.save keeps the old file and removes the temporary one."""
+    """An exception during torch.save reaches the caller unchanged, keeps the old file and removes the
+    temporary one."""
     path = tmp_path / "ckpt.pt"
     atomic_save(small_checkpoint(1.0), path)
-    with pytest.raises(Exception):
-        atomic_save({"model": {"w": torch.zeros(3)}, "bad": lambda: None}, path)
+    with pytest.raises(RuntimeError, match="this object refuses to be pickled"):
+        atomic_save({"model": {"w": torch.zeros(3)}, "bad": RefusesToPickle()}, path)
     assert read_checkpoint(path)["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
 
@@ -62,7 +70,8 @@ def test_best_is_a_snapshot_not_an_alias(tmp_path):
     assert read_checkpoint(best)["step"] == 1 and read_checkpoint(latest)["step"] == 2
 
 
-@pytest.mark.parametrize("content, words", [(b"not a checkpoint", "cannot read checkpoint"), (None, "no checkpoint at")])
+@pytest.mark.parametrize("content, words",
+                         [(b"not a checkpoint", "cannot read checkpoint"), (None, "no checkpoint at")])
 def test_unreadable_checkpoints_are_clear_errors(tmp_path, content, words):
     """A garbage or missing file is a UserError naming it, not an unpickling traceback."""
     path = tmp_path / "ckpt.pt"

@@ -54,10 +54,20 @@ def test_precedence_is_defaults_files_cli_in_any_order(tmp_path):
 
 def test_config_file_is_plain_python_in_its_own_namespace(tmp_path):
     """A config file may compute values and import modules; helpers and _private names are not settings."""
-    path = write(tmp_path, "c.py", "import math\n_base = 3\ndef helper(x):\n    return x * 2\nbatch_size = helper(_base)\nlearning_rate = math.sqrt(4) / 1000\n")
+    path = write(tmp_path, "c.py", "import math\n_base = 3\ndef helper(x):\n    return x * 2\n"
+                                   "batch_size = helper(_base)\nlearning_rate = math.sqrt(4) / 1000\n")
     cfg = parse_config(Demo, [path])
     assert cfg.batch_size == 6 and cfg.learning_rate == 0.002
-    assert "batch_size" not in globals()
+
+
+@pytest.mark.parametrize("name", ["_base", "runpy"], ids=["an-earlier-file's-name", "the-configurator's-import"])
+def test_config_file_sees_no_outside_names(tmp_path, name):
+    """Each file starts from an empty namespace (unlike nanoGPT's exec into train.py's globals): it sees
+    neither a name an earlier config file defined nor one of the configurator's own globals."""
+    earlier = write(tmp_path, "a.py", "_base = 3\nbatch_size = _base\n")
+    later = write(tmp_path, "b.py", f"batch_size = 2 if {name} is None else 4\n")
+    with pytest.raises(ConfigError, match=f"NameError: name '{name}' is not defined"):
+        parse_config(Demo, [earlier, later])
 
 
 @pytest.mark.parametrize(

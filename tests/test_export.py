@@ -71,15 +71,15 @@ def test_export_reads_back_into_nanogpt2(exported):
 
 def test_tokenizer_files_encode_like_tiktoken(exported, shakespeare_dir):
     """transformers' tokenizer built from the exported vocab.json + merges.txt gives tiktoken's
-    GPT-2 ids on real text (three Shakespeare plays plus non-ASCII text) and decodes back."""
+    GPT-2 ids on real text (three works of Shakespeare plus non-ASCII text) and decodes back."""
     from transformers import AutoTokenizer
 
     _, hf = exported
     theirs = AutoTokenizer.from_pretrained(hf)
-    plays = sorted(shakespeare_dir.glob("*.txt"))[:3]
-    text = "".join(p.read_text() for p in plays) + " Café — 日本語 🙂\n\n\t  end"
+    works = sorted(shakespeare_dir.glob("*.txt"))[:3]
+    text = "".join(p.read_text() for p in works) + " Café — 日本語 🙂\n\n\t  end"
     ids = get_tokenizer().encode(text)
-    assert len(ids) > 100_000
+    assert len(ids) > 10_000
     assert theirs(text)["input_ids"] == ids
     assert theirs.decode(ids) == text
     assert theirs.eos_token_id == 50256
@@ -131,7 +131,7 @@ def test_cli_reports_a_missing_checkpoint_in_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "nanogpt2.export", str(tmp_path / "empty"), str(tmp_path / "hf")],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True, text=True, cwd=REPO, timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1

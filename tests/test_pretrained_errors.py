@@ -65,7 +65,8 @@ def test_unknown_and_missing_keys_are_named(hf_dir):
 
 
 def test_old_mask_buffers_are_accepted(hf_dir):
-    """Checkpoints carrying GPT-2's causal-mask buffers (attn.bias, attn.masked_bias) load fine."""
+    """Checkpoints carrying GPT-2's causal-mask buffers (attn.bias, attn.masked_bias) load, the buffers are
+    dropped, and the model computes transformers' logits on the same weights (1e-4, fp32)."""
     hf_model, path = hf_dir(**SHAPE)
 
     def edit(t):
@@ -74,7 +75,13 @@ def test_old_mask_buffers_are_accepted(hf_dir):
             t[f"transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
 
     _edit_tensors(path, edit)
-    GPT.from_pretrained(path)
+    ours = GPT.from_pretrained(path).eval()
+    assert not [k for k in ours.state_dict() if k.endswith((".attn.bias", ".attn.masked_bias"))]
+    idx = torch.randint(0, SHAPE["vocab_size"], (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits, _ = ours(idx, idx)  # with targets: logits at every position, not only the last
+        ref = hf_model(idx).logits
+    assert (logits - ref).abs().max().item() <= 1e-4
 
 
 @pytest.mark.parametrize(
@@ -107,7 +114,8 @@ def test_unknown_name():
 def test_hub_unreachable_says_how_to_use_a_local_directory(tmp_path):
     """With the Hub out of reach, loading "gpt2" is one line on stderr that points to a local directory."""
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    code = "from nanogpt2 import GPT\nfrom nanogpt2.errors import run_main\nrun_main(lambda argv: GPT.from_pretrained('gpt2'))"
+    code = ("from nanogpt2 import GPT\nfrom nanogpt2.errors import run_main\n"
+            "run_main(lambda argv: GPT.from_pretrained('gpt2'))")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

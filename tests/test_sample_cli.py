@@ -141,13 +141,14 @@ def test_bad_input_is_one_clear_error(tmp_path, out_dir, argv, message):
         run(f"--init_from={out_dir}", *argv)
 
 
+@pytest.mark.slow
 def test_entry_script(out_dir):
     """`python sample.py` prints samples on stdout and status on stderr, and a bad top_p exits 2 with one line."""
     cmd = [sys.executable, "sample.py", f"--init_from={out_dir}", "--max_new_tokens=5", "--num_samples=1",
            "--seed=1", "--device=cpu"]
-    good = subprocess.run(cmd + ["--start=Hi"], capture_output=True, text=True, cwd=REPO)
+    good = subprocess.run(cmd + ["--start=Hi"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert good.returncode == 0, good.stderr
     assert good.stdout.startswith("Hi") and "seed 1" in good.stderr
-    bad = subprocess.run(cmd + ["--top_p=2"], capture_output=True, text=True, cwd=REPO)
+    bad = subprocess.run(cmd + ["--top_p=2"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: top_p") and bad.stderr.count("\n") == 1
