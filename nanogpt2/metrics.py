@@ -87,6 +87,12 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+            import wandb
+
+            # finish() returns before wandb's service has written everything; teardown waits for it, so a
+            # caller reading the (offline) run right after train() returns sees all of it.
+            if hasattr(wandb, "teardown"):
+                wandb.teardown()
 
 
 def _step_of(line: str) -> float:
