@@ -1,6 +1,6 @@
 """Benchmark token data: preparation throughput against single-thread tiktoken, and loader latency.
 
-    python bench/data.py [--corpus ../shared/corpora/shakespeare] [--copies 3] [--repeat 3] [--batches 2000]
+    python bench/data.py --corpus FOLDER_OF_TXT [--copies 3] [--repeat 3] [--batches 2000]
 
 Preparation: the same text tokenized (1) by tiktoken's encode_ordinary on one thread, the
 baseline that nanoGPT's shakespeare recipe amounts to; (2) by tiktoken on N threads and (3) on N
@@ -30,10 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median, print_table, write_result  # noqa: E402
 
 from nanogpt2.data import PrepareConfig, RandomBatches, open_dataset, prepare, sequential_batches  # noqa: E402
+from nanogpt2.data.format import TokenFile  # noqa: E402
 from nanogpt2.data.tokenize import PIECE_CHARS, Piecer, numpy_encoder  # noqa: E402
 from nanogpt2.tokenizer import get_tokenizer  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _encode_np(text: str) -> int:  # module level so that worker processes can run it
@@ -73,7 +72,7 @@ def bench_prepare(corpus: Path, copies: int, workers: int, repeat: int, tmp: Pat
                         best_of(lambda: list(pool.map(_encode_np, pieces, chunksize=4)), repeat)))
     for w in sorted({1, workers}):
         cfg = PrepareConfig(inputs=inputs, out=str(tmp / f"prep{w}"), workers=w, quiet=True, val_fraction=0.1)
-        seconds = best_of(lambda: prepare(cfg), repeat)
+        seconds = best_of(lambda cfg=cfg: prepare(cfg), repeat)
         total = sum(v["tokens"] for v in open_dataset(cfg.out).meta["splits"].values())
         rows.append(row(f"prepare() end to end, {w} worker{'s' if w > 1 else ''}", seconds, total))
     for r in rows:
@@ -101,7 +100,7 @@ def bench_loader(folder: Path, batch_size: int, block_size: int, batches: int, s
     """Loaders on a synthetic split of `split_mb` MB (warm in the page cache) and the prepared val split."""
     train_path = folder / "synthetic.bin"
     np.random.default_rng(0).integers(0, 50257, size=split_mb << 19, dtype=np.uint16).astype("<u2").tofile(train_path)
-    tokens = np.memmap(train_path, dtype="<u2", mode="r")
+    tokens = TokenFile.whole(train_path)
     ds = open_dataset(folder)
     rows = []
 
@@ -157,8 +156,7 @@ def bench_loader(folder: Path, batch_size: int, block_size: int, batches: int, s
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--corpus", default=str(REPO.parent / "shared" / "corpora" / "shakespeare"),
-                   help="a folder of .txt files to prepare")
+    p.add_argument("--corpus", required=True, help="a folder of .txt files to prepare (e.g. Shakespeare's plays)")
     p.add_argument("--copies", type=int, default=3, help="prepare the corpus this many times over (a longer run)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--repeat", type=int, default=3, help="runs per preparation figure; the fastest is reported")

@@ -1,6 +1,7 @@
-"""Turn your text into GPT-2 token files for training (see nanogpt2/data/cli.py for the options).
+"""Turn your text into GPT-2 token files for training.
 
     python data/prepare.py --input notes.txt stories/ table.csv --out data/mine
+    python data/prepare.py --help          # every setting, with its meaning
     python train.py --dataset=mine
 """
 

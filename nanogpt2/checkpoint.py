@@ -6,16 +6,16 @@ A training run keeps two files in its out_dir:
     best.pt   the state with the lowest validation loss so far, for sampling and export
 
 Each is one `torch.save`d dict (see Trainer.checkpoint_state for the fields).
-Writing goes to a temporary file in the same folder, which is flushed to disk
-and then renamed over the old one with `os.replace`, an atomic operation on
-POSIX and Windows: a crash or Ctrl-C mid-write leaves the previous checkpoint
-intact, never half a file. Reading uses `weights_only=True`, so a checkpoint
+Writing goes through `files.atomic_write` (a temporary file, flushed to disk, then
+renamed over the old one): a crash or Ctrl-C mid-write leaves the previous
+checkpoint intact, never half a file. Reading uses `weights_only=True`, so a checkpoint
 cannot run code on the machine that loads it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from nanogpt2.errors import UserError
+from nanogpt2.files import atomic_write, fsync_folder, temporary_name
 from nanogpt2.model import GPT, GPTConfig
 
 LATEST = "ckpt.pt"
@@ -32,33 +33,23 @@ FORMAT_VERSION = 1
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """torch.save(obj, path), all or nothing."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def link_or_copy(src: str | Path, dst: str | Path) -> None:
     """Make dst the same checkpoint as src, atomically (a hard link costs no disk space)."""
     src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    tmp = temporary_name(dst)
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
-    except OSError:  # file systems without hard links
-        import shutil
-
-        shutil.copyfile(src, tmp)
+    except OSError:  # file systems without hard links: copy, all or nothing
+        with atomic_write(dst) as f, open(src, "rb") as source:
+            shutil.copyfileobj(source, f, 1 << 20)
+        return
     os.replace(tmp, dst)
-    _fsync_dir(dst.parent)
+    fsync_folder(dst.parent)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -100,14 +91,3 @@ def load_model(out_dir_or_file: str | Path, prefer: str = BEST) -> tuple[GPT, di
     path = Path(out_dir_or_file)
     ckpt = read_checkpoint(find_checkpoint(path, prefer) if path.is_dir() else path)
     return model_from_checkpoint(ckpt), ckpt
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename (POSIX: the directory entry lives in the directory's own data)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,10 +1,11 @@
 """`python train.py config/x.py --key=value`: nanoGPT's configuration style, made safe.
 
-A run's settings are a typed dataclass (`TrainConfig`, `SampleConfig`, ...).
-The command line may name Python config files and `--key=value` overrides, in
-any order:
+A run's settings are a typed dataclass (`TrainConfig`, `SampleConfig`,
+`PrepareConfig`, ...). The command line may name Python config files and
+overrides, in any order:
 
     python train.py config/finetune_small.py --batch_size=4 --lr=3e-5
+    python data/prepare.py --input notes.txt stories/ --out data/mine --lines
 
 Precedence is always defaults < config files (left to right) < command-line
 overrides (left to right), whatever order they are typed in. Each config file
@@ -14,6 +15,11 @@ Every setting must be a field of the dataclass: a typo is an error that
 suggests the closest field. Command-line values are strings coerced to the
 field's type (`--lr=1` is 1.0, `--compile=False` is False, `--x=None`), and a
 value may itself contain "=".
+
+An override is `--key=value` or `--key value`. A true/false setting given alone,
+`--lines`, is true. A list setting takes every word up to the next `--`:
+`--input a.txt b/`. A field can carry another name for the command line and
+config files, `field(metadata={"flag": "input"})`, as argparse's `dest` does.
 """
 
 from __future__ import annotations
@@ -22,15 +28,16 @@ import ast
 import dataclasses
 import difflib
 import inspect
-import json
 import runpy
 import textwrap
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from nanogpt2.errors import UserError
+from nanogpt2.files import write_json_atomic
 
 T = TypeVar("T")
 
@@ -41,31 +48,58 @@ class ConfigError(UserError):
 
 def parse_config(cls: type[T], argv: Sequence[str], base: dict[str, Any] | None = None) -> T:
     """Build `cls` from defaults, then `base` (e.g. a resumed run's saved config), then
-    config files, then --key=value overrides. Keys in `base` that `cls` no longer has are ignored."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    config files, then command-line overrides. Keys in `base` that `cls` no longer has are ignored."""
+    return cls(**read_settings(cls, argv, base))
+
+
+def read_settings(cls: type, argv: Sequence[str], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The settings that `base`, config files and overrides give, by field name, checked and typed
+    (those they leave out keep the dataclass's defaults). `--help` prints describe(cls, base) and exits."""
+    fields = {flag_of(f): f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     files, overrides = [], []
-    for arg in argv:
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
         if arg in ("-h", "--help"):
-            print(describe(cls))
+            print(describe(cls, base))
             raise SystemExit(0)
-        if arg.startswith("--"):
-            key, eq, value = arg[2:].partition("=")
-            if not eq:
-                raise ConfigError(f"{arg!r}: write options as --key=value (e.g. --{key}=...)")
-            overrides.append((key, value))
-        else:
+        if not arg.startswith("--"):
             files.append(arg)
+            continue
+        key, eq, value = arg[2:].partition("=")
+        _check_known(key, fields, where="on the command line")
+        hint = hints[fields[key].name]
+        if eq:
+            words = [value]
+        elif _plain(hint) is bool:
+            words = ["true"]  # --lines
+        else:  # --key value, or --key v1 v2 ... for a list
+            words = []
+            while args and not args[0].startswith("--") and (not words or _is_list(hint)):
+                words.append(args.pop(0))
+            if not words:
+                raise ConfigError(f"{arg!r} has no value: write options as --key=value (or --{key} VALUE)")
+        overrides.append((key, words))
 
-    values: dict[str, Any] = {k: v for k, v in (base or {}).items() if k in fields}
+    values: dict[str, Any] = {k: v for k, v in (base or {}).items() if k in hints}
     for path in files:
         for key, value in read_config_file(path).items():
             _check_known(key, fields, where=f"in {path}")
-            values[key] = _check_type(key, value, hints[key], where=path)
-    for key, text in overrides:
-        _check_known(key, fields, where="on the command line")
-        values[key] = coerce(key, text, hints[key])
-    return cls(**values)
+            name = fields[key].name
+            values[name] = _check_type(key, value, hints[name], where=path)
+    for key, words in overrides:
+        name = fields[key].name
+        if _is_list(hints[name]):
+            values[name] = [coerce(key, w, typing.get_args(hints[name])[0]) for w in words]
+        else:
+            values[name] = coerce(key, words[0], hints[name])
+    return values
+
+
+def flag_of(field: dataclasses.Field) -> str:
+    """The name of a field on the command line and in config files: its own, unless metadata names another."""
+    return field.metadata.get("flag", field.name)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -124,8 +158,8 @@ def config_dict(config: Any) -> dict[str, Any]:
 
 
 def save_config(config: Any, path: str | Path) -> None:
-    """Write the resolved config as readable JSON."""
-    Path(path).write_text(json.dumps(config_dict(config), indent=2) + "\n")
+    """Write the resolved config as readable JSON, all or nothing."""
+    write_json_atomic(path, config_dict(config))
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -148,14 +182,17 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def describe(cls: type) -> str:
-    """--help text: every field with its type, default and docstring."""
+def describe(cls: type, base: dict[str, Any] | None = None) -> str:
+    """--help text: every field with its type, default (from `base` if it has one) and docstring."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
-    lines = [f"{cls.__name__} options (--key=value; config files set the same names):", ""]
+    lines = [f"{cls.__name__} options (--key=value or --key value; config files set the same names):", ""]
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        lines.append(f"  --{f.name}={default!r}   [{_type_name(hints[f.name])}]")
+        if base and f.name in base:
+            default = base[f.name]
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
+        lines.append(f"  --{flag_of(f)}={default!r}   [{_type_name(hints[f.name])}]")
         for doc_line in docs.get(f.name, "").splitlines():
             lines.append(f"      {doc_line}")
     return "\n".join(lines)
@@ -195,6 +232,15 @@ def _check_type(key: str, value: Any, hint: Any, where: str) -> Any:
     raise ConfigError(f"{key}={value!r} in {where}: expected {_type_name(hint)}")
 
 
+def _plain(hint: Any) -> Any:
+    """X for `X | None`, the hint itself otherwise."""
+    return _optional_inner(hint) or hint
+
+
+def _is_list(hint: Any) -> bool:
+    return typing.get_origin(hint) is list
+
+
 def _optional_inner(hint: Any) -> Any:
     """X for `X | None` / Optional[X]; None for anything else."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -208,6 +254,8 @@ def _type_name(hint: Any) -> str:
     inner = _optional_inner(hint)
     if inner is not None:
         return f"{_type_name(inner)} or None"
+    if _is_list(hint):
+        return f"one or more of {_type_name(typing.get_args(hint)[0])}"
     names = {bool: "true/false", int: "an integer", float: "a number", str: "text"}
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 

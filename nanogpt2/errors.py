@@ -1,7 +1,8 @@
-"""One exception type for mistakes a user can fix, and the wrapper that reports it.
+"""One exception type for mistakes a user can fix, the commonest check, and the wrapper that reports it.
 
 Library code raises `UserError` (or a subclass) with a message that names the
-problem and the fix. Entry points (`train.py`, `sample.py`, `data/prepare.py`,
+problem and the fix; `check_positive_int` is the one home of "a size must be a
+positive integer". Entry points (`train.py`, `sample.py`, `data/prepare.py`,
 `python -m nanogpt2.flops`, ...) run their `main` through `run_main`, which
 prints such an error as one line on stderr and exits with status 2 instead of
 showing a traceback. Anything else is a bug and keeps its traceback.
@@ -11,11 +12,19 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 
 class UserError(Exception):
     """Bad input, bad configuration or a missing file: the message says what to do."""
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """`value` if it is an integer of at least 1; otherwise a UserError naming the setting `name`.
+    (A bool is refused although Python counts it as an int: batch_size=True is a mistake.)"""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"{name} must be a positive integer (1, 2, 3, ...), got {value!r}")
+    return value
 
 
 def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:

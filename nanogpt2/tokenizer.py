@@ -12,7 +12,7 @@ TIKTOKEN_CACHE_DIR at a folder that already holds it (README: "Offline use").
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class Tokenizer:
         return self._enc.decode_bytes(list(ids))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_tokenizer() -> Tokenizer:
     """The GPT-2 tokenizer (loaded once per process)."""
     import tiktoken

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from nanogpt2.data import DatasetError, open_dataset
@@ -92,7 +91,7 @@ def test_failed_preparation_keeps_the_previous_dataset(tmp_path, capsys):
         run_main(prepare_cli, ["--input", str(good), make_input("binary", tmp_path), "--out", str(out),
                                "--block_size", "16"])
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert len(np.asarray(open_dataset(out).split("train"))) > 16
+    assert len(open_dataset(out).split("train")) > 16
 
 
 def test_bad_option_values_are_refused(tmp_path, capsys):
@@ -121,7 +120,7 @@ def test_shakespeare_recipe_offline_says_which_input_to_give(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot download")
-    assert "--input" in lines[0] and "shared/corpora/shakespeare" in lines[0]
+    assert "--input PATH" in lines[0]
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no partial download left behind
 
 

@@ -9,8 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from nanogpt2.data import DatasetError, open_dataset
-from nanogpt2.data.format import gpt2_meta, write_json_atomic
+from nanogpt2.data import DatasetError, TokenFile, open_dataset
+from nanogpt2.data.format import gpt2_meta
+from nanogpt2.files import write_json_atomic
 
 
 @pytest.fixture
@@ -32,15 +33,27 @@ def test_nanogpt_folder_without_meta_loads_as_gpt2(shakespeare_data):
     for split in ("train", "val"):
         raw = np.fromfile(shakespeare_data / f"{split}.bin", dtype="<u2")
         assert ds.num_tokens(split) == len(raw)
-        assert np.array_equal(ds.split(split), raw)
-        assert isinstance(ds.split(split), np.memmap)
+        assert np.array_equal(ds.split(split).array(), raw)
+        assert isinstance(ds.split(split).array(), np.memmap)
 
 
 def test_valid_folder_opens_with_its_meta(prepared):
     """A folder whose files match meta.json opens, and its splits are the files' ids."""
     ds = open_dataset(prepared)
     assert ds.meta["splits"]["val"]["tokens"] == ds.num_tokens("val") == 300
-    assert np.array_equal(ds.split("train"), np.arange(1000))
+    assert np.array_equal(ds.split("train").array(), np.arange(1000))
+
+
+@pytest.mark.parametrize("start, stop", [(0, 1000), (1, 1000), (250, 700), (999, 1000), (400, 400), (-10, None)])
+def test_a_slice_of_a_split_is_its_place_in_the_file(prepared, start, stop):
+    """tokens[a:b] of a split is the TokenFile of exactly those ids: its byte offset and length locate them
+    in the file, as the batch loader's reads use them."""
+    part = open_dataset(prepared).split("train")[start:stop]
+    expected = np.arange(1000)[start:stop]
+    assert isinstance(part, TokenFile) and len(part) == len(expected)
+    assert np.array_equal(part.array(), expected)
+    raw = part.path.read_bytes()[part.offset:part.offset + 2 * part.length]
+    assert np.array_equal(np.frombuffer(raw, dtype="<u2"), expected)
 
 
 def damage(case: str, folder):

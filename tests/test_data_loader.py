@@ -1,5 +1,6 @@
 """Training and evaluation batches: windows come from the file with y = x shifted by one, streams are
-reproducible per seed and dealt out across ranks, the state resumes exactly, and the sequential pass covers a split once."""
+reproducible per seed and dealt out across ranks, the state resumes exactly, and the sequential pass
+covers a split once."""
 
 from __future__ import annotations
 
@@ -10,28 +11,30 @@ import numpy as np
 import pytest
 import torch
 
-from nanogpt2.data import DatasetError, RandomBatches, count_sequential_batches, sequential_batches
+from nanogpt2.data import DatasetError, RandomBatches, TokenFile, count_sequential_batches, sequential_batches
+from nanogpt2.errors import UserError
 
 N = 50_000  # tokens 0, 1, 2, ...: every window's first id is its start, so windows can be checked exactly
 
 
 @pytest.fixture(scope="module")
-def ramp(tmp_path_factory) -> np.memmap:
-    """A file-backed split whose token at position i is i."""
+def ramp(tmp_path_factory) -> TokenFile:
+    """A split on disk whose token at position i is i."""
     path = tmp_path_factory.mktemp("ramp") / "train.bin"
     np.arange(N, dtype="<u2").tofile(path)
-    return np.memmap(path, dtype="<u2", mode="r")
+    return TokenFile.whole(path)
 
 
 def batches(loader: RandomBatches, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [loader.next_batch() for _ in range(k)]
 
 
-@pytest.mark.parametrize("view", ["memmap", "memmap slice", "in memory"])
+@pytest.mark.parametrize("view", ["file", "file slice", "in memory"])
 def test_windows_come_from_the_file_and_y_is_x_shifted(view, ramp):
-    """Each row of x is a run of consecutive file tokens, y is the same run one later, all inside the split."""
-    tokens = {"memmap": ramp, "memmap slice": ramp[1000:40_000], "in memory": np.array(ramp)}[view]
-    first = int(tokens[0])
+    """Each row of x is a run of consecutive file tokens, y is the same run one later, all inside the split,
+    whether read from the file (a TokenFile, whole or from a byte offset) or from an array in memory."""
+    tokens = {"file": ramp, "file slice": ramp[1000:40_000], "in memory": ramp.array()[1000:40_000].copy()}[view]
+    first = int(np.asarray(tokens)[0])
     loader = RandomBatches(tokens, 8, 64, seed=0)
     starts = []
     for x, y in batches(loader, 50):
@@ -98,6 +101,14 @@ def test_split_no_longer_than_a_block_is_refused(ramp):
     RandomBatches(ramp[:65], 2, 64, seed=0).next_batch()  # one token more is enough for one window
 
 
+@pytest.mark.parametrize("batch_size, block_size, bad", [(0, 8, "batch_size"), (2, -1, "block_size"),
+                                                         (True, 8, "batch_size"), (2, 8.0, "block_size")])
+def test_sizes_must_be_positive_integers(ramp, batch_size, block_size, bad):
+    """A batch or block size that is not an integer of at least 1 is a UserError naming the setting."""
+    with pytest.raises(UserError, match=f"{bad} must be a positive integer"):
+        RandomBatches(ramp, batch_size, block_size, seed=0)
+
+
 @pytest.mark.parametrize("n", [2, 16, 17, 33, 1000])
 @pytest.mark.parametrize("world_size", [1, 3])
 def test_sequential_pass_targets_every_token_once(n, world_size, ramp):
@@ -146,15 +157,15 @@ def mapped_kb(path: Path) -> int:
 
 def test_resident_memory_stays_flat_over_many_batches(tmp_path):
     """Thousands of random batches from a 64 MB split leave none of the file resident in the process,
-    while indexing the same np.memmap directly maps most of it (which the check can see)."""
+    while indexing the same file as an np.memmap maps most of it (which the check can see)."""
     if not Path("/proc/self/smaps").exists():
         pytest.skip("resident memory is read from Linux's /proc")
     path = tmp_path / "big.bin"
     np.zeros(32 << 20, dtype="<u2").tofile(path)
-    tokens = np.memmap(path, dtype="<u2", mode="r")
-    batches(RandomBatches(tokens, 16, 64, seed=0), 3000)
+    batches(RandomBatches(TokenFile.whole(path), 16, 64, seed=0), 3000)
     ours = mapped_kb(path)
 
+    tokens = np.memmap(path, dtype="<u2", mode="r")
     rng = np.random.default_rng(0)
     for _ in range(3000):
         starts = rng.integers(0, len(tokens) - 65, size=16)

@@ -9,16 +9,17 @@ import json
 import numpy as np
 import pytest
 
-from nanogpt2.data import PrepareConfig, open_dataset, prepare
+from nanogpt2.data import PrepareConfig, TokenFile, open_dataset, prepare
 from nanogpt2.data.cli import main as prepare_cli
 from nanogpt2.tokenizer import EOT_ID, get_tokenizer
 
 BLOCK = 8  # small windows so that small inputs make valid datasets
 
 
-def split_docs(ids: np.ndarray) -> list[str]:
+def split_docs(split: TokenFile) -> list[str]:
     """Decode a split back into documents: the text between end-of-text ids, as exact UTF-8."""
     tok = get_tokenizer()
+    ids = split.array()
     ends = np.flatnonzero(ids == EOT_ID)
     assert len(ids) == 0 or ids[-1] == EOT_ID, "a split must end at a document boundary"
     docs, start = [], 0
@@ -135,14 +136,16 @@ def test_split_is_deterministic_and_seeded(corpus_docs, tmp_path):
     assert runs["a"] != runs["c"]
 
 
-def test_single_document_is_split_by_tail(shakespeare_dir, tmp_path):
-    """One document: train is its head and val its last val_fraction of tokens; together exactly the document."""
+@pytest.mark.parametrize("seed", [0, 5], ids=["hashed-to-train", "hashed-to-val"])
+def test_single_document_is_split_by_tail(seed, shakespeare_dir, tmp_path):
+    """One document: train is its head and val its last val_fraction of tokens; together exactly the document,
+    whichever split the hash first sent it to."""
     text = (shakespeare_dir / "macbeth_gut.txt").read_text()
     path = tmp_path / "one.txt"
     path.write_text(text)
-    meta, out = run(tmp_path, [str(path)], val_fraction=0.25)
+    meta, out = run(tmp_path, [str(path)], val_fraction=0.25, seed=seed)
     ds = open_dataset(out)
-    train, val = np.asarray(ds.split("train")), np.asarray(ds.split("val"))
+    train, val = ds.split("train").array(), ds.split("val").array()
     expected = get_tokenizer().encode(text) + [EOT_ID]
     assert np.concatenate([train, val]).tolist() == expected
     assert EOT_ID not in train

@@ -8,10 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from nanogpt2.data import PrepareConfig, open_dataset, prepare
-from nanogpt2.data import pipeline
-from nanogpt2.data import sources, tokenize
-from nanogpt2.data.tokenize import Piecer, _SAFE_CUT
+from nanogpt2.data import PrepareConfig, open_dataset, pipeline, prepare, sources, tokenize
+from nanogpt2.data.tokenize import _SAFE_CUT, Piecer
 from nanogpt2.tokenizer import EOT_ID, get_tokenizer
 
 # Characters that stress GPT-2's pre-tokenizer: contractions, runs of spaces and newlines, digits,
@@ -77,7 +75,7 @@ def test_big_input_streamed_in_small_blocks_gives_whole_text_ids(lines, shakespe
     tok = get_tokenizer()
     docs = [d for d in text.split("\n") if d.strip()] if lines else [text]
     expected = sorted(tuple(tok.encode(d) + [EOT_ID]) for d in docs)
-    ids = np.concatenate([ds.split("train"), ds.split("val")]).tolist()
+    ids = np.concatenate([ds.split("train").array(), ds.split("val").array()]).tolist()
     if lines:
         got, start = [], 0
         for end in [i for i, t in enumerate(ids) if t == EOT_ID]:

@@ -10,20 +10,28 @@ writes data/mine/{train.bin, val.bin, meta.json}; training reads them with
 
 The modules, one concern each:
 
-* format.py   - the on-disk format, meta.json, open_dataset (refuses truncated files)
+* format.py   - the on-disk format, meta.json, TokenFile, open_dataset (refuses truncated files)
 * sources.py  - reading .txt/.md, folders, .csv, .jsonl/.json/.parquet, Hugging Face datasets
 * tokenize.py - tokenizing big text in pieces on several threads, with unchanged ids
 * pipeline.py - the pipeline: split by document, tokenize, write, rename into place
 * loader.py   - random training batches (resumable) and exact sequential evaluation
 * cli.py      - `data/prepare.py` and the ready recipes under data/
+
+The names below are imported on first use (PEP 562 module __getattr__): the batch
+loader needs PyTorch, and `python data/prepare.py` starts without paying for it.
 """
 
-from nanogpt2.data.format import Dataset, DatasetError, open_dataset
-from nanogpt2.data.loader import RandomBatches, count_sequential_batches, sequential_batches
-from nanogpt2.data.pipeline import PrepareConfig, prepare
+from importlib import import_module
 
-__all__ = [
-    "Dataset", "DatasetError", "open_dataset",
-    "RandomBatches", "sequential_batches", "count_sequential_batches",
-    "PrepareConfig", "prepare",
-]
+_HOMES = {
+    "Dataset": "format", "DatasetError": "format", "TokenFile": "format", "open_dataset": "format",
+    "RandomBatches": "loader", "sequential_batches": "loader", "count_sequential_batches": "loader",
+    "PrepareConfig": "pipeline", "prepare": "pipeline",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(import_module(f"nanogpt2.data.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'nanogpt2.data' has no attribute {name!r}")

@@ -16,13 +16,14 @@ meta.json is the folder's table of contents: the tokenizer, the vocabulary size,
 the end-of-text id and the token and document counts of each split. Because the
 counts are in it, a truncated copy (an interrupted `cp`, a full disk) or a
 train.bin from another preparation is refused with a message instead of
-training on the wrong data. The preparer writes it last (`write_json_atomic`),
+training on the wrong data. The preparer writes it last (nanogpt2/files.py),
 so an interrupted preparation never leaves a folder whose meta.json vouches for
 half-written token files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -63,45 +64,70 @@ def gpt2_meta(counts: dict[str, dict] | None = None, **extra) -> dict:
     }
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write JSON to a temporary name, flush it to disk, then rename it over `path`:
-    a reader sees either the old file or the whole new one, never a partial one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+@dataclasses.dataclass(frozen=True)
+class TokenFile:
+    """`length` token ids stored in `path` from byte `offset` on, as little-endian uint16.
+
+    This is how the data layer hands a split to the batch loader: the loader reads its
+    windows straight from the file with os.preadv (see loader.py), so it needs the file
+    and where the tokens start, not an array. `array()` maps the ids as a read-only
+    NumPy array for looking at them; `tokens[a:b]` is the TokenFile of a run of them.
+    """
+
+    path: Path
+    offset: int
+    length: int
+    dtype = TOKEN_DTYPE  # a class constant, not a field: what the bytes are
+
+    @classmethod
+    def whole(cls, path: str | os.PathLike) -> TokenFile:
+        """Every token of the file `path`."""
+        path = Path(path)
+        return cls(path, 0, path.stat().st_size // TOKEN_DTYPE.itemsize)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: slice) -> TokenFile:
+        if not isinstance(index, slice):
+            raise TypeError("a TokenFile takes slices, tokens[a:b]; use .array() for single ids")
+        start, stop, step = index.indices(self.length)
+        if step != 1:
+            raise TypeError("a TokenFile takes contiguous slices only (no step)")
+        return TokenFile(self.path, self.offset + start * TOKEN_DTYPE.itemsize, max(0, stop - start))
+
+    def array(self) -> np.ndarray:
+        """The ids as a read-only 1-D uint16 array backed by the file (np.memmap: nothing is read
+        until used, so an 18 GB split costs no memory)."""
+        if self.length == 0:  # mmap cannot map zero bytes
+            return np.zeros(0, dtype=TOKEN_DTYPE)
+        return np.memmap(self.path, dtype=TOKEN_DTYPE, mode="r", offset=self.offset, shape=(self.length,))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:  # np.asarray(tokens), np.array_equal(tokens, ...)
+        array = self.array()
+        return array if dtype is None else array.astype(dtype)
 
 
 class Dataset:
-    """An opened dataset folder: memory-mapped splits plus the facts from meta.json."""
+    """An opened dataset folder: its splits' token files plus the facts from meta.json."""
 
     def __init__(self, path: Path, meta: dict) -> None:
         self.path = Path(path)
         self.meta = meta
-        self._splits: dict[str, np.ndarray] = {}
 
-    def split(self, name: str) -> np.ndarray:
-        """The token ids of split `name` as a read-only 1-D uint16 array backed by the file
-        (np.memmap: nothing is read until used, so an 18 GB split costs no memory)."""
-        if name not in SPLITS:
-            raise DatasetError(f"unknown split {name!r}: a dataset has {' and '.join(SPLITS)}")
-        if name not in self._splits:
-            path = bin_path(self.path, name)
-            if path.stat().st_size == 0:  # mmap cannot map an empty file
-                self._splits[name] = np.zeros(0, dtype=TOKEN_DTYPE)
-            else:
-                self._splits[name] = np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
-        return self._splits[name]
+    def split(self, name: str) -> TokenFile:
+        """The token ids of split `name`: its file (for the batch loader; `.array()` to read them)."""
+        return TokenFile.whole(bin_path(self.path, self._check(name)))
 
     def num_tokens(self, name: str) -> int:
         """Number of tokens in split `name` (from the file size; equal to meta.json's count)."""
+        return len(self.split(name))
+
+    @staticmethod
+    def _check(name: str) -> str:
         if name not in SPLITS:
             raise DatasetError(f"unknown split {name!r}: a dataset has {' and '.join(SPLITS)}")
-        return bin_path(self.path, name).stat().st_size // TOKEN_DTYPE.itemsize
+        return name
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{s}={self.num_tokens(s):,}" for s in SPLITS)

@@ -21,10 +21,11 @@ Memory: reading windows by indexing an np.memmap maps each touched page of the
 file into the process, and those pages count as its resident memory; over
 millions of random batches that climbs to the file size (OpenWebText: 17 GiB),
 which looks like a leak and can trip a container's memory limit. nanoGPT
-re-creates its memmap for every batch to avoid this. We read each window with
-`os.preadv` into a reused buffer instead: the process never maps the file, the
-kernel's page cache still keeps hot data in RAM, and resident memory stays flat.
-Arrays that are not file-backed are simply indexed.
+re-creates its memmap for every batch to avoid this. Given a split as a
+`TokenFile` (what `Dataset.split` returns: the file and where its tokens start),
+we read each window with `os.preadv` into a reused buffer instead: the process
+never maps the file, the kernel's page cache still keeps hot data in RAM, and
+resident memory stays flat. A NumPy array is simply indexed.
 
 CUDA: batches are assembled in page-locked (pinned) host memory and copied with
 non_blocking=True, so the copy overlaps the previous step's GPU work. PyTorch's
@@ -35,61 +36,49 @@ several batches may be in flight at once.
 from __future__ import annotations
 
 import math
-import mmap
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from nanogpt2.data.format import DatasetError
+from nanogpt2.data.format import DatasetError, TokenFile
+from nanogpt2.errors import check_positive_int
 
 STATE_VERSION = 1
 _MASK64 = (1 << 64) - 1
 
 
 class _WindowReader:
-    """Copies tokens[start : start + n] into a buffer row; with pread for a file-backed array."""
+    """Copies tokens[start : start + n] into a buffer row: with pread from a TokenFile, by indexing an array."""
 
-    def __init__(self, tokens: np.ndarray) -> None:
-        if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+    def __init__(self, tokens: TokenFile | np.ndarray) -> None:
+        self.file: TokenFile | None = None
+        if isinstance(tokens, TokenFile) and hasattr(os, "preadv"):
+            self.file = tokens
+        elif isinstance(tokens, TokenFile):  # no pread on this system (Windows): map the file instead
+            tokens = tokens.array()
+        elif tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
             raise DatasetError(f"tokens must be a 1-D array of integer ids, got {tokens.ndim}-D {tokens.dtype}")
         self.tokens = tokens
-        self.file, self.offset = _file_location(tokens)
-        self._fd, self._pid = None, None
+        self._fd: int | None = None
+        self._pid: int | None = None
 
     def read(self, row: np.ndarray, start: int) -> None:
         if self.file is None:
             row[:] = self.tokens[start:start + len(row)]
             return
-        if self._pid != os.getpid():  # (re)open lazily: a forked child must not share the parent's descriptor
-            self._fd, self._pid = os.open(self.file, os.O_RDONLY), os.getpid()
+        if self._fd is None or self._pid != os.getpid():  # (re)open lazily: a forked child must not share
+            self._fd, self._pid = os.open(self.file.path, os.O_RDONLY), os.getpid()  # its parent's descriptor
         want = row.nbytes
-        got = os.preadv(self._fd, [row], self.offset + start * row.itemsize)
+        got = os.preadv(self._fd, [row], self.file.offset + start * row.itemsize)  # type: ignore[list-item]
         if got != want:
-            raise DatasetError(f"{self.file} became shorter while training (read {got} of {want} bytes at token "
-                               f"{start:,}); was the dataset prepared again? restart the run")
+            raise DatasetError(f"{self.file.path} became shorter while training (read {got} of {want} bytes at "
+                               f"token {start:,}); was the dataset prepared again? restart the run")
 
     def __del__(self) -> None:
         if self._fd is not None and self._pid == os.getpid():
             os.close(self._fd)
-
-
-def _file_location(tokens: np.ndarray) -> tuple[str | None, int]:
-    """(file, byte offset of tokens[0]) when tokens is a contiguous little-endian uint16 view of a
-    file-backed np.memmap and os.preadv exists; (None, 0) otherwise (then we index the array)."""
-    if not (isinstance(tokens, np.memmap) and tokens.filename and hasattr(os, "preadv")
-            and tokens.dtype == np.dtype("<u2") and tokens.flags.c_contiguous and tokens.size):
-        return None, 0
-    base = tokens
-    while base is not None and not isinstance(base, mmap.mmap):  # a slice's base is its parent memmap
-        base = getattr(base, "base", None)
-    if base is None:
-        return None, 0
-    # np.memmap maps from the allocation-granularity boundary below its offset; slices keep that offset.
-    mapped_from = tokens.offset - tokens.offset % mmap.ALLOCATIONGRANULARITY
-    mapping_start = np.frombuffer(base, dtype=np.uint8).ctypes.data
-    return tokens.filename, mapped_from + tokens.ctypes.data - mapping_start
 
 
 def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -97,15 +86,14 @@ def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _check_sizes(batch_size: int, block_size: int) -> None:
-    for name, value in (("batch_size", batch_size), ("block_size", block_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise DatasetError(f"{name}={value!r}: must be a positive integer")
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("block_size", block_size)
 
 
 class RandomBatches:
     """Random (x, y) training windows, reproducible from (seed, rank, world_size, step)."""
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, *, seed: int, rank: int = 0,
+    def __init__(self, tokens: TokenFile | np.ndarray, batch_size: int, block_size: int, *, seed: int, rank: int = 0,
                  world_size: int = 1, device: str | torch.device = "cpu") -> None:
         _check_sizes(batch_size, block_size)
         if not 0 <= rank < world_size:
@@ -178,8 +166,9 @@ def count_sequential_batches(num_tokens: int, batch_size: int, block_size: int, 
     return math.ceil(len(_windows_of_rank(num_tokens, block_size, rank, world_size)) / batch_size)
 
 
-def sequential_batches(tokens: np.ndarray, batch_size: int, block_size: int, *, device: str | torch.device = "cpu",
-                       rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def sequential_batches(tokens: TokenFile | np.ndarray, batch_size: int, block_size: int, *,
+                       device: str | torch.device = "cpu", rank: int = 0,
+                       world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One exact pass over a split: non-overlapping windows in which every token after the first is a
     target once. Window w covers x = tokens[w*T : w*T+T], y = tokens[w*T+1 : w*T+T+1].
 

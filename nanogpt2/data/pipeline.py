@@ -1,7 +1,7 @@
 """Prepare token files from any text: read, split into train/val, tokenize in parallel, write safely.
 
     documents (sources.py) -> split by document -> pieces (tokenize.py) -> thread pool
-                           -> train/val append streams -> checks -> rename into place -> meta.json
+                           -> train/val temporary files -> checks -> rename into place -> meta.json
 
 Memory stays bounded whatever the corpus size: inputs are read in blocks, at most
 a few units of work are in flight, and finished ids are appended to the output
@@ -14,29 +14,31 @@ with a single document (one novel, one big file) the last val_fraction of its
 tokens becomes val, as nanoGPT's shakespeare recipe does; and if chance leaves a
 split without documents, the last document of the other split moves over.
 
-Nothing half-written looks valid: ids go to hidden `.NAME.partial.bin` files that
-are deleted on any failure; only after every check do they replace train.bin and
-val.bin, and meta.json (with the counts the loader checks) is written last.
+Nothing half-written looks valid: ids go to hidden temporary files that are
+deleted on any failure (nanogpt2/files.py); only after every check do they replace
+train.bin and val.bin, and meta.json (with the counts the loader checks) is written last.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
 import os
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import IO
 
-from nanogpt2.data.format import (
-    META_FILE, SPLITS, TOKEN_DTYPE, DatasetError, bin_path, gpt2_meta, write_json_atomic,
-)
+from nanogpt2.data.format import META_FILE, SPLITS, TOKEN_DTYPE, DatasetError, bin_path, gpt2_meta
 from nanogpt2.data.sources import ReadStats, documents, parse_inputs
 from nanogpt2.data.tokenize import Piecer, encode_unit, numpy_encoder
+from nanogpt2.errors import check_positive_int
+from nanogpt2.files import atomic_write, write_json_atomic
 from nanogpt2.progress import progress
 
 UNIT_CHARS = 1 << 18  # characters per unit of work handed to a thread (256K: ~50 ms of tokenizing)
@@ -44,11 +46,12 @@ UNIT_CHARS = 1 << 18  # characters per unit of work handed to a thread (256K: ~5
 
 @dataclasses.dataclass
 class PrepareConfig:
-    """Settings of one preparation (the fields of `python data/prepare.py --help`)."""
+    """Settings of one preparation: `python data/prepare.py --help` lists them with these docstrings."""
 
-    inputs: list[str]
-    """Text files (.txt/.md), folders of them, .csv/.jsonl/.json/.parquet files, or hf:NAME[:CONFIG]."""
-    out: str
+    inputs: list[str] = dataclasses.field(default_factory=list, metadata={"flag": "input"})
+    """Text files (.txt/.md), folders of them (searched recursively), .csv/.jsonl/.json/.parquet
+    files, or hf:NAME[:CONFIG] for a Hugging Face dataset; several may follow one --input."""
+    out: str = ""
     """Folder to write train.bin, val.bin and meta.json into (created if missing)."""
     val_fraction: float = 0.1
     """Share of documents for validation (of tokens, when the input is a single document)."""
@@ -62,7 +65,7 @@ class PrepareConfig:
     """Tokenizer threads; 0 means one per CPU core."""
     block_size: int = 1024
     """Refuse a split shorter than one training window of this many tokens (+1 for the shifted target)."""
-    hf_split: str = "train"
+    hf_split: str = dataclasses.field(default="train", metadata={"flag": "split"})
     """Which split of a Hugging Face dataset (hf:NAME) to read."""
     streaming: str = "auto"
     """Stream Hugging Face datasets: auto (stream unless known to be under 1 GB), yes or no."""
@@ -74,12 +77,13 @@ class PrepareConfig:
             self.inputs = [self.inputs]
         if not self.inputs:
             raise DatasetError("no input given: pass --input with text files, folders, tables or hf:NAME")
+        if not self.out:
+            raise DatasetError("no output folder given: pass --out, e.g. --out data/mine")
         if not 0.0 < self.val_fraction < 1.0:
             raise DatasetError(f"val_fraction={self.val_fraction}: must be between 0 and 1 (e.g. 0.1)")
         if self.workers < 0:
             raise DatasetError(f"workers={self.workers}: must be 0 (all cores) or more")
-        if self.block_size < 1:
-            raise DatasetError(f"block_size={self.block_size}: must be at least 1")
+        check_positive_int("block_size", self.block_size)
         if self.streaming not in ("auto", "yes", "no"):
             raise DatasetError(f"streaming={self.streaming!r}: choose auto, yes or no")
         if not self.column:
@@ -102,16 +106,17 @@ def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     encode = numpy_encoder()  # fails here, before any work, if the tokenizer cannot load
-    partial = [out / f".{s}.partial.bin" for s in SPLITS]
-    done = False
     try:
-        t0 = time.perf_counter()
-        stats, counts, last_doc = _tokenize_all(cfg, sources, encode, partial)
-        seconds = time.perf_counter() - t0
-        mode = _balance(cfg, partial, counts, last_doc)
-        _check_block(cfg, counts)
-        for f in partial:
-            _fsync(f)
+        with contextlib.ExitStack() as stack:  # on leaving without an error, both files replace the old ones
+            files = [stack.enter_context(atomic_write(bin_path(out, s), "w+b")) for s in SPLITS]
+            t0 = time.perf_counter()
+            stats, counts, last_doc = _tokenize_all(cfg, sources, encode, files)
+            seconds = time.perf_counter() - t0
+            mode = _balance(cfg, files, counts, last_doc)
+            _check_block(cfg, counts)
+        # New .bin files first, meta.json last: if the run dies in between, the old meta.json's
+        # token counts no longer match the files and open_dataset refuses the folder loudly
+        # (without any meta.json it would be read as a nanoGPT-style folder and accepted).
         meta = gpt2_meta(
             {s: {"tokens": counts[i][0], "documents": counts[i][1]} for i, s in enumerate(SPLITS)},
             sources=[s.description for s in sources],
@@ -119,29 +124,21 @@ def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
             skipped_empty_documents=stats.skipped_empty, undecodable_bytes=stats.undecodable_bytes,
             created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         )
-        # New .bin files first, meta.json last: if the run dies in between, the old meta.json's
-        # token counts no longer match the files and open_dataset refuses the folder loudly
-        # (without any meta.json it would be read as a nanoGPT-style folder and accepted).
-        for f, s in zip(partial, SPLITS):
-            os.replace(f, bin_path(out, s))
         write_json_atomic(out / META_FILE, meta)
-        done = True
-    finally:
-        if not done:
-            for f in partial:
-                f.unlink(missing_ok=True)
-            if created and not any(out.iterdir()):
-                out.rmdir()  # leave no empty dataset folder behind either
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # leave no empty dataset folder behind either
+        raise
     if not cfg.quiet:
         _summary(say, out, meta, stats, seconds)
     return meta
 
 
 class _Output:
-    """The two partial files, and the counts the split checks need."""
+    """Writes to the two split files, and keeps the counts the split checks need."""
 
-    def __init__(self, paths: list[Path]) -> None:
-        self.files = [open(p, "wb") for p in paths]
+    def __init__(self, files: list[IO[bytes]]) -> None:
+        self.files = files
         self.counts = [[0, 0], [0, 0]]  # [tokens, documents] of train and val
         self.last_doc = [0, 0]  # tokens of the last whole document of each split (end-of-text included)
         self._current = [0, 0]  # tokens so far of the document being written, per split
@@ -157,18 +154,14 @@ class _Output:
                 self.last_doc[split], self._current[split] = self._current[split], 0
                 self.counts[split][1] += 1
 
-    def close(self) -> None:
-        for f in self.files:
-            f.close()
 
-
-def _tokenize_all(cfg: PrepareConfig, sources, encode, partial: list[Path]):
-    """Stream every document through the thread pool into the two partial files.
+def _tokenize_all(cfg: PrepareConfig, sources, encode, files: list[IO[bytes]]):
+    """Stream every document through the thread pool into the two split files.
 
     Returns (read stats, [[tokens, documents] per split], [tokens of the last whole document per split]).
     """
     workers = cfg.workers or os.cpu_count() or 1
-    stats, output = ReadStats(), _Output(partial)
+    stats, output = ReadStats(), _Output(files)
     in_flight: collections.deque = collections.deque()  # (future, its items), oldest first
     total = None if any(s.size_bytes is None for s in sources) else sum(s.size_bytes for s in sources)
     bar = None  # started with the first unit of work, so that an input refused at once prints just the error
@@ -216,37 +209,39 @@ def _tokenize_all(cfg: PrepareConfig, sources, encode, partial: list[Path]):
             bar = None
         raise
     finally:
-        output.close()
         if bar is not None:
             bar.close()
     return stats, output.counts, output.last_doc
 
 
-def _balance(cfg: PrepareConfig, partial: list[Path], counts, last_doc) -> str:
+def _balance(cfg: PrepareConfig, files: list[IO[bytes]], counts, last_doc) -> str:
     """Make sure both splits have text, and say how the split was made."""
     if counts[0][1] + counts[1][1] == 1:
         # One document: its last val_fraction of tokens is val (end-of-text stays with the tail).
         if counts[1][0]:  # it landed in val: move it to train first
-            _move_tail(partial[1], partial[0], 0, counts, src=1)
+            _move_tail(files[1], files[0], 0, counts, src=1)
         body = counts[0][0] - 1
         cut = min(max(round(body * (1 - cfg.val_fraction)), 1), max(body, 1))
-        _move_tail(partial[0], partial[1], cut, counts, src=0)
+        _move_tail(files[0], files[1], cut, counts, src=0)
         counts[0][1], counts[1][1] = 0, 1
         return f"single document: the last {cfg.val_fraction:g} of its tokens is val"
     for empty, full in ((1, 0), (0, 1)):
         if counts[empty][1] == 0:  # chance sent every document to one split: move the last one over
-            _move_tail(partial[full], partial[empty], counts[full][0] - last_doc[full], counts, src=full)
+            _move_tail(files[full], files[empty], counts[full][0] - last_doc[full], counts, src=full)
             counts[full][1] -= 1
             counts[empty][1] += 1
     return f"by document: BLAKE2 hash of (seed, document index) < val_fraction={cfg.val_fraction:g}"
 
 
-def _move_tail(src_path: Path, dst_path: Path, start: int, counts, src: int) -> None:
-    """Append the ids of src_path from token `start` on to dst_path and cut them from src_path."""
-    with open(src_path, "r+b") as src_file, open(dst_path, "ab") as dst_file:
-        src_file.seek(start * TOKEN_DTYPE.itemsize)
-        shutil.copyfileobj(src_file, dst_file, 1 << 20)
-        src_file.truncate(start * TOKEN_DTYPE.itemsize)
+def _move_tail(src_file: IO[bytes], dst_file: IO[bytes], start: int, counts, src: int) -> None:
+    """Append the ids of src_file from token `start` on to dst_file and cut them from src_file.
+    Both files are left positioned at their end, ready for more ids."""
+    cut = start * TOKEN_DTYPE.itemsize
+    dst_file.seek(0, os.SEEK_END)
+    src_file.seek(cut)
+    shutil.copyfileobj(src_file, dst_file, 1 << 20)
+    src_file.truncate(cut)
+    src_file.seek(cut)
     moved = counts[src][0] - start
     counts[src][0] -= moved
     counts[1 - src][0] += moved
@@ -261,14 +256,6 @@ def _check_block(cfg: PrepareConfig, counts) -> None:
                 f"block_size={cfg.block_size} needs: give more text, a larger --val_fraction, or a smaller "
                 f"--block_size (and train with that block_size)"
             )
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _summary(say, out: Path, meta: dict, stats: ReadStats, seconds: float) -> None:

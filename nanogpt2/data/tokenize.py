@@ -24,7 +24,7 @@ pre-token on its own:
   at the space, and " next" starts the next pre-token either way.
 
 Ordinary prose has such places every few characters; tests/test_data_tokenize.py
-checks the equality on the shared corpus and on adversarial strings. Text with no
+checks the equality on a corpus of plays and on adversarial strings. Text with no
 such place in a whole piece (a megabyte of base64, say) is cut hard, which can
 change the ids at that one spot and nowhere else.
 
@@ -38,7 +38,7 @@ hands back a NumPy buffer instead of a Python list of ints.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
