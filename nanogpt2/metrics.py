@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from nanogpt2.errors import UserError
+from nanogpt2.files import atomic_write
 from nanogpt2.progress import is_tty
 
 
@@ -56,9 +57,8 @@ class MetricsLogger:
         lines = self.path.read_text().splitlines(keepends=True)
         kept = [line for line in lines if _step_of(line) <= step]
         if len(kept) < len(lines):
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(kept))
-            tmp.replace(self.path)
+            with atomic_write(self.path, "w") as f:
+                f.write("".join(kept))
         return len(lines) - len(kept)
 
     def print(self, line: str) -> None:
@@ -145,12 +145,3 @@ def describe_run(*, params: int, n_layer: int, n_head: int, n_embd: int, block_s
     if allocator:
         lines.append(f"CUDA allocator: {allocator}")
     return lines
-
-
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nanogpt2.errors import UserError
+from nanogpt2.errors import UserError, check_positive_int
 
 # OpenAI's released GPT-2 models: name -> (n_layer, n_head, n_embd), from Radford et al. 2019,
 # "Language Models are Unsupervised Multitask Learners", Table 2 (head counts from the released
@@ -57,9 +57,7 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "pad_vocab_multiple"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise UserError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+            check_positive_int(f"GPTConfig.{name}", getattr(self, name))
         if self.n_embd % self.n_head != 0:
             raise UserError(
                 f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "

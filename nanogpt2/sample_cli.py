@@ -26,7 +26,7 @@ import torch
 
 from nanogpt2.checkpoint import load_model
 from nanogpt2.configurator import parse_config
-from nanogpt2.errors import UserError
+from nanogpt2.errors import UserError, check_positive_int
 from nanogpt2.model import GPT
 from nanogpt2.pretrained import HUB_REPOS, WEIGHT_FILES
 from nanogpt2.runtime import resolve_runtime, want_compile
@@ -79,9 +79,7 @@ class SampleConfig:
     def __post_init__(self) -> None:
         check_sampling(self.temperature, self.top_k, self.top_p)
         for name in ("num_samples", "max_new_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise UserError(f"seed must be an integer or None, got {self.seed!r}")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nanogpt2.errors import UserError
+from nanogpt2.errors import UserError, check_positive_int
 from nanogpt2.model_config import GPT2_SIZES
 
 
@@ -150,9 +150,8 @@ class TrainConfig:
         positive = ["block_size", "batch_size", "gradient_accumulation_steps", "max_iters", "eval_interval", "log_interval"]
         optional_positive = ["n_layer", "n_head", "n_embd", "pad_vocab_multiple", "eval_iters", "lr_decay_iters"]
         for name in positive + optional_positive:
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise UserError(f"{name} must be positive, got {value}")
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
         non_negative = ["warmup_iters", "weight_decay", "grad_clip", "learning_rate"]
         for name in non_negative:
             if getattr(self, name) < 0:

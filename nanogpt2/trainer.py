@@ -33,7 +33,7 @@ from nanogpt2.configurator import config_dict, save_config
 from nanogpt2.data import RandomBatches, count_sequential_batches, sequential_batches
 from nanogpt2.errors import UserError
 from nanogpt2.flops import mfu as model_flops_utilization
-from nanogpt2.metrics import format_duration
+from nanogpt2.progress import format_duration
 from nanogpt2.optim import lr_at
 from nanogpt2.progress import progress
 from nanogpt2.resume import RunComplete, rng_state

@@ -116,7 +116,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(shakespeare_data, tmp_p
     [
         (["--batch_sise=4"], "did you mean 'batch_size'?"),
         (["--max_iters=ten"], "--max_iters=ten: expected an integer"),
-        (["--n_layer=-2"], "n_layer must be positive"),
+        (["--n_layer=-2"], "n_layer must be a positive integer"),
         (["--init_from=gpt2", "--block_size=2048"], "above gpt2's 1024 positions"),
         (["--init_from=gpt2", "--n_layer=6"], "n_layer is fixed by the pretrained weights"),
         (["--dataset=no_such_dataset"], "dataset 'no_such_dataset' not found"),

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from nanogpt2.configurator import config_dict, parse_config
-from nanogpt2.errors import UserError, run_main
+from nanogpt2.errors import UserError, check_positive_int, run_main
 from nanogpt2.evaluate.datafiles import DEFAULT_CACHE
 from nanogpt2.evaluate.perplexity import load_perplexity_task
 from nanogpt2.evaluate.scoring import Scorer
@@ -81,10 +81,8 @@ class EvalConfig:
         if self.task not in TASKS:
             raise UserError(f"task={self.task!r} is not one of {', '.join(TASKS)}")
         for name in ("batch_size", "limit", "stride", "block_size"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise UserError(f"{name} must be a positive integer{' or None' if name != 'batch_size' else ''}, "
-                                f"got {value!r}")
+            if getattr(self, name) is not None or name == "batch_size":
+                check_positive_int(name, getattr(self, name))
         if self.split not in ("train", "val"):
             raise UserError(f"split={self.split!r} must be val or train")
 

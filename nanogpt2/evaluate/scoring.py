@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nanogpt2.errors import UserError
+from nanogpt2.errors import UserError, check_positive_int
 from nanogpt2.progress import progress
 from nanogpt2.runtime import Runtime, resolve_runtime
 
@@ -90,8 +90,7 @@ class Scorer:
 
     def __init__(self, model: torch.nn.Module, runtime: Runtime | None = None, batch_size: int = 8,
                  block_size: int | None = None, fixed_shapes: bool = False, show_progress: bool = False):
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_positive_int("batch_size", batch_size)
         config = getattr(model, "config", None) or getattr(getattr(model, "_orig_mod", None), "config", None)
         self.model = model
         self.runtime = runtime or resolve_runtime("cpu", "float32")

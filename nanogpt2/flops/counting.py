@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from nanogpt2.errors import UserError
+from nanogpt2.errors import UserError, check_positive_int
 from nanogpt2.model_config import GPTConfig
 
 
@@ -78,8 +78,7 @@ def count_params(config: GPTConfig) -> ParamCount:
 
 
 def _check_seq_len(config: GPTConfig, seq_len: int) -> None:
-    if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len <= 0:
-        raise UserError(f"sequence length must be a positive integer, got {seq_len!r}")
+    check_positive_int("sequence length", seq_len)
     if seq_len > config.block_size:
         raise UserError(f"sequence length {seq_len} is longer than the model's block_size {config.block_size}")
 

@@ -71,7 +71,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from nanogpt2.errors import UserError
+from nanogpt2.errors import UserError, check_positive_int
 from nanogpt2.flops.counting import count_params
 from nanogpt2.model_config import GPTConfig
 
@@ -293,8 +293,7 @@ def max_batch_size(config: GPTConfig, memory_bytes: int, seq_len: int | None = N
 
 def _check(config: GPTConfig, batch_size: int, seq_len: int, dtype: str, attention: str, grad_accum: int) -> None:
     for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("grad_accum", grad_accum)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise UserError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(name, value)
     if seq_len > config.block_size:
         raise UserError(f"seq_len {seq_len} is longer than the model's block_size {config.block_size}")
     if dtype not in ACT_BYTES:
