@@ -15,6 +15,7 @@ cannot run code on the machine that loads it.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -58,14 +59,34 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = _load(path, map_location)
+    except UserError:
+        raise
     except Exception as e:
-        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        # Not torch's own advice: it suggests weights_only=False, which runs any code the file holds.
+        raise UserError(f"cannot read checkpoint {path}: not a checkpoint file, or a damaged one "
+                        f"({type(e).__name__}); point at a ckpt.pt or best.pt written by train.py") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
         raise UserError(f"{path} is not a nanogpt2 checkpoint (no model/model_config entries)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer nanogpt2 (format {ckpt['format_version']}); upgrade to read it")
     return ckpt
+
+
+def _load(path: Path, map_location) -> Any:
+    """torch.load with weights_only=True (tensors and plain data only, no code). 8-bit optimizer states
+    are torchao tensor types, which torchao declares safe when it is imported: import it and retry."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "torchao" not in str(e):
+            raise
+    try:
+        import torchao.optim  # noqa: F401  (registers its optimizer-state types as safe to load)
+    except ImportError:
+        raise UserError(f"{path} holds 8-bit optimizer states (optimizer=adamw8bit): reading it needs torchao, "
+                        f"pip install 'nanogpt2[lowbit]'") from None
+    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def find_checkpoint(out_dir: str | Path, prefer: str = BEST) -> Path:

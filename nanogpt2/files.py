@@ -40,6 +40,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_options) -> I
     """
     path = Path(path)
     tmp = temporary_name(path)
+    remove_stale_temporaries(path)
     try:
         with open(tmp, mode, **open_options) as f:
             yield f
@@ -50,6 +51,31 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_options) -> I
         tmp.unlink(missing_ok=True)
         raise
     fsync_folder(path.parent)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the `.NAME.tmp-PID` files of `path` whose writer process is gone (killed mid-write: a
+    checkpoint's can be gigabytes). A live writer's file, this process's included, is left alone.
+    Returns what was removed."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Is there a process with this id? (Signal 0 checks without sending anything.)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

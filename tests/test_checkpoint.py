@@ -87,3 +87,55 @@ def test_checkpoints_cannot_run_code(tmp_path):
     torch.save({"model": {}, "model_config": {}, "x": os.system}, path)
     with pytest.raises(UserError, match="cannot read checkpoint"):
         read_checkpoint(path)
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    """The next save removes the `.ckpt.pt.tmp-PID` file a killed writer left behind, and leaves alone one
+    whose writer is still alive (it may be mid-write)."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          timeout=60)
+    dead_pid = int(dead.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale, busy = tmp_path / f".ckpt.pt.tmp-{dead_pid}", tmp_path / f".ckpt.pt.tmp-{live.pid}"
+        stale.write_bytes(b"x" * 1000)
+        busy.write_bytes(b"y")
+        atomic_save({"a": 1}, tmp_path / "ckpt.pt")
+        assert not stale.exists() and busy.exists()
+        assert torch.load(tmp_path / "ckpt.pt", weights_only=True) == {"a": 1}
+    finally:
+        live.kill()
+        live.wait(timeout=60)
+
+
+def test_not_a_checkpoint_gets_no_unsafe_advice(tmp_path):
+    """A file that is not a checkpoint is refused in one line that does not pass on torch's advice to load
+    with weights_only=False (which would run code from the file)."""
+    import pickle
+
+    bad = tmp_path / "ckpt.pt"
+    with open(bad, "wb") as f:
+        pickle.dump(object(), f)
+    with pytest.raises(UserError) as info:
+        read_checkpoint(bad)
+    message = str(info.value)
+    assert "not a checkpoint file" in message and "weights_only" not in message and "\n" not in message
+
+
+@pytest.mark.slow
+def test_8bit_optimizer_checkpoint_reads_in_a_fresh_process(shakespeare_data, tmp_path):
+    """A checkpoint holding torchao's 8-bit optimizer states reads in a new process that has not imported
+    torchao (as `train.py --init_from=resume` and sample.py do), and resumes there."""
+    pytest.importorskip("torchao.optim")
+    from conftest import REPO
+    from nanogpt2.trainer import train
+
+    out = tmp_path / "run"
+    train(["--init_from=scratch", "--n_layer=1", "--n_head=2", "--n_embd=64", "--pad_vocab_multiple=64",
+           "--block_size=16", "--batch_size=2", "--device=cpu", "--compile=False", "--eval_iters=1",
+           f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=1", "--eval_interval=1",
+           "--optimizer=adamw8bit"])
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "--init_from=resume", f"--out_dir={out}",
+                           "--max_iters=2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_checkpoint(out / "ckpt.pt")["step"] == 2
