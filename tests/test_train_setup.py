@@ -104,3 +104,18 @@ def test_expandable_segments_unless_the_user_chose(monkeypatch):
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
     assert use_expandable_segments().startswith("max_split_size_mb:128")
     assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"
+
+
+def test_train_help_answers_without_importing_torch():
+    """`python train.py --help` prints every setting without importing PyTorch (which costs seconds)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = ("import runpy, sys; sys.argv = ['train.py', '--help']\n"
+            "try:\n    runpy.run_path(%r, run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO TORCH')") % str(REPO / "train.py")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "--learning_rate" in proc.stdout and proc.stdout.strip().endswith("NO TORCH"), proc.stdout[-500:]
