@@ -34,7 +34,8 @@ from nanogpt2.model import GPT
 
 def param_groups(model: GPT, weight_decay: float) -> list[dict]:
     """Two groups: matrices and embeddings (dim >= 2) decay; biases and LayerNorm gains don't."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():  # the tied embedding/head appears once
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)

@@ -78,8 +78,11 @@ def _keep_schedule(cfg: TrainConfig, saved: dict, step: int) -> tuple[TrainConfi
         return cfg, []
     kept = replace(cfg, lr_decay_iters=old_max)
     min_lr = cfg.min_lr if cfg.min_lr is not None else cfg.learning_rate / 10
-    at = dict(learning_rate=cfg.learning_rate, min_lr=min_lr, warmup_iters=cfg.warmup_iters, schedule="cosine")
-    now, stretched = lr_at(step, decay_iters=old_max, **at), lr_at(step, decay_iters=cfg.max_iters, **at)
+    def lr(decay_iters: int) -> float:
+        return lr_at(step, learning_rate=cfg.learning_rate, min_lr=min_lr, warmup_iters=cfg.warmup_iters,
+                     decay_iters=decay_iters, schedule="cosine")
+
+    now, stretched = lr(old_max), lr(cfg.max_iters)
     return kept, [f"note: max_iters {old_max} -> {cfg.max_iters}: the learning rate keeps the run's schedule "
                   f"(cosine to min_lr at step {old_max}, then min_lr; {now:.2e} now). Pass "
                   f"--lr_decay_iters={cfg.max_iters} to stretch the cosine instead ({stretched:.2e} now)"]

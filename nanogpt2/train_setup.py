@@ -57,8 +57,8 @@ class Run:
     out_dir: Path
     data: Dataset
     raw_model: GPT  # the plain module: what checkpoints save
-    model: torch.nn.Module  # what training calls: compiled, and wrapped in DDP under torchrun
-    eval_model: torch.nn.Module  # compiled but not DDP: ranks may evaluate different batch counts
+    model: Any  # what training calls: compiled, and wrapped in DDP under torchrun (a Module, or compile's wrapper)
+    eval_model: Any  # compiled but not DDP: ranks may evaluate different batch counts
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     train_batches: RandomBatches
@@ -75,7 +75,7 @@ class Run:
 def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
     """Build every part of a run from command-line arguments (or a ready TrainConfig)."""
     if isinstance(source, TrainConfig):
-        cfg, ckpt, notes = source, None, []
+        cfg, ckpt, notes = source, None, list[str]()
     else:
         cfg, ckpt, notes = resume_config(source)  # raises RunComplete when a resumed run has nothing left to do
 

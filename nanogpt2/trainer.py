@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from contextlib import nullcontext
 from dataclasses import asdict
 
@@ -322,7 +323,7 @@ class StopRequest:
     def __init__(self, say: Callable[[str], None] = print):
         self.requested: int | None = None  # the signal's number, once one came
         self.say = say
-        self._old: dict[int, object] = {}
+        self._old: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():

@@ -179,6 +179,7 @@ def _tokenize_all(cfg: PrepareConfig, sources, encode, files: list[IO[bytes]]):
             future, items = in_flight.popleft()
             arrays, lengths = future.result()
             output.write(arrays, items, lengths)
+            assert bar is not None  # started with the first unit
             bar.update(stats.bytes_read - bar.n)
             bar.set_postfix_str(f"{output.counts[0][0] + output.counts[1][0]:,} tokens", refresh=False)
 

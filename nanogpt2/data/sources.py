@@ -64,7 +64,7 @@ def _count_and_replace(err: UnicodeDecodeError):
     return "\ufffd", err.end
 
 
-codecs.register_error("nanogpt2-count-replace", _count_and_replace)
+codecs.register_error("nanogpt2-count-replace", _count_and_replace)  # type: ignore[arg-type]  # decode errors only
 
 
 class Source:

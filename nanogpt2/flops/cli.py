@@ -172,7 +172,9 @@ def build_report(args: argparse.Namespace) -> dict:
             "peak_note": hardware.describe_peak(spec, args.dtype) if spec and not args.peak_tflops else "given by --peak-tflops",
             "mfu": args.mfu, "tokens_per_second": F.tokens_per_second(exact, peak, args.mfu) * args.gpus,
         }
-    tokens = total = seconds = None
+    tokens: float | None = None
+    total: float | None = None
+    seconds: float | None = None
     if args.tokens:
         tokens = parse_count(args.tokens, "tokens")
         total = exact * tokens
@@ -185,7 +187,7 @@ def build_report(args: argparse.Namespace) -> dict:
         seconds = (args.days or 0) * 86400 + (args.hours or 0) * 3600
         total = seconds * rate
         tokens = total / exact
-    if total is not None:
+    if total is not None and tokens is not None:
         seconds = seconds or (total / rate if rate else None)
         report["budget"] = {"tokens": tokens, "flops": total, "flops_six_n": six_n * tokens, "seconds": seconds,
                             "gpu_hours": seconds * args.gpus / 3600 if seconds else None}
@@ -213,7 +215,7 @@ def memory_report(cfg: GPTConfig, args: argparse.Namespace, mem_bytes: float | N
             "activations": est.activations, "logits_held": est.logits, "loss_gradient": est.loss_gradient,
             "phases": est.phases, "peak_phase": est.peak_phase, "peak_allocated": est.peak,
             "cuda_context": memory.CUDA_CONTEXT_BYTES, "device_total": est.device_bytes(), "gpu_memory": mem_bytes,
-            "fits": est.fits(mem_bytes) if mem_bytes else None, "max_batch_size": largest}
+            "fits": est.fits(int(mem_bytes)) if mem_bytes else None, "max_batch_size": largest}
 
 
 def cli(argv: Sequence[str] | None = None) -> dict:

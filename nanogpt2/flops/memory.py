@@ -114,7 +114,7 @@ class MemoryEstimate:
 
     @property
     def peak_phase(self) -> str:
-        return max(self.phases, key=self.phases.get)
+        return max(self.phases, key=lambda phase: self.phases[phase])
 
     def device_bytes(self) -> int:
         """What the GPU must hold: the peak, plus allocator slack, plus the CUDA context."""
@@ -151,12 +151,12 @@ def block_bytes(config: GPTConfig, batch_size: int, seq_len: int, act_bytes: int
 def param_shapes(config: GPTConfig) -> list[tuple[str, tuple[int, ...]]]:
     """(name, shape) of every parameter tensor of nanogpt2/model.py's GPT (the LM head is tied to wte)."""
     C, T, Vp = config.n_embd, config.block_size, config.padded_vocab_size
-    block = [("ln_1.weight", (C,)), ("attn.c_attn.weight", (3 * C, C)), ("attn.c_proj.weight", (C, C)),
+    block: list[tuple[str, tuple[int, ...]]] = [("ln_1.weight", (C,)), ("attn.c_attn.weight", (3 * C, C)), ("attn.c_proj.weight", (C, C)),
              ("ln_2.weight", (C,)), ("mlp.c_fc.weight", (4 * C, C)), ("mlp.c_proj.weight", (C, 4 * C))]
     if config.bias:
         block += [("ln_1.bias", (C,)), ("attn.c_attn.bias", (3 * C,)), ("attn.c_proj.bias", (C,)),
                   ("ln_2.bias", (C,)), ("mlp.c_fc.bias", (4 * C,)), ("mlp.c_proj.bias", (C,))]
-    shapes = [("wte.weight", (Vp, C)), ("wpe.weight", (T, C))]
+    shapes: list[tuple[str, tuple[int, ...]]] = [("wte.weight", (Vp, C)), ("wpe.weight", (T, C))]
     shapes += [(f"h.{i}.{name}", shape) for i in range(config.n_layer) for name, shape in block]
     shapes += [("ln_f.weight", (C,))] + ([("ln_f.bias", (C,))] if config.bias else [])
     return shapes

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from nanogpt2.errors import UserError
 
@@ -82,7 +83,7 @@ def tokens_per_param_optimal(flops: float, ratio: float = TOKENS_PER_PARAM) -> t
 
 def compute_optimal(flops: float) -> list[dict]:
     """The compute-optimal (N, D) for a budget by each rule, with each fit's predicted loss there."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     n, d = tokens_per_param_optimal(flops)
     rows.append({"rule": f"{TOKENS_PER_PARAM:g} tokens per parameter", "params": n, "tokens": d})
     for fit in FITS:
