@@ -25,8 +25,8 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -49,7 +49,9 @@ def environment(device: torch.device | str = "cpu") -> dict:
     }
 
 
-def time_call(fn: Callable[[], object], *, warmup: int, repeat: int, sync: Callable[[], None] = lambda: None) -> list[float]:
+def time_call(
+    fn: Callable[[], object], *, warmup: int, repeat: int, sync: Callable[[], None] = lambda: None
+) -> list[float]:
     """Seconds per call of fn, `repeat` times after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
@@ -82,8 +84,9 @@ def print_table(rows: list[dict], columns: Sequence[str] | None = None) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
-def write_result(bench: str, settings: dict, results: list[dict], device: torch.device | str = "cpu",
-                 path: str | Path | None = None) -> Path:
+def write_result(
+    bench: str, settings: dict, results: list[dict], device: torch.device | str = "cpu", path: str | Path | None = None
+) -> Path:
     """Write the benchmark record (schema above) and return its path."""
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     env = environment(device)

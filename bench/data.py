@@ -27,12 +27,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, print_table, write_result  # noqa: E402
-
 from nanogpt2.data import PrepareConfig, RandomBatches, open_dataset, prepare, sequential_batches  # noqa: E402
 from nanogpt2.data.format import TokenFile  # noqa: E402
 from nanogpt2.data.tokenize import PIECE_CHARS, Piecer, numpy_encoder  # noqa: E402
 from nanogpt2.tokenizer import get_tokenizer  # noqa: E402
+
+from common import median, print_table, write_result  # noqa: E402
 
 
 def _encode_np(text: str) -> int:  # module level so that worker processes can run it
@@ -64,12 +64,20 @@ def bench_prepare(corpus: Path, copies: int, workers: int, repeat: int, tmp: Pat
     baseline = best_of(lambda: [tok.encode(t) for t in texts], repeat)
     rows = [row("tiktoken encode_ordinary, 1 thread (baseline)", baseline)]
     with ThreadPoolExecutor(workers) as pool:
-        rows.append(row(f"tiktoken encode_to_numpy, {workers} threads",
-                        best_of(lambda: list(pool.map(_encode_np, pieces)), repeat)))
+        rows.append(
+            row(
+                f"tiktoken encode_to_numpy, {workers} threads",
+                best_of(lambda: list(pool.map(_encode_np, pieces)), repeat),
+            )
+        )
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(_encode_np, pieces[:workers]))  # start the processes and load the tokenizer first
-        rows.append(row(f"tiktoken encode_to_numpy, {workers} processes",
-                        best_of(lambda: list(pool.map(_encode_np, pieces, chunksize=4)), repeat)))
+        rows.append(
+            row(
+                f"tiktoken encode_to_numpy, {workers} processes",
+                best_of(lambda: list(pool.map(_encode_np, pieces, chunksize=4)), repeat),
+            )
+        )
     for w in sorted({1, workers}):
         cfg = PrepareConfig(inputs=inputs, out=str(tmp / f"prep{w}"), workers=w, quiet=True, val_fraction=0.1)
         seconds = best_of(lambda cfg=cfg: prepare(cfg), repeat)
@@ -114,8 +122,14 @@ def bench_loader(folder: Path, batch_size: int, block_size: int, batches: int, s
             times.append(time.perf_counter() - t0)
         mapped = mapped_mb(path)  # what the method leaves mapped, while its last batch is alive
         times.sort()
-        rows.append({"name": name, "ms_per_batch": 1e3 * median(times), "p99_ms": 1e3 * times[int(0.99 * (n - 1))],
-                     "file_mapped_mb": mapped})
+        rows.append(
+            {
+                "name": name,
+                "ms_per_batch": 1e3 * median(times),
+                "p99_ms": 1e3 * times[int(0.99 * (n - 1))],
+                "file_mapped_mb": mapped,
+            }
+        )
 
     loader = RandomBatches(tokens, batch_size, block_size, seed=0)
     timed("RandomBatches.next_batch (pread)", loader.next_batch, batches)
@@ -125,8 +139,8 @@ def bench_loader(folder: Path, batch_size: int, block_size: int, batches: int, s
     def nanogpt_way():  # nanoGPT's get_batch on the CPU: a fresh memmap per batch, then torch.stack
         data = np.memmap(train_path, dtype=np.uint16, mode="r")
         ix = torch.from_numpy(rng.integers(0, len(data) - block_size, size=batch_size))
-        x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix.tolist()])
-        y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix.tolist()])
+        x = torch.stack([torch.from_numpy(data[i : i + block_size].astype(np.int64)) for i in ix.tolist()])
+        y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + block_size].astype(np.int64)) for i in ix.tolist()])
         return x, y
 
     timed("fresh np.memmap per batch + torch.stack (nanoGPT)", nanogpt_way, batches)
@@ -135,7 +149,7 @@ def bench_loader(folder: Path, batch_size: int, block_size: int, batches: int, s
 
     def kept_memmap():  # one memmap kept open and indexed: fast, but the mapped pages accumulate
         starts = rng.integers(0, len(kept) - block_size, size=batch_size)
-        w = np.stack([kept[s:s + block_size + 1] for s in starts]).astype(np.int64)
+        w = np.stack([kept[s : s + block_size + 1] for s in starts]).astype(np.int64)
         return torch.from_numpy(w[:, :-1]), torch.from_numpy(w[:, 1:])
 
     timed("one np.memmap kept and indexed", kept_memmap, batches)
@@ -175,8 +189,9 @@ def main(argv=None) -> None:
         prep = bench_prepare(corpus, args.copies, args.workers, args.repeat, Path(tmp))
         print_table(prep, ["name", "seconds", "tokens_per_s", "mb_per_s", "speedup"])
         print()
-        load = bench_loader(Path(tmp) / f"prep{args.workers}", args.batch_size, args.block_size, args.batches,
-                            args.split_mb)
+        load = bench_loader(
+            Path(tmp) / f"prep{args.workers}", args.batch_size, args.block_size, args.batches, args.split_mb
+        )
         print_table(load, ["name", "ms_per_batch", "p99_ms", "file_mapped_mb"])
     settings = {k: v for k, v in vars(args).items() if k != "json"}
     path = write_result("data", settings, prep + load, path=args.json)

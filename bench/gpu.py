@@ -48,20 +48,56 @@ def steps(work: Path, out: Path, dry: bool) -> dict[str, tuple[list[str], int]]:
     """name -> (command, seconds allowed). --dry-run swaps in tiny shapes on the CPU."""
     py = sys.executable
     cap = ["--mem_cap_gib", str(CAP_GIB)] if not dry else []
-    main_job = [py, str(BENCH / "gpu_main_job.py"), "--folder", str(work / "gpt2-random"),
-                "--out_dir", str(work / "out-finetune-small"), "--json", str(out / "main.json")]
-    tiny_train = ["--device=cpu", "--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=32", "--batch_size=2",
-                  "--warmup=1", "--steps=1", "--rounds=1"]
+    main_job = [
+        py,
+        str(BENCH / "gpu_main_job.py"),
+        "--folder",
+        str(work / "gpt2-random"),
+        "--out_dir",
+        str(work / "out-finetune-small"),
+        "--json",
+        str(out / "main.json"),
+    ]
+    tiny_train = [
+        "--device=cpu",
+        "--n_layer=2",
+        "--n_head=2",
+        "--n_embd=64",
+        "--block_size=32",
+        "--batch_size=2",
+        "--warmup=1",
+        "--steps=1",
+        "--rounds=1",
+    ]
     return {
         "main": (main_job + (["--dry-run"] if dry else cap), 240),
-        "train": ([py, str(BENCH / "train.py"), "--json", str(out / "train-compiled.json")]
-                  + (tiny_train + ["--compile=false"] if dry else ["--compile=true"]), 240),
-        "memory": ([py, str(BENCH / "memory.py"), "--json", str(out / "memory.json")]
-                   + (["--cases=small-b1"] if dry else []), 180),
-        "eager": ([py, str(BENCH / "train.py"), "--json", str(out / "train-eager.json"), "--compile=false"]
-                  + (tiny_train if dry else []), 120),
-        "sample": ([py, str(BENCH / "sample.py"), "--json", str(out / "sample.json"), "--modes=kv-cache",
-                    "--new_tokens", "8" if dry else "200"] + (["--device=cpu"] if dry else ["--repeat=3"]), 90),
+        "train": (
+            [py, str(BENCH / "train.py"), "--json", str(out / "train-compiled.json")]
+            + (tiny_train + ["--compile=false"] if dry else ["--compile=true"]),
+            240,
+        ),
+        "memory": (
+            [py, str(BENCH / "memory.py"), "--json", str(out / "memory.json")] + (["--cases=small-b1"] if dry else []),
+            180,
+        ),
+        "eager": (
+            [py, str(BENCH / "train.py"), "--json", str(out / "train-eager.json"), "--compile=false"]
+            + (tiny_train if dry else []),
+            120,
+        ),
+        "sample": (
+            [
+                py,
+                str(BENCH / "sample.py"),
+                "--json",
+                str(out / "sample.json"),
+                "--modes=kv-cache",
+                "--new_tokens",
+                "8" if dry else "200",
+            ]
+            + (["--device=cpu"] if dry else ["--repeat=3"]),
+            90,
+        ),
     }
 
 
@@ -75,8 +111,7 @@ def run_step(name: str, cmd: list[str], limit: int, out: Path) -> dict:
             status = "ok" if rc == 0 else f"failed (exit {rc})"
         except subprocess.TimeoutExpired:
             status = f"timed out after {limit} s"
-    return {"step": name, "status": status, "seconds": round(time.perf_counter() - start, 1),
-            "command": " ".join(cmd)}
+    return {"step": name, "status": status, "seconds": round(time.perf_counter() - start, 1), "command": " ".join(cmd)}
 
 
 def table(out: Path) -> str:

@@ -57,13 +57,29 @@ def main(argv=None) -> None:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.mem_cap_gib * 2**30 / total), 0)
     data = REPO / "data" / "shakespeare"
-    overrides = [f"--init_from={folder}", f"--out_dir={args.out_dir}", f"--max_iters={args.max_iters}",
-                 "--eval_interval=50", "--eval_iters=10", "--log_interval=5"]
+    overrides = [
+        f"--init_from={folder}",
+        f"--out_dir={args.out_dir}",
+        f"--max_iters={args.max_iters}",
+        "--eval_interval=50",
+        "--eval_iters=10",
+        "--log_interval=5",
+    ]
     if args.dry_run:
         data = Path(args.out_dir).with_name("data-tiny")
-        overrides = [f"--init_from={folder}", f"--out_dir={args.out_dir}", "--max_iters=4", "--eval_interval=2",
-                     "--eval_iters=1", "--log_interval=1", "--block_size=32", "--batch_size=2",
-                     "--gradient_accumulation_steps=2", "--device=cpu", f"--dataset={data}"]
+        overrides = [
+            f"--init_from={folder}",
+            f"--out_dir={args.out_dir}",
+            "--max_iters=4",
+            "--eval_interval=2",
+            "--eval_iters=1",
+            "--log_interval=1",
+            "--block_size=32",
+            "--batch_size=2",
+            "--gradient_accumulation_steps=2",
+            "--device=cpu",
+            f"--dataset={data}",
+        ]
     if not (data / "meta.json").exists():
         from nanogpt2.data import PrepareConfig, prepare
 
@@ -88,12 +104,21 @@ def main(argv=None) -> None:
         values = [r[key] for r in logged if r.get(key) is not None]
         return round(statistics.median(values), 4) if values else None
 
-    result = {"name": "finetune_small", "tokens_per_sec": med("tokens_per_sec"), "mfu": med("mfu"),
-              "peak_mem_gib": max((r["peak_mem_gib"] for r in logged if r.get("peak_mem_gib")), default=None),
-              "first_loss": logged[0]["loss"], "last_loss": logged[-1]["loss"],
-              "last_val_loss": evals[-1].get("val_loss") if evals else None}
-    settings = {"config": "config/finetune_small.py", "overrides": overrides, "mem_cap_gib": args.mem_cap_gib,
-                "weights": "random (transformers GPT2Config defaults)" if not args.dry_run else "random, tiny"}
+    result = {
+        "name": "finetune_small",
+        "tokens_per_sec": med("tokens_per_sec"),
+        "mfu": med("mfu"),
+        "peak_mem_gib": max((r["peak_mem_gib"] for r in logged if r.get("peak_mem_gib")), default=None),
+        "first_loss": logged[0]["loss"],
+        "last_loss": logged[-1]["loss"],
+        "last_val_loss": evals[-1].get("val_loss") if evals else None,
+    }
+    settings = {
+        "config": "config/finetune_small.py",
+        "overrides": overrides,
+        "mem_cap_gib": args.mem_cap_gib,
+        "weights": "random (transformers GPT2Config defaults)" if not args.dry_run else "random, tiny",
+    }
     write_result("main-job", settings, [result], device="cuda" if torch.cuda.is_available() else "cpu", path=args.json)
     print(json.dumps(result))
 

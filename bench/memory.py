@@ -61,7 +61,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from common import print_table, write_result
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -71,6 +70,8 @@ from nanogpt2.errors import UserError, run_main
 from nanogpt2.flops.memory import ALLOCATOR_SLACK, CUDA_CONTEXT_BYTES, estimate_training_memory
 from nanogpt2.optim import make_optimizer
 from nanogpt2.runtime import enable_tf32, resolve_runtime
+
+from common import print_table, write_result
 
 GiB = 2**30
 aten = torch.ops.aten
@@ -164,8 +165,16 @@ def cuda_dropout(x, p=0.5, training=True, inplace=False):
     return x
 
 
-def autocast_cross_entropy(logits, targets, weight=None, size_average=None, ignore_index=-100, reduce=None,
-                           reduction="mean", label_smoothing=0.0):
+def autocast_cross_entropy(
+    logits,
+    targets,
+    weight=None,
+    size_average=None,
+    ignore_index=-100,
+    reduce=None,
+    reduction="mean",
+    label_smoothing=0.0,
+):
     """cross_entropy under CUDA autocast: log_softmax in the logits' dtype, then nll_loss on an fp32 copy."""
     if weight is not None or size_average is not None or reduce is not None or label_smoothing:
         raise NotImplementedError("as_on_cuda covers plain cross-entropy over class indices only")
@@ -195,18 +204,30 @@ def build(config: GPTConfig, batch_size: int, seq_len: int, grad_accum: int, che
     if checkpointing:
         model.h = torch.nn.ModuleList(CheckpointedBlock(b) for b in model.h)
     optimizer = make_optimizer(model, 3e-5, 0.1, (0.9, 0.95), torch.device(device).type)
-    batches = [tuple(torch.randint(0, config.vocab_size, (batch_size, seq_len), device=device) for _ in "xy")
-               for _ in range(grad_accum)]
+    batches = [
+        tuple(torch.randint(0, config.vocab_size, (batch_size, seq_len), device=device) for _ in "xy")
+        for _ in range(grad_accum)
+    ]
     return model, optimizer, batches
 
 
-def fake_peak(config: GPTConfig, batch_size: int, seq_len: int | None = None, *, dtype: str = "bfloat16",
-              attention: str = "flash", checkpointing: bool = False, grad_accum: int = 1) -> int:
+def fake_peak(
+    config: GPTConfig,
+    batch_size: int,
+    seq_len: int | None = None,
+    *,
+    dtype: str = "bfloat16",
+    attention: str = "flash",
+    checkpointing: bool = False,
+    grad_accum: int = 1,
+) -> int:
     """Peak bytes of live tensors in a GPU's steady-state training step, traced on the CPU without allocating them."""
     seq_len = config.block_size if seq_len is None else seq_len
     if attention == "math" and config.dropout > 0:
-        raise UserError("math attention with dropout cannot be traced without a GPU (its dropout runs inside a "
-                        "C++ kernel that takes the CPU's path); use dropout=0 or attention=flash")
+        raise UserError(
+            "math attention with dropout cannot be traced without a GPU (its dropout runs inside a "
+            "C++ kernel that takes the CPU's path); use dropout=0 or attention=flash"
+        )
     low = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
     autocast = (lambda: torch.autocast("cpu", dtype=low)) if low else contextlib.nullcontext
     with FakeTensorMode(), as_on_cuda():
@@ -237,8 +258,9 @@ def measure(case: Case, rt, fake: bool, compile_model: bool, steps: int = 3) -> 
     model = optimizer = None
     try:
         torch.manual_seed(0)
-        model, optimizer, batches = build(config, case.batch_size, case.seq_len, case.grad_accum, case.checkpointing,
-                                          rt.device)
+        model, optimizer, batches = build(
+            config, case.batch_size, case.seq_len, case.grad_accum, case.checkpointing, rt.device
+        )
         runnable = torch.compile(model) if compile_model else model
         train_step(runnable, optimizer, batches, rt.autocast, case.attention)  # allocates AdamW's moments
         torch.cuda.synchronize()
@@ -248,8 +270,9 @@ def measure(case: Case, rt, fake: bool, compile_model: bool, steps: int = 3) -> 
         torch.cuda.synchronize()
         measured = torch.cuda.max_memory_allocated(rt.device)
         reserved = torch.cuda.max_memory_reserved(rt.device)
-        row.update(measured_gib=measured / GiB, error=est.peak / measured - 1,
-                   reserved_over_allocated=reserved / measured - 1)
+        row.update(
+            measured_gib=measured / GiB, error=est.peak / measured - 1, reserved_over_allocated=reserved / measured - 1
+        )
     except torch.cuda.OutOfMemoryError:
         row.update(measured_gib="OOM", error=None, reserved_over_allocated=None)
     finally:
@@ -271,8 +294,9 @@ def main(argv=None) -> None:
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
     parser.add_argument("--dtype", default="auto", help="auto (bfloat16 where supported), bfloat16, float16, float32")
     parser.add_argument("--fake", action="store_true", help="trace the step on the CPU even if there is a GPU")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model (GPU only; the estimate is for eager PyTorch)")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (GPU only; the estimate is for eager PyTorch)"
+    )
     parser.add_argument("--json", default=None, help="result file (default: bench/results/memory-<device>-<date>.json)")
     args = parser.parse_args(argv)
     names = args.cases.split(",")
@@ -283,8 +307,12 @@ def main(argv=None) -> None:
     if fake and args.compile:
         raise UserError("--compile needs a GPU: the traced (fake) step is eager PyTorch")
 
-    settings = {"cases": names, "method": "fake" if fake else "cuda", "compile": args.compile,
-                "torch": torch.__version__}
+    settings = {
+        "cases": names,
+        "method": "fake" if fake else "cuda",
+        "compile": args.compile,
+        "torch": torch.__version__,
+    }
     if fake:
         rt, device = None, "cpu"
         dtype = "bfloat16" if args.dtype == "auto" else args.dtype
@@ -298,28 +326,45 @@ def main(argv=None) -> None:
         torch.ones(1, device=rt.device) @ torch.ones(1, 1, device=rt.device)  # create the context and a cuBLAS handle
         ctx = context_bytes(rt.device)
         settings["cuda_context_mib"] = ctx / 2**20
-        print(f"{rt.describe()}: CUDA context outside the allocator {ctx / 2**20:,.0f} MiB "
-              f"(allowance {CUDA_CONTEXT_BYTES / 2**20:,.0f} MiB); {'compiled' if args.compile else 'eager'}")
+        print(
+            f"{rt.describe()}: CUDA context outside the allocator {ctx / 2**20:,.0f} MiB "
+            f"(allowance {CUDA_CONTEXT_BYTES / 2**20:,.0f} MiB); {'compiled' if args.compile else 'eager'}"
+        )
     settings["dtype"] = dtype
 
     rows = []
     for name in names:
         case = CASES[name]
-        row = {"name": name, "model": case.model, "batch": case.batch_size, "seq_len": case.seq_len,
-               "dropout": case.dropout, "accum": case.grad_accum, "ckpt": case.checkpointing,
-               "attention": case.attention, **measure(case, rt, fake, args.compile)}
+        row = {
+            "name": name,
+            "model": case.model,
+            "batch": case.batch_size,
+            "seq_len": case.seq_len,
+            "dropout": case.dropout,
+            "accum": case.grad_accum,
+            "ckpt": case.checkpointing,
+            "attention": case.attention,
+            **measure(case, rt, fake, args.compile),
+        }
         rows.append(row)
-        got = (f"{row['measured_gib']:.3f} GiB ({row['error']:+.1%})" if row["error"] is not None
-               else row["measured_gib"])
+        got = (
+            f"{row['measured_gib']:.3f} GiB ({row['error']:+.1%})" if row["error"] is not None else row["measured_gib"]
+        )
         print(f"  {name}: estimate {row['estimate_gib']:.3f} GiB, measured {got}", flush=True)
 
     columns = ["name", "estimate_gib", "measured_gib", "error", "estimate_phase"]
     print_table(rows, columns if fake else [*columns[:4], "reserved_over_allocated", *columns[4:], "estimate_fits"])
     measured = [r for r in rows if r["error"] is not None]
     if measured:
-        print(f"largest |error| {max(abs(r['error']) for r in measured):.1%} (goal 5%)" + ("" if fake else
-              f"; allocator slack up to {max(r['reserved_over_allocated'] for r in measured):.1%} "
-              f"(allowance {ALLOCATOR_SLACK:.0%})"))
+        print(
+            f"largest |error| {max(abs(r['error']) for r in measured):.1%} (goal 5%)"
+            + (
+                ""
+                if fake
+                else f"; allocator slack up to {max(r['reserved_over_allocated'] for r in measured):.1%} "
+                f"(allowance {ALLOCATOR_SLACK:.0%})"
+            )
+        )
     path = write_result("memory", settings, rows, device=device, path=args.json)
     print(f"wrote {path}")
 

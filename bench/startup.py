@@ -44,8 +44,15 @@ def run(repo: Path, args: list[str], importtime: bool = False) -> subprocess.Com
     """`python ARGS` in `repo`, importing that checkout's nanogpt2 whatever is installed."""
     env = {**os.environ, "PYTHONPATH": str(repo)}
     flags = ["-X", "importtime"] if importtime else []
-    return subprocess.run([sys.executable, *flags, *args], cwd=repo, env=env, check=True, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+    return subprocess.run(
+        [sys.executable, *flags, *args],
+        cwd=repo,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def fastest(repos: list[Path], args: list[str], repeat: int) -> list[tuple[float, float]]:
@@ -92,13 +99,24 @@ def main(argv=None) -> None:
             (wall, cpu), *baseline = fastest(repos, cmd, args.repeat)
             row = {"name": name, "seconds": wall, "cpu_s": cpu, "torch_import_s": torch_import_seconds(REPO, cmd)}
             if baseline:
-                row.update(baseline_seconds=baseline[0][0], baseline_cpu_s=baseline[0][1],
-                           baseline_torch_import_s=torch_import_seconds(repos[1], cmd))
+                row.update(
+                    baseline_seconds=baseline[0][0],
+                    baseline_cpu_s=baseline[0][1],
+                    baseline_torch_import_s=torch_import_seconds(repos[1], cmd),
+                )
             rows.append(row)
-    print_table(rows, ["name", "seconds", "cpu_s", "torch_import_s"] +
-                (["baseline_seconds", "baseline_cpu_s", "baseline_torch_import_s"] if args.baseline else []))
-    settings = {"label": args.label, "baseline": args.baseline, "corpus_mb": round(megabytes, 2),
-                "repeat": args.repeat, "load_average_1min": [load_before, os.getloadavg()[0]]}
+    print_table(
+        rows,
+        ["name", "seconds", "cpu_s", "torch_import_s"]
+        + (["baseline_seconds", "baseline_cpu_s", "baseline_torch_import_s"] if args.baseline else []),
+    )
+    settings = {
+        "label": args.label,
+        "baseline": args.baseline,
+        "corpus_mb": round(megabytes, 2),
+        "repeat": args.repeat,
+        "load_average_1min": [load_before, os.getloadavg()[0]],
+    }
     path = write_result("startup", settings, rows, path=args.json)
     print(f"\nwrote {path}")
 

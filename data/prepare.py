@@ -1,8 +1,8 @@
 """Turn your text into GPT-2 token files for training.
 
-    python data/prepare.py --input notes.txt stories/ table.csv --out data/mine
-    python data/prepare.py --help          # every setting, with its meaning
-    python train.py --dataset=mine
+python data/prepare.py --input notes.txt stories/ table.csv --out data/mine
+python data/prepare.py --help          # every setting, with its meaning
+python train.py --dataset=mine
 """
 
 from nanogpt2.data.cli import main

@@ -17,8 +17,14 @@ try:
 except PackageNotFoundError:  # running from a checkout that was never installed
     __version__ = "0+unknown"
 
-_HOMES = {"GPT": "nanogpt2.model", "KVCache": "nanogpt2.model", "GPTConfig": "nanogpt2.model_config",
-          "Tokenizer": "nanogpt2.tokenizer", "get_tokenizer": "nanogpt2.tokenizer", "UserError": "nanogpt2.errors"}
+_HOMES = {
+    "GPT": "nanogpt2.model",
+    "KVCache": "nanogpt2.model",
+    "GPTConfig": "nanogpt2.model_config",
+    "Tokenizer": "nanogpt2.tokenizer",
+    "get_tokenizer": "nanogpt2.tokenizer",
+    "UserError": "nanogpt2.errors",
+}
 __all__ = sorted(_HOMES)
 
 

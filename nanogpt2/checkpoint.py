@@ -64,8 +64,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise
     except Exception as e:
         # Not torch's own advice: it suggests weights_only=False, which runs any code the file holds.
-        raise UserError(f"cannot read checkpoint {path}: not a checkpoint file, or a damaged one "
-                        f"({type(e).__name__}); point at a ckpt.pt or best.pt written by train.py") from None
+        raise UserError(
+            f"cannot read checkpoint {path}: not a checkpoint file, or a damaged one "
+            f"({type(e).__name__}); point at a ckpt.pt or best.pt written by train.py"
+        ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
         raise UserError(f"{path} is not a nanogpt2 checkpoint (no model/model_config entries)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
@@ -84,8 +86,10 @@ def _load(path: Path, map_location) -> Any:
     try:
         import torchao.optim  # noqa: F401  (registers its optimizer-state types as safe to load)
     except ImportError:
-        raise UserError(f"{path} holds 8-bit optimizer states (optimizer=adamw8bit): reading it needs torchao, "
-                        f"pip install 'nanogpt2[lowbit]'") from None
+        raise UserError(
+            f"{path} holds 8-bit optimizer states (optimizer=adamw8bit): reading it needs torchao, "
+            f"pip install 'nanogpt2[lowbit]'"
+        ) from None
     return torch.load(path, map_location=map_location, weights_only=True)
 
 

@@ -130,14 +130,17 @@ def write_tokenizer_files(hf_dir: Path, model_max_length: int = 1024) -> list[Pa
     _write_json(hf_dir / "vocab.json", vocab)
     lines = ["#version: 0.2", *(f"{text(a)} {text(b)}" for a, b in bpe_merges(tokens))]
     (hf_dir / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _write_json(hf_dir / "tokenizer_config.json", {
-        "tokenizer_class": "GPT2Tokenizer",
-        "model_max_length": model_max_length,
-        "bos_token": EOT_TEXT,
-        "eos_token": EOT_TEXT,
-        "unk_token": EOT_TEXT,
-        "add_prefix_space": False,  # GPT-2 does not prepend a space to the text
-    })
+    _write_json(
+        hf_dir / "tokenizer_config.json",
+        {
+            "tokenizer_class": "GPT2Tokenizer",
+            "model_max_length": model_max_length,
+            "bos_token": EOT_TEXT,
+            "eos_token": EOT_TEXT,
+            "unk_token": EOT_TEXT,
+            "add_prefix_space": False,  # GPT-2 does not prepend a space to the text
+        },
+    )
     return [hf_dir / name for name in TOKENIZER_FILES]
 
 
@@ -163,8 +166,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     files = export_hf(model, args.hf_dir, overwrite=args.force)
     print(f"wrote {', '.join(f.name for f in files)} to {args.hf_dir}")
     if model.config.vocab_size != VOCAB_SIZE:
-        print(f"no tokenizer files: the model has {model.config.vocab_size} token ids, not GPT-2's {VOCAB_SIZE}; "
-              f'load it with transformers.GPT2LMHeadModel.from_pretrained("{args.hf_dir}") and your own tokenizer')
+        print(
+            f"no tokenizer files: the model has {model.config.vocab_size} token ids, not GPT-2's {VOCAB_SIZE}; "
+            f'load it with transformers.GPT2LMHeadModel.from_pretrained("{args.hf_dir}") and your own tokenizer'
+        )
     else:
         print(f'load it with transformers.pipeline("text-generation", model="{args.hf_dir}")')
 

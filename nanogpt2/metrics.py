@@ -22,8 +22,16 @@ from nanogpt2.progress import is_tty
 
 
 class MetricsLogger:
-    def __init__(self, out_dir: str | Path, *, enabled: bool, total_steps: int, start_step: int = 0,
-                 wandb_config: dict | None = None, stream=None):
+    def __init__(
+        self,
+        out_dir: str | Path,
+        *,
+        enabled: bool,
+        total_steps: int,
+        start_step: int = 0,
+        wandb_config: dict | None = None,
+        stream=None,
+    ):
         """enabled=False (processes other than rank 0) makes every method a no-op."""
         self.enabled = enabled
         self.stream = stream or sys.stdout
@@ -107,12 +115,15 @@ def _start_wandb(cfg: dict):
     try:
         import wandb
     except ImportError:
-        raise UserError("wandb_log=True but wandb is not installed: pip install wandb (or set wandb_log=False)") from None
+        raise UserError(
+            "wandb_log=True but wandb is not installed: pip install wandb (or set wandb_log=False)"
+        ) from None
     return wandb.init(project=cfg["project"], name=cfg["name"], config=cfg["config"], dir=cfg["dir"])
 
 
-def peak_for_mfu(device_type: str, device_name: str | None, dtype: str,
-                 peak_tflops: float | None = None) -> tuple[float | None, str]:
+def peak_for_mfu(
+    device_type: str, device_name: str | None, dtype: str, peak_tflops: float | None = None
+) -> tuple[float | None, str]:
     """(peak FLOP/s that MFU is measured against, or None when unknown; what that peak is, in words).
 
     The setting peak_tflops wins; otherwise the detected GPU's dense peak for the run's dtype
@@ -129,10 +140,26 @@ def peak_for_mfu(device_type: str, device_name: str | None, dtype: str,
     return None, f"{device_name} (unknown GPU: MFU n/a; set peak_tflops to enable it)"
 
 
-def describe_run(*, params: int, n_layer: int, n_head: int, n_embd: int, block_size: int, source: str,
-                 resumed_at: int | None, data_path: str, train_tokens: int, val_tokens: int, batch_size: int,
-                 accumulation: int, processes: int, device: str, compiled: bool, peak_name: str,
-                 allocator: str | None) -> list[str]:
+def describe_run(
+    *,
+    params: int,
+    n_layer: int,
+    n_head: int,
+    n_embd: int,
+    block_size: int,
+    source: str,
+    resumed_at: int | None,
+    data_path: str,
+    train_tokens: int,
+    val_tokens: int,
+    batch_size: int,
+    accumulation: int,
+    processes: int,
+    device: str,
+    compiled: bool,
+    peak_name: str,
+    allocator: str | None,
+) -> list[str]:
     """The run's header: what model, what data, how many tokens per step, where, and against what peak."""
     tokens_per_step = batch_size * block_size * accumulation
     lines = [

@@ -48,8 +48,9 @@ def param_groups(model: GPT, weight_decay: float) -> list[dict]:
 OPTIMIZERS = ("adamw", "adamw8bit")
 
 
-def make_optimizer(model: GPT, lr: float, weight_decay: float, betas: tuple[float, float], device_type: str,
-                   kind: str = "adamw") -> torch.optim.Optimizer:
+def make_optimizer(
+    model: GPT, lr: float, weight_decay: float, betas: tuple[float, float], device_type: str, kind: str = "adamw"
+) -> torch.optim.Optimizer:
     """AdamW over param_groups(model). kind "adamw": PyTorch's, fused where it has a fused kernel (on
     CUDA it updates all parameters in a few launches instead of thousands; on the CPU it took 8 ms
     instead of 48 (foreach) for a 14M model). kind "adamw8bit": torchao's, 8-bit moments."""
@@ -72,8 +73,10 @@ def adamw_8bit(groups: list[dict], full_precision: list[torch.Tensor], **setting
     try:
         from torchao.optim import AdamW8bit
     except ImportError:
-        raise UserError("optimizer=adamw8bit needs torchao, which is not installed: "
-                        "pip install 'nanogpt2[lowbit]' (or use optimizer=adamw)") from None
+        raise UserError(
+            "optimizer=adamw8bit needs torchao, which is not installed: "
+            "pip install 'nanogpt2[lowbit]' (or use optimizer=adamw)"
+        ) from None
     keep = {id(p) for p in full_precision}
 
     class AdamW8bitFullPrecisionEmbeddings(AdamW8bit):
@@ -83,7 +86,9 @@ def adamw_8bit(groups: list[dict], full_precision: list[torch.Tensor], **setting
     return AdamW8bitFullPrecisionEmbeddings(groups, **settings)
 
 
-def lr_at(step: int, *, learning_rate: float, min_lr: float, warmup_iters: int, decay_iters: int, schedule: str) -> float:
+def lr_at(
+    step: int, *, learning_rate: float, min_lr: float, warmup_iters: int, decay_iters: int, schedule: str
+) -> float:
     """The learning rate for optimizer step `step` (0-based)."""
     if step < warmup_iters:
         return learning_rate * (step + 1) / warmup_iters

@@ -80,8 +80,7 @@ def _download(name: str) -> tuple[Path, Path]:
             except EntryNotFoundError:
                 continue
     except Exception as e:  # offline, DNS failure, proxy, rate limit, not in the cache, ...
-        why = f"{constants.ENDPOINT} is unreachable and it is not in the local cache" if offline \
-            else type(e).__name__
+        why = f"{constants.ENDPOINT} is unreachable and it is not in the local cache" if offline else type(e).__name__
         raise PretrainedError(
             f"could not download {name!r} from the Hugging Face Hub ({repo}): {why}. "
             f"Offline? Copy a GPT-2 directory (config.json + model.safetensors, e.g. from "

@@ -33,8 +33,18 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def progress(iterable: Iterable | None = None, *, total=None, initial=0, desc="", unit="it", file=None,
-             disable=False, plain_every=10.0, **tqdm_options):
+def progress(
+    iterable: Iterable | None = None,
+    *,
+    total=None,
+    initial=0,
+    desc="",
+    unit="it",
+    file=None,
+    disable=False,
+    plain_every=10.0,
+    **tqdm_options,
+):
     """A progress bar over `total` units, starting at `initial`: tqdm on a terminal; elsewhere a plain line
     at most every `plain_every` seconds (0: at every update) and one when done. disable=True prints nothing."""
     file = file or sys.stderr
@@ -43,10 +53,10 @@ def progress(iterable: Iterable | None = None, *, total=None, initial=0, desc=""
     if is_tty(file):
         from tqdm.auto import tqdm
 
-        return tqdm(iterable, total=total, initial=initial, desc=desc, unit=unit, file=file, dynamic_ncols=True,
-                    **tqdm_options)
-    return PlainProgress(iterable, total=total, initial=initial, desc=desc, unit=unit, file=file,
-                         interval=plain_every)
+        return tqdm(
+            iterable, total=total, initial=initial, desc=desc, unit=unit, file=file, dynamic_ncols=True, **tqdm_options
+        )
+    return PlainProgress(iterable, total=total, initial=initial, desc=desc, unit=unit, file=file, interval=plain_every)
 
 
 class PlainProgress:

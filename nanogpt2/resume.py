@@ -57,15 +57,21 @@ def resume_config(argv: Sequence[str] | None) -> tuple[TrainConfig, dict | None,
     saved = ckpt.get("config", {})
     cfg = parse_config(TrainConfig, argv, base=saved)
     if cfg.optimizer != saved.get("optimizer", "adamw"):
-        raise UserError(f"the run in {cfg.out_dir} was trained with optimizer={saved.get('optimizer', 'adamw')}, "
-                        f"whose state cannot continue as optimizer={cfg.optimizer}; drop that setting")
+        raise UserError(
+            f"the run in {cfg.out_dir} was trained with optimizer={saved.get('optimizer', 'adamw')}, "
+            f"whose state cannot continue as optimizer={cfg.optimizer}; drop that setting"
+        )
     step = int(ckpt["step"])
     if cfg.max_iters < step:
-        raise UserError(f"max_iters={cfg.max_iters} is below the checkpoint's step {step} in {cfg.out_dir}: "
-                        f"to train further, pass --max_iters larger than {step}")
+        raise UserError(
+            f"max_iters={cfg.max_iters} is below the checkpoint's step {step} in {cfg.out_dir}: "
+            f"to train further, pass --max_iters larger than {step}"
+        )
     if cfg.max_iters == step and not cfg.eval_only:
-        raise RunComplete(f"nothing to do: the run in {cfg.out_dir} already reached max_iters={step}; "
-                          f"to train further, pass --max_iters larger than {step} (files left unchanged)")
+        raise RunComplete(
+            f"nothing to do: the run in {cfg.out_dir} already reached max_iters={step}; "
+            f"to train further, pass --max_iters larger than {step} (files left unchanged)"
+        )
     cfg, notes = _keep_schedule(cfg, saved, step)
     return cfg, ckpt, notes
 
@@ -78,25 +84,41 @@ def _keep_schedule(cfg: TrainConfig, saved: dict, step: int) -> tuple[TrainConfi
         return cfg, []
     kept = replace(cfg, lr_decay_iters=old_max)
     min_lr = cfg.min_lr if cfg.min_lr is not None else cfg.learning_rate / 10
+
     def lr(decay_iters: int) -> float:
-        return lr_at(step, learning_rate=cfg.learning_rate, min_lr=min_lr, warmup_iters=cfg.warmup_iters,
-                     decay_iters=decay_iters, schedule="cosine")
+        return lr_at(
+            step,
+            learning_rate=cfg.learning_rate,
+            min_lr=min_lr,
+            warmup_iters=cfg.warmup_iters,
+            decay_iters=decay_iters,
+            schedule="cosine",
+        )
 
     now, stretched = lr(old_max), lr(cfg.max_iters)
-    return kept, [f"note: max_iters {old_max} -> {cfg.max_iters}: the learning rate keeps the run's schedule "
-                  f"(cosine to min_lr at step {old_max}, then min_lr; {now:.2e} now). Pass "
-                  f"--lr_decay_iters={cfg.max_iters} to stretch the cosine instead ({stretched:.2e} now)"]
+    return kept, [
+        f"note: max_iters {old_max} -> {cfg.max_iters}: the learning rate keeps the run's schedule "
+        f"(cosine to min_lr at step {old_max}, then min_lr; {now:.2e} now). Pass "
+        f"--lr_decay_iters={cfg.max_iters} to stretch the cosine instead ({stretched:.2e} now)"
+    ]
 
 
 def model_for_resume(cfg: TrainConfig, ckpt: dict) -> GPT:
     """The checkpoint's model, after checking that the config asks for the same architecture."""
     saved = GPTConfig(**ckpt["model_config"])
     asked = {
-        "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "block_size": cfg.block_size,
-        "bias": cfg.bias, "pad_vocab_multiple": cfg.pad_vocab_multiple,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_embd": cfg.n_embd,
+        "block_size": cfg.block_size,
+        "bias": cfg.bias,
+        "pad_vocab_multiple": cfg.pad_vocab_multiple,
     }
-    clashes = [f"{k}={v} (checkpoint: {getattr(saved, k)})" for k, v in asked.items()
-               if v is not None and v != getattr(saved, k)]
+    clashes = [
+        f"{k}={v} (checkpoint: {getattr(saved, k)})"
+        for k, v in asked.items()
+        if v is not None and v != getattr(saved, k)
+    ]
     if clashes:
         raise UserError(
             f"the checkpoint in {cfg.out_dir} is a different architecture: the config asks for "
@@ -122,9 +144,18 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     random.setstate(state["python"])
 
 
-def restore_training(ckpt: dict, *, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                     train_batches: Any, dataset: str, rank: int, world_size: int, device: torch.device,
-                     say: Callable[[str], None]) -> tuple[int, float]:
+def restore_training(
+    ckpt: dict,
+    *,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    train_batches: Any,
+    dataset: str,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    say: Callable[[str], None],
+) -> tuple[int, float]:
     """Put the optimizer, loss scaler, random generators and batch position back; return (step, best val loss).
 
     The random generators and batch positions are per process: they are restored
@@ -136,16 +167,21 @@ def restore_training(ckpt: dict, *, optimizer: torch.optim.Optimizer, scaler: to
     if was is not None and was != dataset:
         say(f"note: the checkpoint trained on dataset {was!r}; this run continues on {dataset!r}")
     saved, now = ckpt["loader"][0], train_batches.state_dict()
-    changed = [f"{k} {saved.get(k)} -> {now[k]}" for k in ("num_tokens", "batch_size", "block_size")
-               if saved.get(k) != now[k]]
+    changed = [
+        f"{k} {saved.get(k)} -> {now[k]}" for k in ("num_tokens", "batch_size", "block_size") if saved.get(k) != now[k]
+    ]
     if changed:
-        say(f"note: since the checkpoint, {', '.join(changed)} (training tokens, batch or block size): "
-            f"the batches will differ from an uninterrupted run")
+        say(
+            f"note: since the checkpoint, {', '.join(changed)} (training tokens, batch or block size): "
+            f"the batches will differ from an uninterrupted run"
+        )
     if ckpt.get("world_size") == world_size:
         set_rng_state(ckpt["rng"][rank], device)
         train_batches.load_state_dict(ckpt["loader"][rank])
     else:
-        say(f"note: the checkpoint was written by {ckpt.get('world_size')} processes and this run has "
-            f"{world_size}; batches and dropout will differ from an uninterrupted run")
+        say(
+            f"note: the checkpoint was written by {ckpt.get('world_size')} processes and this run has "
+            f"{world_size}; batches and dropout will differ from an uninterrupted run"
+        )
         train_batches.load_state_dict(ckpt["loader"][0])
     return int(ckpt["step"]), float(ckpt["best_val_loss"])

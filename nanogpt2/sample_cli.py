@@ -14,7 +14,6 @@ goes to stderr, so `python sample.py ... > samples.txt` keeps only the samples.
 from __future__ import annotations
 
 import json
-
 import secrets
 import sys
 from collections.abc import Sequence
@@ -92,8 +91,10 @@ def load_sampling_model(init_from: str) -> tuple[GPT, str]:
         return GPT.from_pretrained(path), f"Hugging Face directory {path}"
     is_run = path.is_dir() and any((path / name).is_file() for name in ("best.pt", "ckpt.pt"))
     if path.is_dir() and not is_run and _is_hf_config(path / "config.json"):
-        raise UserError(f"{path} looks like a Hugging Face GPT-2 folder (config.json) but has no weights: "
-                        f"expected {' or '.join(WEIGHT_FILES)} beside config.json")
+        raise UserError(
+            f"{path} looks like a Hugging Face GPT-2 folder (config.json) but has no weights: "
+            f"expected {' or '.join(WEIGHT_FILES)} beside config.json"
+        )
     if path.exists():  # a training out_dir (best.pt preferred) or a checkpoint file
         model, ckpt = load_model(path)
         step = f" at step {ckpt['step']}" if "step" in ckpt else ""
@@ -165,8 +166,13 @@ def sample(argv: Sequence[str], out: TextIO | None = None, log: TextIO | None = 
         pieces = []
         with rt.autocast():  # one autocast region: weight casts are cached across the whole sample
             tokens = model.generate_tokens(
-                x, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                seed=generator, eot_id=eot_id,
+                x,
+                cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                top_k=cfg.top_k,
+                top_p=cfg.top_p,
+                seed=generator,
+                eot_id=eot_id,
             )
             for token in tokens:
                 if int(token[0]) == eot_id:

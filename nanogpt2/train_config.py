@@ -138,7 +138,8 @@ class TrainConfig:
     """auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps. Under torchrun each process takes cuda:LOCAL_RANK."""
 
     dtype: str = "auto"
-    """auto (bfloat16 where supported, else float16 with loss scaling on CUDA; float32 on CPU/MPS), float32, bfloat16 or float16."""
+    """auto (bfloat16 where supported, else float16 with loss scaling on CUDA; float32 on CPU/MPS), float32,
+    bfloat16 or float16."""
 
     compile: bool | None = None
     """torch.compile the model. None: on for CUDA when Triton is available, off elsewhere."""
@@ -147,7 +148,14 @@ class TrainConfig:
     """Seed for weights, dropout and batch sampling; the same seed gives the same run."""
 
     def __post_init__(self) -> None:
-        positive = ["block_size", "batch_size", "gradient_accumulation_steps", "max_iters", "eval_interval", "log_interval"]
+        positive = [
+            "block_size",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "max_iters",
+            "eval_interval",
+            "log_interval",
+        ]
         optional_positive = ["n_layer", "n_head", "n_embd", "pad_vocab_multiple", "eval_iters", "lr_decay_iters"]
         for name in positive + optional_positive:
             if getattr(self, name) is not None:
@@ -182,7 +190,9 @@ class TrainConfig:
                         f"{name} is fixed by the pretrained weights of {self.init_from!r}; remove it from the config"
                     )
             if self.pad_vocab_multiple not in (None, 1):
-                raise UserError("pad_vocab_multiple applies to scratch training only; pretrained weights keep 50257 rows")
+                raise UserError(
+                    "pad_vocab_multiple applies to scratch training only; pretrained weights keep 50257 rows"
+                )
             if self.block_size > 1024 and self.init_from in GPT2_SIZES:
                 raise UserError(
                     f"block_size={self.block_size} is above {self.init_from}'s 1024 positions; use block_size <= 1024"

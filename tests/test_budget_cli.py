@@ -49,10 +49,17 @@ def test_fixed_query_text(capsys):
     text = capsys.readouterr().out
     days, hours = report["budget"]["seconds"] / 86400, report["budget"]["gpu_hours"]
     per_token = report["flops_per_token"]
-    for expected in [f"{per_token['exact'] / 1e6:.0f} MFLOP", f"{per_token['six_n'] / 1e6:.0f} MFLOP",
-                     f"{days:.1f} days", f"{hours:,.0f} GPU-hours", "80.2 TFLOP/s dense bfloat16 (FP32 accumulate)",
-                     "160 TFLOP/s headline is FP16 accumulate", "Besiroglu et al. 2024", "Hoffmann et al. 2022",
-                     f"largest micro-batch that fits: {report['memory']['max_batch_size']}"]:
+    for expected in [
+        f"{per_token['exact'] / 1e6:.0f} MFLOP",
+        f"{per_token['six_n'] / 1e6:.0f} MFLOP",
+        f"{days:.1f} days",
+        f"{hours:,.0f} GPU-hours",
+        "80.2 TFLOP/s dense bfloat16 (FP32 accumulate)",
+        "160 TFLOP/s headline is FP16 accumulate",
+        "Besiroglu et al. 2024",
+        "Hoffmann et al. 2022",
+        f"largest micro-batch that fits: {report['memory']['max_batch_size']}",
+    ]:
         assert expected in text
 
 
@@ -73,18 +80,32 @@ def test_finetune_and_shapes(capsys):
     custom = cli(["--n-layer=6", "--n-head=6", "--n-embd=384", "--block_size=256", "--flops=1e18", "--json"])
     capsys.readouterr()
     assert custom["model"]["block_size"] == 256 and custom["budget"]["tokens"] == pytest.approx(
-        1e18 / custom["flops_per_token"]["exact"])
+        1e18 / custom["flops_per_token"]["exact"]
+    )
     assert custom["hardware"] is None and custom["budget"]["seconds"] is None  # no GPU: no time, not a guess
 
 
-@pytest.mark.parametrize("argv,mentions", [
-    (["--gpu=banana"], "4070ti, 4070tisuper"), (["--gpu=h100"], "h100-sxm or h100-pcie"),
-    (["--model=gpt3"], "gpt2-medium"), (["--tokens=10Q"], "10B, 300M"), (["--tokens=-5B"], "positive count"),
-    (["--mfu=0"], "(0, 1]"), (["--mfu=1.5"], "(0, 1]"), (["--mfu=abc"], "(0, 1]"),
-    (["--days=3"], "--gpu"), (["--n-layer=4"], "all three"), (["--dtype=int8"], "bfloat16"),
-    (["--gpu=t4"], "--dtype=float16"), (["--tokens=1B", "--days=3"], "not allowed with"),
-    (["--gpus=0"], "positive int"), (["--bogus"], "unrecognized"), (["--dropout=1"], "[0, 1)"),
-])
+@pytest.mark.parametrize(
+    "argv,mentions",
+    [
+        (["--gpu=banana"], "4070ti, 4070tisuper"),
+        (["--gpu=h100"], "h100-sxm or h100-pcie"),
+        (["--model=gpt3"], "gpt2-medium"),
+        (["--tokens=10Q"], "10B, 300M"),
+        (["--tokens=-5B"], "positive count"),
+        (["--mfu=0"], "(0, 1]"),
+        (["--mfu=1.5"], "(0, 1]"),
+        (["--mfu=abc"], "(0, 1]"),
+        (["--days=3"], "--gpu"),
+        (["--n-layer=4"], "all three"),
+        (["--dtype=int8"], "bfloat16"),
+        (["--gpu=t4"], "--dtype=float16"),
+        (["--tokens=1B", "--days=3"], "not allowed with"),
+        (["--gpus=0"], "positive int"),
+        (["--bogus"], "unrecognized"),
+        (["--dropout=1"], "[0, 1)"),
+    ],
+)
 def test_bad_input_is_one_line_error(argv, mentions, capsys):
     """Bad input exits with status 2 and one `error:` line on stderr saying what is accepted."""
     with pytest.raises(SystemExit) as exit_info:
@@ -96,7 +117,8 @@ def test_bad_input_is_one_line_error(argv, mentions, capsys):
 
 def test_module_entry_point_runs():
     """`python -m nanogpt2.flops --list-gpus` runs and lists every GPU in the table."""
-    out = subprocess.run([sys.executable, "-m", "nanogpt2.flops", "--list-gpus"], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "nanogpt2.flops", "--list-gpus"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert all(name in out.stdout for name in gpu_names())

@@ -70,8 +70,9 @@ def test_best_is_a_snapshot_not_an_alias(tmp_path):
     assert read_checkpoint(best)["step"] == 1 and read_checkpoint(latest)["step"] == 2
 
 
-@pytest.mark.parametrize("content, words",
-                         [(b"not a checkpoint", "cannot read checkpoint"), (None, "no checkpoint at")])
+@pytest.mark.parametrize(
+    "content, words", [(b"not a checkpoint", "cannot read checkpoint"), (None, "no checkpoint at")]
+)
 def test_unreadable_checkpoints_are_clear_errors(tmp_path, content, words):
     """A garbage or missing file is a UserError naming it, not an unpickling traceback."""
     path = tmp_path / "ckpt.pt"
@@ -92,8 +93,9 @@ def test_checkpoints_cannot_run_code(tmp_path):
 def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
     """The next save removes the `.ckpt.pt.tmp-PID` file a killed writer left behind, and leaves alone one
     whose writer is still alive (it may be mid-write)."""
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          timeout=60)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, timeout=60
+    )
     dead_pid = int(dead.stdout)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -127,15 +129,35 @@ def test_8bit_optimizer_checkpoint_reads_in_a_fresh_process(shakespeare_data, tm
     """A checkpoint holding torchao's 8-bit optimizer states reads in a new process that has not imported
     torchao (as `train.py --init_from=resume` and sample.py do), and resumes there."""
     pytest.importorskip("torchao.optim")
-    from conftest import REPO
     from nanogpt2.trainer import train
 
+    from conftest import REPO
+
     out = tmp_path / "run"
-    train(["--init_from=scratch", "--n_layer=1", "--n_head=2", "--n_embd=64", "--pad_vocab_multiple=64",
-           "--block_size=16", "--batch_size=2", "--device=cpu", "--compile=False", "--eval_iters=1",
-           f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=1", "--eval_interval=1",
-           "--optimizer=adamw8bit"])
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "--init_from=resume", f"--out_dir={out}",
-                           "--max_iters=2"], capture_output=True, text=True, timeout=300)
+    train(
+        [
+            "--init_from=scratch",
+            "--n_layer=1",
+            "--n_head=2",
+            "--n_embd=64",
+            "--pad_vocab_multiple=64",
+            "--block_size=16",
+            "--batch_size=2",
+            "--device=cpu",
+            "--compile=False",
+            "--eval_iters=1",
+            f"--dataset={shakespeare_data}",
+            f"--out_dir={out}",
+            "--max_iters=1",
+            "--eval_interval=1",
+            "--optimizer=adamw8bit",
+        ]
+    )
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--init_from=resume", f"--out_dir={out}", "--max_iters=2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert read_checkpoint(out / "ckpt.pt")["step"] == 2

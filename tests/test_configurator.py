@@ -54,8 +54,12 @@ def test_precedence_is_defaults_files_cli_in_any_order(tmp_path):
 
 def test_config_file_is_plain_python_in_its_own_namespace(tmp_path):
     """A config file may compute values and import modules; helpers and _private names are not settings."""
-    path = write(tmp_path, "c.py", "import math\n_base = 3\ndef helper(x):\n    return x * 2\n"
-                                   "batch_size = helper(_base)\nlearning_rate = math.sqrt(4) / 1000\n")
+    path = write(
+        tmp_path,
+        "c.py",
+        "import math\n_base = 3\ndef helper(x):\n    return x * 2\n"
+        "batch_size = helper(_base)\nlearning_rate = math.sqrt(4) / 1000\n",
+    )
     cfg = parse_config(Demo, [path])
     assert cfg.batch_size == 6 and cfg.learning_rate == 0.002
 

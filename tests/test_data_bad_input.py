@@ -88,8 +88,9 @@ def test_failed_preparation_keeps_the_previous_dataset(tmp_path, capsys):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     # the second input is binary: the run fails after the first file has been tokenized
     with pytest.raises(SystemExit):
-        run_main(prepare_cli, ["--input", str(good), make_input("binary", tmp_path), "--out", str(out),
-                               "--block_size", "16"])
+        run_main(
+            prepare_cli, ["--input", str(good), make_input("binary", tmp_path), "--out", str(out), "--block_size", "16"]
+        )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert len(open_dataset(out).split("train")) > 16
 
@@ -98,8 +99,9 @@ def test_bad_option_values_are_refused(tmp_path, capsys):
     """A validation fraction outside (0, 1) is a one-line error before anything is read."""
     (tmp_path / "a.txt").write_text("text " * 100)
     with pytest.raises(SystemExit) as exit_info:
-        run_main(prepare_cli, ["--input", str(tmp_path / "a.txt"), "--out", str(tmp_path / "o"),
-                               "--val_fraction", "1.5"])
+        run_main(
+            prepare_cli, ["--input", str(tmp_path / "a.txt"), "--out", str(tmp_path / "o"), "--val_fraction", "1.5"]
+        )
     assert exit_info.value.code == 2
     assert "val_fraction=1.5: must be between 0 and 1" in capsys.readouterr().err
 
@@ -115,8 +117,13 @@ def test_shakespeare_recipe_offline_says_which_input_to_give(tmp_path):
     proxy = f"http://127.0.0.1:{closed_port()}"
     env = {k: v for k, v in __import__("os").environ.items() if "proxy" not in k.lower()}
     env.update(https_proxy=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, HTTP_PROXY=proxy, XDG_CACHE_HOME=str(tmp_path))
-    result = subprocess.run([sys.executable, str(REPO / "data" / "shakespeare" / "prepare.py")], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "data" / "shakespeare" / "prepare.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot download")

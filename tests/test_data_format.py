@@ -21,8 +21,10 @@ def prepared(tmp_path):
     folder.mkdir()
     np.arange(1000, dtype="<u2").tofile(folder / "train.bin")
     np.arange(300, dtype="<u2").tofile(folder / "val.bin")
-    write_json_atomic(folder / "meta.json", gpt2_meta({"train": {"tokens": 1000, "documents": 0},
-                                                       "val": {"tokens": 300, "documents": 0}}))
+    write_json_atomic(
+        folder / "meta.json",
+        gpt2_meta({"train": {"tokens": 1000, "documents": 0}, "val": {"tokens": 300, "documents": 0}}),
+    )
     return folder
 
 
@@ -52,7 +54,7 @@ def test_a_slice_of_a_split_is_its_place_in_the_file(prepared, start, stop):
     expected = np.arange(1000)[start:stop]
     assert isinstance(part, TokenFile) and len(part) == len(expected)
     assert np.array_equal(part.array(), expected)
-    raw = part.path.read_bytes()[part.offset:part.offset + 2 * part.length]
+    raw = part.path.read_bytes()[part.offset : part.offset + 2 * part.length]
     assert np.array_equal(np.frombuffer(raw, dtype="<u2"), expected)
 
 

@@ -47,7 +47,7 @@ def test_windows_come_from_the_file_and_y_is_x_shifted(view, ramp):
 
 def test_every_valid_window_and_no_other_is_drawn(ramp):
     """In a split of T + 3 tokens, the windows start at exactly the offsets 0, 1 and 2, each of them drawn."""
-    tokens = ramp[100:100 + 64 + 3]
+    tokens = ramp[100 : 100 + 64 + 3]
     starts = set()
     for x, _ in batches(RandomBatches(tokens, 8, 64, seed=3), 20):
         starts.update((x[:, 0] - 100).tolist())
@@ -56,6 +56,7 @@ def test_every_valid_window_and_no_other_is_drawn(ramp):
 
 def test_same_seed_same_batches_other_seed_others(ramp):
     """Batches depend only on the seed: equal for equal seeds, different for another seed."""
+
     def take(**kw):
         return torch.stack([x for x, _ in batches(RandomBatches(ramp, 4, 32, **kw), 5)])
 
@@ -69,8 +70,10 @@ def test_ranks_deal_out_the_single_process_stream(ramp, world_size):
     """Each rank draws different batches, and batch j of rank r is batch j*world_size + r of one process:
     a run on W processes trains on exactly the batches a single process with W times the accumulation does."""
     single = [x for x, _ in batches(RandomBatches(ramp, 4, 32, seed=1), 4 * world_size)]
-    per_rank = [[x for x, _ in batches(RandomBatches(ramp, 4, 32, seed=1, rank=r, world_size=world_size), 4)]
-                for r in range(world_size)]
+    per_rank = [
+        [x for x, _ in batches(RandomBatches(ramp, 4, 32, seed=1, rank=r, world_size=world_size), 4)]
+        for r in range(world_size)
+    ]
     for r in range(world_size):
         for j in range(4):
             assert torch.equal(per_rank[r][j], single[j * world_size + r])
@@ -101,8 +104,10 @@ def test_split_no_longer_than_a_block_is_refused(ramp):
     RandomBatches(ramp[:65], 2, 64, seed=0).next_batch()  # one token more is enough for one window
 
 
-@pytest.mark.parametrize("batch_size, block_size, bad", [(0, 8, "batch_size"), (2, -1, "block_size"),
-                                                         (True, 8, "batch_size"), (2, 8.0, "block_size")])
+@pytest.mark.parametrize(
+    "batch_size, block_size, bad",
+    [(0, 8, "batch_size"), (2, -1, "block_size"), (True, 8, "batch_size"), (2, 8.0, "block_size")],
+)
 def test_sizes_must_be_positive_integers(ramp, batch_size, block_size, bad):
     """A batch or block size that is not an integer of at least 1 is a UserError naming the setting."""
     with pytest.raises(UserError, match=f"{bad} must be a positive integer"):
@@ -169,7 +174,7 @@ def test_resident_memory_stays_flat_over_many_batches(tmp_path):
     rng = np.random.default_rng(0)
     for _ in range(3000):
         starts = rng.integers(0, len(tokens) - 65, size=16)
-        np.stack([tokens[s:s + 65] for s in starts])
+        np.stack([tokens[s : s + 65] for s in starts])
     naive = mapped_kb(path)
     assert ours < 1 << 10, f"the loader left {ours} kB of the file resident"
     assert naive > 32 << 10, f"direct memmap indexing shows only {naive} kB: the measurement sees nothing"

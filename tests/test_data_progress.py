@@ -10,8 +10,9 @@ import pytest
 from nanogpt2.progress import format_duration, progress
 
 
-@pytest.mark.parametrize("seconds, text", [(7.9, "0m07s"), (750, "12m30s"), (3 * 3600 + 301, "3h05m"),
-                                           (math.inf, "?"), (math.nan, "?")])
+@pytest.mark.parametrize(
+    "seconds, text", [(7.9, "0m07s"), (750, "12m30s"), (3 * 3600 + 301, "3h05m"), (math.inf, "?"), (math.nan, "?")]
+)
 def test_format_duration(seconds, text):
     """Durations read as minutes and seconds, or hours and minutes; an unknown one as '?'."""
     assert format_duration(seconds) == text
@@ -28,8 +29,12 @@ def test_plain_lines_count_from_initial_and_end_with_done():
     bar.write("an eval line")
     bar.close()
     lines = log.getvalue().splitlines()
-    assert [line.split(",")[0] for line in lines] == ["train: 5/10 (50%) step", "train: 6/10 (60%) step",
-                                                        "an eval line", "train: 6/10 (60%) step"]
+    assert [line.split(",")[0] for line in lines] == [
+        "train: 5/10 (50%) step",
+        "train: 6/10 (60%) step",
+        "an eval line",
+        "train: 6/10 (60%) step",
+    ]
     assert "ETA" in lines[0] and lines[1].endswith("| loss 6") and "done in" in lines[3]
     assert "\r" not in log.getvalue()
 

@@ -27,8 +27,16 @@ finally:
 def command(case: str, tmp_path: Path) -> list[str]:
     text = tmp_path / "text.txt"
     text.write_text("A line of prose, long enough to make a few tokens.\n" * 50)
-    prepare = [str(REPO / "data" / "prepare.py"), "--input", str(text), "--out", str(tmp_path / "out"),
-               "--block_size", "8", "--quiet"]
+    prepare = [
+        str(REPO / "data" / "prepare.py"),
+        "--input",
+        str(text),
+        "--out",
+        str(tmp_path / "out"),
+        "--block_size",
+        "8",
+        "--quiet",
+    ]
     return {
         "data/prepare.py": prepare,
         "data/prepare.py --help": prepare[:1] + ["--help"],
@@ -38,11 +46,20 @@ def command(case: str, tmp_path: Path) -> list[str]:
     }[case]
 
 
-@pytest.mark.parametrize("case", ["data/prepare.py", "data/prepare.py --help", "data/shakespeare/prepare.py --input",
-                                  "nanogpt2.flops", "nanogpt2.flops --help"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "data/prepare.py",
+        "data/prepare.py --help",
+        "data/shakespeare/prepare.py --input",
+        "nanogpt2.flops",
+        "nanogpt2.flops --help",
+    ],
+)
 def test_entry_point_runs_without_importing_torch(case, tmp_path):
     """The command succeeds in a fresh interpreter and leaves no `torch` in sys.modules."""
-    result = subprocess.run([sys.executable, "-c", PROBE, *command(case, tmp_path)], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *command(case, tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "torch imported: False" in result.stderr

@@ -14,8 +14,33 @@ from nanogpt2.tokenizer import EOT_ID, get_tokenizer
 
 # Characters that stress GPT-2's pre-tokenizer: contractions, runs of spaces and newlines, digits,
 # punctuation, non-ASCII letters and whitespace, emoji.
-ALPHABET = ["a", "B", "z", " ", "  ", "\n", "\n\n", "\r\n", "\t", "'s", "'ll", "'", "1", "23", "!", "?.",
-            "é", "中", "\u00a0", "\u2028", "\u3000", "🙂", "-", "x\n", " \n "]
+ALPHABET = [
+    "a",
+    "B",
+    "z",
+    " ",
+    "  ",
+    "\n",
+    "\n\n",
+    "\r\n",
+    "\t",
+    "'s",
+    "'ll",
+    "'",
+    "1",
+    "23",
+    "!",
+    "?.",
+    "é",
+    "中",
+    "\u00a0",
+    "\u2028",
+    "\u3000",
+    "🙂",
+    "-",
+    "x\n",
+    " \n ",
+]
 
 
 def test_safe_cuts_keep_ids_on_the_corpus(shakespeare_dir):
@@ -39,7 +64,7 @@ def test_safe_cuts_keep_ids_on_adversarial_text():
         text = "".join(rng.choice(ALPHABET) for _ in range(40))
         whole = tok.encode(text)
         for m in _SAFE_CUT.finditer(text):
-            assert tok.encode(text[:m.start()]) + tok.encode(text[m.start():]) == whole, repr(text)
+            assert tok.encode(text[: m.start()]) + tok.encode(text[m.start() :]) == whole, repr(text)
             checked += 1
     assert checked > 1000
 
@@ -51,7 +76,7 @@ def test_piecer_pieces_are_bounded_and_lossless(max_chars, shakespeare_dir):
     piecer, pieces, i, rng = Piecer(max_chars), [], 0, random.Random(2)
     while i < len(text):
         step = rng.randint(1, 3 * max_chars)
-        pieces += piecer.feed(text[i:i + step], i + step >= len(text))
+        pieces += piecer.feed(text[i : i + step], i + step >= len(text))
         i += step
     assert "".join(pieces) == text
     assert max(map(len, pieces)) <= max_chars
@@ -66,11 +91,20 @@ def test_big_input_streamed_in_small_blocks_gives_whole_text_ids(lines, shakespe
     monkeypatch.setattr(pipeline, "UNIT_CHARS", 5000)
     text = (shakespeare_dir / "hamlet_gut.txt").read_text()
     if lines:  # make lines longer than a block, with multi-byte characters straddling block edges
-        text = "\n".join(" é中 ".join(text.splitlines()[i:i + 40]) for i in range(0, 2000, 40))
+        text = "\n".join(" é中 ".join(text.splitlines()[i : i + 40]) for i in range(0, 2000, 40))
     path = tmp_path / "in.txt"
     path.write_text(text)
-    meta = prepare(PrepareConfig(inputs=[str(path)], out=str(tmp_path / "out"), lines=lines, val_fraction=0.3,
-                                 block_size=8, workers=2, quiet=True))
+    meta = prepare(
+        PrepareConfig(
+            inputs=[str(path)],
+            out=str(tmp_path / "out"),
+            lines=lines,
+            val_fraction=0.3,
+            block_size=8,
+            workers=2,
+            quiet=True,
+        )
+    )
     ds = open_dataset(tmp_path / "out")
     tok = get_tokenizer()
     docs = [d for d in text.split("\n") if d.strip()] if lines else [text]
@@ -79,7 +113,7 @@ def test_big_input_streamed_in_small_blocks_gives_whole_text_ids(lines, shakespe
     if lines:
         got, start = [], 0
         for end in [i for i, t in enumerate(ids) if t == EOT_ID]:
-            got.append(tuple(ids[start:end + 1]))
+            got.append(tuple(ids[start : end + 1]))
             start = end + 1
         assert sorted(got) == expected
     else:

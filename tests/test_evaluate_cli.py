@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, save_model_checkpoint
 
 from nanogpt2 import GPT, GPTConfig, UserError
 from nanogpt2.evaluate import EvalConfig, Scorer, evaluate_model, load_task
 from nanogpt2.evaluate.cli import evaluate, main
 from nanogpt2.evaluate.datafiles import PublicFile, fetch
 from nanogpt2.runtime import resolve_runtime
+
+from conftest import REPO, save_model_checkpoint
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eval"
 SHAPE = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=50257)
@@ -32,13 +33,28 @@ def run_dir(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("task,data", [("choice", "choice.jsonl"), ("hellaswag", "hellaswag.jsonl"),
-                                       ("lambada", "lambada.jsonl"), ("perplexity", "text.txt")])
+@pytest.mark.parametrize(
+    "task,data",
+    [
+        ("choice", "choice.jsonl"),
+        ("hellaswag", "hellaswag.jsonl"),
+        ("lambada", "lambada.jsonl"),
+        ("perplexity", "text.txt"),
+    ],
+)
 def test_json_result_file(run_dir, tmp_path, task, data):
     """--out writes the figures printed on stdout, with the settings and the model, as JSON."""
     out = tmp_path / "result.json"
-    record = evaluate([f"--init_from={run_dir}", f"--task={task}", f"--data={FIXTURES / data}", "--device=cpu",
-                       f"--out={out}", "--batch_size=2"])
+    record = evaluate(
+        [
+            f"--init_from={run_dir}",
+            f"--task={task}",
+            f"--data={FIXTURES / data}",
+            "--device=cpu",
+            f"--out={out}",
+            "--batch_size=2",
+        ]
+    )
     saved = json.loads(out.read_text())
     assert saved["results"] == record["results"] and saved["task"] == task
     assert saved["config"]["batch_size"] == 2 and "checkpoint" in saved["model"]
@@ -46,8 +62,15 @@ def test_json_result_file(run_dir, tmp_path, task, data):
 
 def test_limit_keeps_the_first_examples(run_dir):
     """--limit=N scores the first N examples: their figures equal those of a file holding only them."""
-    limited = evaluate([f"--init_from={run_dir}", "--task=hellaswag", f"--data={FIXTURES / 'hellaswag.jsonl'}",
-                        "--device=cpu", "--limit=2"])["results"]
+    limited = evaluate(
+        [
+            f"--init_from={run_dir}",
+            "--task=hellaswag",
+            f"--data={FIXTURES / 'hellaswag.jsonl'}",
+            "--device=cpu",
+            "--limit=2",
+        ]
+    )["results"]
     model = GPT.from_state_dict(GPTConfig(**SHAPE), torch.load(run_dir / "ckpt.pt", weights_only=True)["model"])
     task = load_task(EvalConfig(task="hellaswag", data=str(FIXTURES / "hellaswag.jsonl")))
     task.items = task.items[:2]
@@ -92,25 +115,40 @@ def rows(*objects) -> str:
 
 BAD = {
     "missing file": (["--task=choice", "--data=DIR/none.jsonl"], None, "does not exist"),
-    "missing field": (["--task=choice", "--data=DIR/x.jsonl"], rows({"context": "a", "choices": [" b", " c"]}),
-                      "x.jsonl:1: missing the field 'label'"),
-    "label out of range": (["--task=choice", "--data=DIR/x.jsonl"],
-                           rows({"context": "a", "choices": [" b", " c"], "label": 0},
-                                {"context": "a", "choices": [" b", " c"], "label": 2}),
-                           "x.jsonl:2: label 2 is out of range"),
+    "missing field": (
+        ["--task=choice", "--data=DIR/x.jsonl"],
+        rows({"context": "a", "choices": [" b", " c"]}),
+        "x.jsonl:1: missing the field 'label'",
+    ),
+    "label out of range": (
+        ["--task=choice", "--data=DIR/x.jsonl"],
+        rows(
+            {"context": "a", "choices": [" b", " c"], "label": 0}, {"context": "a", "choices": [" b", " c"], "label": 2}
+        ),
+        "x.jsonl:2: label 2 is out of range",
+    ),
     "empty set": (["--task=hellaswag", "--data=DIR/x.jsonl"], "\n", "holds no examples"),
     "bad json": (["--task=lambada", "--data=DIR/x.jsonl"], '{"text": "a b"\n', "not valid JSON"),
-    "hellaswag missing endings": (["--task=hellaswag", "--data=DIR/x.jsonl"], rows({"ctx": "a", "label": 0}),
-                                  "missing the field 'endings'"),
+    "hellaswag missing endings": (
+        ["--task=hellaswag", "--data=DIR/x.jsonl"],
+        rows({"ctx": "a", "label": 0}),
+        "missing the field 'endings'",
+    ),
     "one-word passage": (["--task=lambada", "--data=DIR/x.jsonl"], rows({"text": "word"}), "must end with a word"),
     "hellaswag without data": (["--task=hellaswag"], None, "needs --data=PATH"),
     "unknown task": (["--task=mmlu"], None, "not one of"),
     "zero limit": (["--task=choice", "--limit=0"], None, "limit must be a positive integer"),
-    "stride above block_size": (["--task=perplexity", f"--data={FIXTURES / 'text.txt'}", "--stride=33"], None,
-                                "stride=33 must be between 1"),
+    "stride above block_size": (
+        ["--task=perplexity", f"--data={FIXTURES / 'text.txt'}", "--stride=33"],
+        None,
+        "stride=33 must be between 1",
+    ),
     "no text files": (["--task=perplexity", "--data=DIR"], None, "holds no .txt/.md files"),
-    "missing model": (["--task=perplexity", f"--data={FIXTURES / 'text.txt'}", "--init_from=DIR/nothing"], None,
-                      "does not exist"),
+    "missing model": (
+        ["--task=perplexity", f"--data={FIXTURES / 'text.txt'}", "--init_from=DIR/nothing"],
+        None,
+        "does not exist",
+    ),
 }
 
 
@@ -134,11 +172,13 @@ def test_bad_input_is_one_error_line(case, run_dir, tmp_path, capsys):
 def test_module_entry_point(run_dir, tmp_path):
     """`python -m nanogpt2.evaluate` runs a task and exits 0, and a bad input exits 2 with one `error:` line."""
     cmd = [sys.executable, "-m", "nanogpt2.evaluate", f"--init_from={run_dir}", "--device=cpu", "--task=choice"]
-    good = subprocess.run([*cmd, f"--data={FIXTURES / 'choice.jsonl'}"], capture_output=True, text=True, cwd=REPO,
-                          timeout=300)
+    good = subprocess.run(
+        [*cmd, f"--data={FIXTURES / 'choice.jsonl'}"], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert good.returncode == 0, good.stderr
     assert good.stdout.startswith("choice: acc ")
-    bad = subprocess.run([*cmd, f"--data={tmp_path / 'none.jsonl'}"], capture_output=True, text=True, cwd=REPO,
-                         timeout=300)
+    bad = subprocess.run(
+        [*cmd, f"--data={tmp_path / 'none.jsonl'}"], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [bad.stderr.strip()]
     assert bad.stderr.startswith("error: ")

@@ -131,7 +131,10 @@ def test_cli_reports_a_missing_checkpoint_in_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "nanogpt2.export", str(tmp_path / "empty"), str(tmp_path / "hf")],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1

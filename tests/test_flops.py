@@ -16,8 +16,15 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from nanogpt2.errors import UserError
-from nanogpt2.flops import (count_params, forward_matmul_flops, kaplan_flops_per_token, mfu, tokens_per_second,
-                            training_flops, training_flops_per_token)
+from nanogpt2.flops import (
+    count_params,
+    forward_matmul_flops,
+    kaplan_flops_per_token,
+    mfu,
+    tokens_per_second,
+    training_flops,
+    training_flops_per_token,
+)
 from nanogpt2.model import GPT, GPTConfig
 
 GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -40,7 +47,12 @@ def counted_flops(config: GPTConfig, batch: int, seq_len: int, device: str, math
 
 SHAPES = [  # (config, batch, seq_len, device)
     (GPTConfig(n_layer=2, n_head=3, n_embd=48, block_size=64, vocab_size=101), 2, 64, "cpu"),
-    (GPTConfig(n_layer=3, n_head=4, n_embd=64, block_size=128, vocab_size=97, pad_vocab_multiple=64, bias=False), 3, 100, "cpu"),
+    (
+        GPTConfig(n_layer=3, n_head=4, n_embd=64, block_size=128, vocab_size=97, pad_vocab_multiple=64, bias=False),
+        3,
+        100,
+        "cpu",
+    ),
     (GPTConfig(n_layer=1, n_head=1, n_embd=32, block_size=16, vocab_size=50), 1, 7, "cpu"),
     (GPTConfig.gpt2("gpt2", pad_vocab_multiple=64), 1, 1024, "meta"),  # the 124M pretraining shape
     (GPTConfig.gpt2("gpt2"), 2, 512, "meta"),
@@ -60,7 +72,8 @@ def test_exact_count_matches_flop_counter(config, batch, seq_len, device):
 
 
 def test_math_backend_exposes_attention():
-    """On the CPU the fused attention kernel is not counted; the math backend's count exceeds it by exactly the attention matmuls."""
+    """On the CPU the fused attention kernel is not counted; the math backend's count exceeds it by exactly the
+    attention matmuls."""
     config, batch, seq_len = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=64), 2, 64
     with_attention = counted_flops(config, batch, seq_len, "cpu", math_attention=True)
     fused = counted_flops(config, batch, seq_len, "cpu", math_attention=False)
@@ -81,7 +94,8 @@ def test_param_counts_match_the_model(name):
 
 @pytest.mark.parametrize("name", GPT2_SIZES)
 def test_six_n_is_kaplans_count(name):
-    """6N uses Kaplan et al.'s N, which their eq. 2.1 approximates as 12 n_layer d_model^2 (within 1% for GPT-2's sizes)."""
+    """6N uses Kaplan et al.'s N, which their eq. 2.1 approximates as 12 n_layer d_model^2 (within 1% for
+    GPT-2's sizes)."""
     config = GPTConfig.gpt2(name)
     with torch.device("meta"):
         n = GPT(config).num_params(non_embedding=True)
@@ -90,7 +104,8 @@ def test_six_n_is_kaplans_count(name):
 
 
 def test_exact_count_is_palm_formula():
-    """Per token, forward + backward is PaLM's 6N + 12 L T C with N the matmul weights (tied LM head in, positions out)."""
+    """Per token, forward + backward is PaLM's 6N + 12 L T C with N the matmul weights (tied LM head in,
+    positions out)."""
     for config, seq_len in [(GPTConfig.gpt2("gpt2", pad_vocab_multiple=64), 1024), (GPTConfig.gpt2("gpt2-large"), 333)]:
         L, C = config.n_layer, config.n_embd
         matmul_weights = L * 12 * C * C + config.padded_vocab_size * C
@@ -98,7 +113,8 @@ def test_exact_count_is_palm_formula():
 
 
 def test_total_flops_and_mfu_arithmetic():
-    """The published llm.c GPT-2 (124M) run, 524,288 tokens per ~0.3 s step on 8 A100s (312 TFLOP/s), comes out at its quoted ~60% MFU."""
+    """The published llm.c GPT-2 (124M) run, 524,288 tokens per ~0.3 s step on 8 A100s (312 TFLOP/s), comes out
+    at its quoted ~60% MFU."""
     # karpathy/llm.c scripts/run_gpt2_124M.sh: 18,865 steps of 524,288 tokens, ~300 ms/step on
     # 8X A100 80GB SXM; discussion #481 quotes "up to ~60% model flops utilization".
     config = GPTConfig.gpt2("gpt2", pad_vocab_multiple=64)
@@ -109,13 +125,21 @@ def test_total_flops_and_mfu_arithmetic():
     assert training_flops(config, 1024, 18_865 * 524_288) == fpt * 18_865 * 524_288
 
 
-@pytest.mark.parametrize("call", [
-    lambda: mfu(1e9, -1.0, 1e14), lambda: mfu(1e9, 1e4, 0.0), lambda: mfu(float("nan"), 1e4, 1e14),
-    lambda: tokens_per_second(1e9, 1e14, 0.0), lambda: tokens_per_second(1e9, 1e14, 1.5),
-    lambda: training_flops_per_token(GPTConfig(block_size=64), 65), lambda: training_flops_per_token(GPTConfig(), 0),
-    lambda: training_flops(GPTConfig(), 1024, 0),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: mfu(1e9, -1.0, 1e14),
+        lambda: mfu(1e9, 1e4, 0.0),
+        lambda: mfu(float("nan"), 1e4, 1e14),
+        lambda: tokens_per_second(1e9, 1e14, 0.0),
+        lambda: tokens_per_second(1e9, 1e14, 1.5),
+        lambda: training_flops_per_token(GPTConfig(block_size=64), 65),
+        lambda: training_flops_per_token(GPTConfig(), 0),
+        lambda: training_flops(GPTConfig(), 1024, 0),
+    ],
+)
 def test_bad_arguments_are_user_errors(call):
-    """Impossible inputs (negative rates, zero peak, MFU outside (0, 1], sequences longer than the model) raise UserError."""
+    """Impossible inputs (negative rates, zero peak, MFU outside (0, 1], sequences longer than the model) raise
+    UserError."""
     with pytest.raises(UserError):
         call()

@@ -24,8 +24,17 @@ from nanogpt2.train_setup import build_run
 from nanogpt2.trainer import Trainer, train
 
 TINY = [
-    "--init_from=scratch", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4",
-    "--device=cpu", "--dtype=float16", "--compile=False", "--log_interval=1", "--eval_iters=2",
+    "--init_from=scratch",
+    "--n_layer=2",
+    "--n_head=2",
+    "--n_embd=32",
+    "--block_size=32",
+    "--batch_size=4",
+    "--device=cpu",
+    "--dtype=float16",
+    "--compile=False",
+    "--log_interval=1",
+    "--eval_iters=2",
 ]
 INITIAL_SCALE = 2.0**16  # torch.amp.GradScaler's default init_scale
 
@@ -40,8 +49,9 @@ def cpu_runs_float16() -> bool:
         return False
 
 
-pytestmark = pytest.mark.skipif(not cpu_runs_float16(), reason="this PyTorch has no float16 autocast or "
-                                                                "GradScaler on the CPU")
+pytestmark = pytest.mark.skipif(
+    not cpu_runs_float16(), reason="this PyTorch has no float16 autocast or GradScaler on the CPU"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -54,8 +64,11 @@ def float16_on_the_cpu(monkeypatch):
         runtime.resolve_runtime("cpu", "float16")
     except UserError:
         refusing = runtime.pick_dtype
-        monkeypatch.setattr(runtime, "pick_dtype", lambda name, device: torch.float16
-                            if (name, device.type) == ("float16", "cpu") else refusing(name, device))
+        monkeypatch.setattr(
+            runtime,
+            "pick_dtype",
+            lambda name, device: torch.float16 if (name, device.type) == ("float16", "cpu") else refusing(name, device),
+        )
 
 
 def read_metrics(out_dir, kind):
@@ -68,8 +81,14 @@ def test_float16_run_scales_learns_and_resumes_exactly(shakespeare_data, tmp_pat
     """Six float16 steps: the checkpoint holds an enabled scaler that counted every step, the losses are finite
     and fall, the weights stay float32 and finite, and 3 steps + resume + 3 steps give bit-identical weights,
     scaler state and losses."""
-    common = [*TINY, f"--dataset={shakespeare_data}", "--eval_interval=3", "--learning_rate=3e-3",
-              "--warmup_iters=2", "--lr_decay_iters=6"]
+    common = [
+        *TINY,
+        f"--dataset={shakespeare_data}",
+        "--eval_interval=3",
+        "--learning_rate=3e-3",
+        "--warmup_iters=2",
+        "--lr_decay_iters=6",
+    ]
     straight, split = tmp_path / "straight", tmp_path / "split"
     train([*common, f"--out_dir={straight}", "--max_iters=6"])
     train([*common, f"--out_dir={split}", "--max_iters=3"])
@@ -99,9 +118,20 @@ def test_float16_run_scales_learns_and_resumes_exactly(shakespeare_data, tmp_pat
 def test_overflowing_step_is_skipped_and_the_scale_halved(shakespeare_data, tmp_path, grad_clip):
     """A step whose float16 gradients overflow (here: an inf put into one gradient) leaves every weight and the
     optimizer untouched and halves the scale; the next, normal step updates the weights at that scale."""
-    cfg = TrainConfig(init_from="scratch", n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4,
-                      dataset=str(shakespeare_data), out_dir=str(tmp_path / "run"), device="cpu",
-                      dtype="float16", compile=False, grad_clip=grad_clip)
+    cfg = TrainConfig(
+        init_from="scratch",
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        block_size=32,
+        batch_size=4,
+        dataset=str(shakespeare_data),
+        out_dir=str(tmp_path / "run"),
+        device="cpu",
+        dtype="float16",
+        compile=False,
+        grad_clip=grad_clip,
+    )
     trainer = Trainer(build_run(cfg))
     try:
         assert trainer.scaler.is_enabled() and trainer.scaler.get_scale() == INITIAL_SCALE
@@ -112,8 +142,10 @@ def test_overflowing_step_is_skipped_and_the_scale_halved(shakespeare_data, tmp_
         hook.remove()
         assert all(torch.equal(a, p) for a, p in zip(before, trainer.raw_model.parameters()))
         # AdamW did not step: (a fused AdamW is handed the overflow flag and may create its state, but all zero)
-        assert all(float(st["step"]) == 0 and not st["exp_avg"].any() and not st["exp_avg_sq"].any()
-                   for st in trainer.optimizer.state.values())
+        assert all(
+            float(st["step"]) == 0 and not st["exp_avg"].any() and not st["exp_avg_sq"].any()
+            for st in trainer.optimizer.state.values()
+        )
         assert trainer.scaler.get_scale() == INITIAL_SCALE / 2
 
         loss = trainer.train_step([trainer.train_batches.next_batch()], lr=1e-3)

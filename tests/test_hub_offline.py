@@ -32,8 +32,9 @@ run_main(main)
 def run_load(hf_home, out, timeout=120):
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_ENDPOINT": CLOSED}
     env.pop("HF_HUB_OFFLINE", None)
-    return subprocess.run([sys.executable, "-c", LOAD, str(out)], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", LOAD, str(out)], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def test_unreachable_hub_and_empty_cache_fails_fast_with_one_line(tmp_path):

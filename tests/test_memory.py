@@ -72,8 +72,11 @@ SHAPES = [  # (config, batch, seq_len): head sizes of 16, as FlashAttention need
     (GPTConfig(n_layer=3, n_head=3, n_embd=48, block_size=64, vocab_size=97, pad_vocab_multiple=64, bias=False), 3, 40),
 ]
 SETTINGS = [  # (dtype, attention, dropout): math attention with dropout cannot be traced (bench/memory.py)
-    (dtype, attention, dropout) for dtype in ("float32", "bfloat16") for attention in ("flash", "math")
-    for dropout in (0.0, 0.1) if not (attention == "math" and dropout)
+    (dtype, attention, dropout)
+    for dtype in ("float32", "bfloat16")
+    for attention in ("flash", "math")
+    for dropout in (0.0, 0.1)
+    if not (attention == "math" and dropout)
 ]
 
 
@@ -91,13 +94,18 @@ PEAK_SHAPES = [  # (config, batch, seq_len), each with a different phase at the 
     # logits large next to the model, as in GPT-2: the loss gradient is the peak
     (GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=64, vocab_size=2048), 2, 64),
     # a padded vocabulary: cross_entropy's input is a copy, and the forward pass is the peak
-    (GPTConfig(n_layer=3, n_head=3, n_embd=48, block_size=64, vocab_size=997, pad_vocab_multiple=64, bias=False),
-     3, 40),
+    (
+        GPTConfig(n_layer=3, n_head=3, n_embd=48, block_size=64, vocab_size=997, pad_vocab_multiple=64, bias=False),
+        3,
+        40,
+    ),
     # a small vocabulary: with checkpointing, a recomputed block is the peak
     (GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=256), 2, 128),
 ]
 STEP_SETTINGS = [  # (attention, dropout): math attention with dropout cannot be traced (bench/memory.py)
-    ("flash", 0.0), ("flash", 0.1), ("math", 0.0),
+    ("flash", 0.0),
+    ("flash", 0.1),
+    ("math", 0.0),
 ]
 
 
@@ -137,9 +145,13 @@ def test_optimizer_and_parameter_terms_match_adamw():
 
 
 CASES = [  # (model, seq_len, GiB, options)
-    ("gpt2", 1024, 12, {}), ("gpt2", 1024, 12, {"checkpointing": True}), ("gpt2-medium", 1024, 12, {"grad_accum": 16}),
-    ("gpt2-medium", 512, 16, {"dtype": "float32"}), ("gpt2-large", 1024, 24, {"checkpointing": True, "grad_accum": 4}),
-    ("gpt2", 1024, 80, {"ddp": True, "attention": "math"}), ("gpt2-xl", 1024, 80, {"grad_accum": 2}),
+    ("gpt2", 1024, 12, {}),
+    ("gpt2", 1024, 12, {"checkpointing": True}),
+    ("gpt2-medium", 1024, 12, {"grad_accum": 16}),
+    ("gpt2-medium", 512, 16, {"dtype": "float32"}),
+    ("gpt2-large", 1024, 24, {"checkpointing": True, "grad_accum": 4}),
+    ("gpt2", 1024, 80, {"ddp": True, "attention": "math"}),
+    ("gpt2-xl", 1024, 80, {"grad_accum": 2}),
 ]
 
 
@@ -175,10 +187,17 @@ def test_terms_respond_to_their_settings():
     assert held.peak - base.peak == 2 * 4 * 1024 * config.padded_vocab_size
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"batch_size": 0}, {"batch_size": 2.5}, {"seq_len": 2048}, {"dtype": "int8"}, {"attention": "sparse"},
-    {"grad_accum": 0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"batch_size": 0},
+        {"batch_size": 2.5},
+        {"seq_len": 2048},
+        {"dtype": "int8"},
+        {"attention": "sparse"},
+        {"grad_accum": 0},
+    ],
+)
 def test_bad_settings_are_user_errors(kwargs):
     """Impossible settings (no batch, longer than the context, unknown dtype or attention) raise UserError."""
     args = {"batch_size": 1, **kwargs}

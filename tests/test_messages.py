@@ -31,8 +31,11 @@ def test_unknown_model_name_is_named_as_such(extra, capsys):
 
 def test_hugging_face_folder_without_weights(tmp_path, capsys):
     """A Hugging Face folder with config.json but no weights is told so (not 'train first')."""
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2, "n_head": 2,
-                                                      "n_embd": 32, "n_positions": 64, "vocab_size": 100}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 64, "vocab_size": 100}
+        )
+    )
     line = one_error_line(sample_script.main, [f"--init_from={tmp_path}"], capsys)
     assert "looks like a Hugging Face GPT-2 folder" in line and "model.safetensors" in line
     assert "train first" not in line

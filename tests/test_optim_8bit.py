@@ -16,10 +16,21 @@ pytest.importorskip("torchao.optim", reason="optimizer=adamw8bit needs torchao (
 
 # torchao quantizes a tensor's moments only when it has >= 4096 elements in whole blocks of 256: a width of 64
 # and a vocabulary padded to 50304 rows give every matrix here 8-bit moments.
-TINY = ["--init_from=scratch", "--n_layer=2", "--n_head=2", "--n_embd=64", "--pad_vocab_multiple=64",
-        "--block_size=32", "--batch_size=4",
-        "--device=cpu", "--compile=False", "--eval_iters=8", "--log_interval=1", "--warmup_iters=2",
-        "--learning_rate=3e-3"]
+TINY = [
+    "--init_from=scratch",
+    "--n_layer=2",
+    "--n_head=2",
+    "--n_embd=64",
+    "--pad_vocab_multiple=64",
+    "--block_size=32",
+    "--batch_size=4",
+    "--device=cpu",
+    "--compile=False",
+    "--eval_iters=8",
+    "--log_interval=1",
+    "--warmup_iters=2",
+    "--learning_rate=3e-3",
+]
 
 
 def evals(out):
@@ -34,8 +45,16 @@ def test_8bit_moments_train_like_fp32_adamw(shakespeare_data, tmp_path):
     runs = {}
     for kind in ("adamw", "adamw8bit"):
         out = tmp_path / kind
-        train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=40", "--eval_interval=40",
-               f"--optimizer={kind}"])
+        train(
+            [
+                *TINY,
+                f"--dataset={shakespeare_data}",
+                f"--out_dir={out}",
+                "--max_iters=40",
+                "--eval_interval=40",
+                f"--optimizer={kind}",
+            ]
+        )
         runs[kind] = evals(out)
     for kind, rows in runs.items():
         assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 1.0, kind
@@ -54,8 +73,16 @@ def test_embeddings_keep_fp32_moments_and_matrices_get_8bit(shakespeare_data, tm
     from nanogpt2.checkpoint import load_model
 
     out = tmp_path / "run"
-    train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=1", "--eval_interval=1",
-           "--optimizer=adamw8bit"])
+    train(
+        [
+            *TINY,
+            f"--dataset={shakespeare_data}",
+            f"--out_dir={out}",
+            "--max_iters=1",
+            "--eval_interval=1",
+            "--optimizer=adamw8bit",
+        ]
+    )
     ckpt = read_checkpoint(out / "ckpt.pt")
     model, _ = load_model(out / "ckpt.pt")
     params = [p for group in ckpt["optimizer"]["param_groups"] for p in group["params"]]
@@ -82,8 +109,14 @@ def _subclass_bytes(t) -> int:
 @pytest.mark.slow
 def test_8bit_resume_is_exact(shakespeare_data, tmp_path):
     """6 steps straight equal 3 + resume + 3 with 8-bit moments: bit-identical weights and losses."""
-    common = [*TINY, f"--dataset={shakespeare_data}", "--eval_interval=3", "--lr_decay_iters=6", "--dropout=0.1",
-              "--optimizer=adamw8bit"]
+    common = [
+        *TINY,
+        f"--dataset={shakespeare_data}",
+        "--eval_interval=3",
+        "--lr_decay_iters=6",
+        "--dropout=0.1",
+        "--optimizer=adamw8bit",
+    ]
     train([*common, f"--out_dir={tmp_path / 'straight'}", "--max_iters=6"])
     train([*common, f"--out_dir={tmp_path / 'split'}", "--max_iters=3"])
     train([f"--out_dir={tmp_path / 'split'}", "--init_from=resume", "--max_iters=6"])

@@ -16,8 +16,18 @@ from nanogpt2.errors import run_main
 
 import train as train_script
 
-TINY = ["--init_from=scratch", "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2",
-        "--device=cpu", "--compile=False", "--eval_iters=1", "--log_interval=1"]
+TINY = [
+    "--init_from=scratch",
+    "--n_layer=1",
+    "--n_head=2",
+    "--n_embd=16",
+    "--block_size=16",
+    "--batch_size=2",
+    "--device=cpu",
+    "--compile=False",
+    "--eval_iters=1",
+    "--log_interval=1",
+]
 
 
 def fails_with_one_line(argv, capsys) -> tuple[str, str]:
@@ -40,8 +50,9 @@ def mount_tmpfs(tmp_path):
         point = tmp_path / f"fs-{uuid.uuid4().hex[:8]}"
         point.mkdir()
         options = f"size={size}" + (",ro" if read_only else "")
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True,
-                              text=True, timeout=30)
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True, text=True, timeout=30
+        )
         if proc.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
         mounted.append(point)
@@ -77,8 +88,9 @@ def test_disk_full_during_a_checkpoint(shakespeare_data, mount_tmpfs, capsys):
     temporary file left, the previous checkpoint still loadable, and no "new best" for the step that failed."""
     disk = mount_tmpfs("12m")  # room for one checkpoint of this model (~10 MB), not for a second beside it
     out = disk / "run"
-    line, printed = fails_with_one_line([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}",
-                                         "--max_iters=4", "--eval_interval=2"], capsys)
+    line, printed = fails_with_one_line(
+        [*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=4", "--eval_interval=2"], capsys
+    )
     assert "could not write a checkpoint" in line and "at step 2" in line
     assert "the previous checkpoint is intact" in line
     assert "step 0: train loss" in printed and "step 2: train loss" not in printed

@@ -114,8 +114,10 @@ def test_unknown_name():
 def test_hub_unreachable_says_how_to_use_a_local_directory(tmp_path):
     """With the Hub out of reach, loading "gpt2" is one line on stderr that points to a local directory."""
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    code = ("from nanogpt2 import GPT\nfrom nanogpt2.errors import run_main\n"
-            "run_main(lambda argv: GPT.from_pretrained('gpt2'))")
+    code = (
+        "from nanogpt2 import GPT\nfrom nanogpt2.errors import run_main\n"
+        "run_main(lambda argv: GPT.from_pretrained('gpt2'))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

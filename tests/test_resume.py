@@ -10,17 +10,28 @@ import time
 
 import pytest
 
-from conftest import REPO
 from nanogpt2.checkpoint import read_checkpoint
 from nanogpt2.errors import run_main
 from nanogpt2.optim import lr_at
 from nanogpt2.trainer import train
 
 import train as train_script
+from conftest import REPO
 
-TINY = ["--init_from=scratch", "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2",
-        "--device=cpu", "--compile=False", "--eval_iters=1", "--log_interval=1", "--warmup_iters=1",
-        "--learning_rate=1e-3"]
+TINY = [
+    "--init_from=scratch",
+    "--n_layer=1",
+    "--n_head=2",
+    "--n_embd=16",
+    "--block_size=16",
+    "--batch_size=2",
+    "--device=cpu",
+    "--compile=False",
+    "--eval_iters=1",
+    "--log_interval=1",
+    "--warmup_iters=1",
+    "--learning_rate=1e-3",
+]
 
 
 def rows(out, kind=None):
@@ -45,8 +56,10 @@ def test_resuming_a_finished_run_says_so_and_touches_nothing(finished_run, capsy
     before = snapshot(finished_run)
     run_main(train_script.main, [f"--out_dir={finished_run}", "--init_from=resume"])
     out = capsys.readouterr().out.strip().splitlines()
-    assert out == [f"nothing to do: the run in {finished_run} already reached max_iters=4; to train further, "
-                   f"pass --max_iters larger than 4 (files left unchanged)"]
+    assert out == [
+        f"nothing to do: the run in {finished_run} already reached max_iters=4; to train further, "
+        f"pass --max_iters larger than 4 (files left unchanged)"
+    ]
     assert snapshot(finished_run) == before
 
 
@@ -103,11 +116,15 @@ def test_resuming_on_another_dataset_names_both(finished_run, shakespeare_data, 
     other = tmp_path / "other"
     text = tmp_path / "other.txt"
     text.write_text("All the world's a stage, and all the men and women merely players. " * 300)
-    prepare(PrepareConfig(inputs=[str(text)], out=str(other), block_size=16, val_fraction=0.5, quiet=True),
-            say=lambda *_: None)
+    prepare(
+        PrepareConfig(inputs=[str(text)], out=str(other), block_size=16, val_fraction=0.5, quiet=True),
+        say=lambda *_: None,
+    )
     train([f"--out_dir={finished_run}", "--init_from=resume", "--max_iters=5", f"--dataset={other}"])
-    assert f"note: the checkpoint trained on dataset {str(shakespeare_data)!r}; this run continues on " \
-           f"{str(other)!r}" in capsys.readouterr().out
+    assert (
+        f"note: the checkpoint trained on dataset {str(shakespeare_data)!r}; this run continues on "
+        f"{str(other)!r}" in capsys.readouterr().out
+    )
 
 
 @pytest.mark.slow
@@ -116,8 +133,15 @@ def test_a_stopped_run_saves_and_exits_128_plus_the_signal(shakespeare_data, tmp
     """SIGINT or SIGTERM mid-run saves a checkpoint and exits 130 or 143 (128 + the signal), so that a
     scheduler can tell a stopped run from a finished one (exit 0)."""
     out = tmp_path / "run"
-    cmd = [sys.executable, str(REPO / "train.py"), *TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}",
-           "--max_iters=1000000", "--eval_interval=1000000"]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        *TINY,
+        f"--dataset={shakespeare_data}",
+        f"--out_dir={out}",
+        "--max_iters=1000000",
+        "--eval_interval=1000000",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     try:

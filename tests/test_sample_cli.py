@@ -54,14 +54,15 @@ def run(*argv, out=None):
 
 def greedy_text(model: GPT, prompt: str, n: int) -> str:
     ids = torch.tensor([encode_start(prompt, model.config.vocab_size)])
-    return get_tokenizer().decode(model.generate(ids, n, temperature=0.0)[0, ids.size(1):].tolist())
+    return get_tokenizer().decode(model.generate(ids, n, temperature=0.0)[0, ids.size(1) :].tolist())
 
 
 def test_streams_the_text_generate_makes(out_dir):
     """Greedy samples from an out_dir are the model's own greedy continuation, written piece by piece
     as tokens arrive (many writes), after the prompt and followed by a separator."""
-    samples, out = run(f"--init_from={out_dir}", "--start=ROMEO:", "--temperature=0", "--max_new_tokens=12",
-                       "--num_samples=2")
+    samples, out = run(
+        f"--init_from={out_dir}", "--start=ROMEO:", "--temperature=0", "--max_new_tokens=12", "--num_samples=2"
+    )
     expected = greedy_text(load_model(out_dir)[0], "ROMEO:", 12)
     assert samples == [expected, expected]
     assert out.text == 2 * ("ROMEO:" + expected + "\n" + "-" * 40 + "\n")
@@ -71,16 +72,29 @@ def test_streams_the_text_generate_makes(out_dir):
 def test_loads_a_hugging_face_directory(hf_dir):
     """init_from=<HF directory> samples from GPT.from_pretrained(directory)."""
     _, path = hf_dir(n_layer=2, n_head=3, n_embd=48, block_size=64, vocab_size=50257)
-    samples, _ = run(f"--init_from={path}", "--start=To be", "--temperature=0", "--max_new_tokens=8",
-                     "--num_samples=1", "--stop_at_eot=False")
+    samples, _ = run(
+        f"--init_from={path}",
+        "--start=To be",
+        "--temperature=0",
+        "--max_new_tokens=8",
+        "--num_samples=1",
+        "--stop_at_eot=False",
+    )
     assert samples == [greedy_text(GPT.from_pretrained(path), "To be", 8)]
 
 
 def test_same_seed_same_text(out_dir, tmp_path):
     """The same seed gives the same samples (here with the prompt read from FILE:), another seed others."""
     (tmp_path / "prompt.txt").write_text("JULIET: Café?")
-    args = (f"--init_from={out_dir}", f"--start=FILE:{tmp_path / 'prompt.txt'}", "--max_new_tokens=20",
-            "--num_samples=2", "--top_k=50", "--top_p=0.9", "--stop_at_eot=False")
+    args = (
+        f"--init_from={out_dir}",
+        f"--start=FILE:{tmp_path / 'prompt.txt'}",
+        "--max_new_tokens=20",
+        "--num_samples=2",
+        "--top_k=50",
+        "--top_p=0.9",
+        "--stop_at_eot=False",
+    )
     first, out = run(*args, "--seed=7")
     assert run(*args, "--seed=7")[0] == first
     assert run(*args, "--seed=8")[0] != first
@@ -106,8 +120,9 @@ def eot_lover(tmp_path_factory):
 @pytest.mark.parametrize("stop", [True, False])
 def test_stop_at_end_of_text(eot_lover, stop):
     """With stop_at_eot a sample ends at the model's <|endoftext|>, which is not printed; without, it goes on."""
-    samples, _ = run(f"--init_from={eot_lover}", "--temperature=0", "--max_new_tokens=5", "--num_samples=1",
-                     f"--stop_at_eot={stop}")
+    samples, _ = run(
+        f"--init_from={eot_lover}", "--temperature=0", "--max_new_tokens=5", "--num_samples=1", f"--stop_at_eot={stop}"
+    )
     assert samples == ["" if stop else EOT_TEXT * 5]
 
 
@@ -130,8 +145,17 @@ def test_empty_prompt_starts_from_end_of_text():
         (["--init_from=EMPTY"], "no checkpoint"),
         (["--tempreature=1"], "did you mean 'temperature'"),
     ],
-    ids=["top_p=0", "top_p>1", "temperature<0", "top_k=0", "num_samples=0", "missing-prompt-file",
-         "missing-init_from", "out_dir-without-checkpoint", "typo"],
+    ids=[
+        "top_p=0",
+        "top_p>1",
+        "temperature<0",
+        "top_k=0",
+        "num_samples=0",
+        "missing-prompt-file",
+        "missing-init_from",
+        "out_dir-without-checkpoint",
+        "typo",
+    ],
 )
 def test_bad_input_is_one_clear_error(tmp_path, out_dir, argv, message):
     """Each bad setting raises a UserError whose message names the problem."""
@@ -144,8 +168,15 @@ def test_bad_input_is_one_clear_error(tmp_path, out_dir, argv, message):
 @pytest.mark.slow
 def test_entry_script(out_dir):
     """`python sample.py` prints samples on stdout and status on stderr, and a bad top_p exits 2 with one line."""
-    cmd = [sys.executable, "sample.py", f"--init_from={out_dir}", "--max_new_tokens=5", "--num_samples=1",
-           "--seed=1", "--device=cpu"]
+    cmd = [
+        sys.executable,
+        "sample.py",
+        f"--init_from={out_dir}",
+        "--max_new_tokens=5",
+        "--num_samples=1",
+        "--seed=1",
+        "--device=cpu",
+    ]
     good = subprocess.run(cmd + ["--start=Hi"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert good.returncode == 0, good.stderr
     assert good.stdout.startswith("Hi") and "seed 1" in good.stderr

@@ -13,7 +13,14 @@ import math
 import pytest
 
 from nanogpt2.errors import UserError
-from nanogpt2.flops.scaling import BESIROGLU, FITS, HOFFMANN, compute_optimal, predicted_losses, tokens_per_param_optimal
+from nanogpt2.flops.scaling import (
+    BESIROGLU,
+    FITS,
+    HOFFMANN,
+    compute_optimal,
+    predicted_losses,
+    tokens_per_param_optimal,
+)
 
 BUDGETS = [1e17, 8.5e18, 1e21, 5.9e23]  # from an afternoon on one GPU to Chinchilla's own (6 x 70B x 1.4T)
 
@@ -45,7 +52,8 @@ def test_twenty_tokens_rule(flops):
 
 
 def test_fits_reproduce_the_papers_headlines():
-    """Each fit's N_opt exponent a = beta/(alpha+beta) is its paper's, and the refit puts Chinchilla near 70B at ~20 tokens/parameter."""
+    """Each fit's N_opt exponent a = beta/(alpha+beta) is its paper's, and the refit puts Chinchilla near 70B at
+    ~20 tokens/parameter."""
     # Hoffmann et al. 2022, Table 2: Approach 3 gives N_opt ~ C^0.46 (from unrounded constants; the
     # printed ones give 0.45). Besiroglu et al. 2024 report a = 0.5126 for their refit, in line with
     # Approaches 1 and 2 (0.50, 0.49), and so with Chinchilla itself: 70B parameters on 1.4T tokens.
@@ -65,7 +73,8 @@ def test_loss_falls_with_scale_toward_the_entropy():
 
 
 def test_tables_are_labelled():
-    """compute_optimal gives the 20-tokens rule and each fit, labelled, with tokens per parameter; losses only for the fits."""
+    """compute_optimal gives the 20-tokens rule and each fit, labelled, with tokens per parameter; losses only
+    for the fits."""
     rows = compute_optimal(1e21)
     assert [r["rule"] for r in rows] == ["20 tokens per parameter", HOFFMANN.label, BESIROGLU.label]
     assert "loss" not in rows[0] and all(math.isfinite(r["loss"]) for r in rows[1:])
@@ -73,8 +82,15 @@ def test_tables_are_labelled():
     assert [r["rule"] for r in predicted_losses(1.24e8, 1e10)] == [HOFFMANN.label, BESIROGLU.label]
 
 
-@pytest.mark.parametrize("call", [lambda: HOFFMANN.compute_optimal(0), lambda: HOFFMANN.loss(-1, 1e9),
-                                  lambda: tokens_per_param_optimal(float("inf")), lambda: BESIROGLU.loss(1e9, 0)])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: HOFFMANN.compute_optimal(0),
+        lambda: HOFFMANN.loss(-1, 1e9),
+        lambda: tokens_per_param_optimal(float("inf")),
+        lambda: BESIROGLU.loss(1e9, 0),
+    ],
+)
 def test_non_positive_inputs_are_user_errors(call):
     """Zero, negative or infinite budgets and sizes raise UserError."""
     with pytest.raises(UserError):

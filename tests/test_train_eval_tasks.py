@@ -6,15 +6,27 @@ import json
 
 import pytest
 
-from conftest import REPO
 from nanogpt2.checkpoint import load_model
 from nanogpt2.errors import UserError
 from nanogpt2.evaluate import evaluate_model
 from nanogpt2.trainer import train
 
+from conftest import REPO
+
 FIXTURES = REPO / "tests" / "fixtures" / "eval"
-TINY = ["--init_from=scratch", "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2",
-        "--device=cpu", "--compile=False", "--eval_iters=1", "--log_interval=1", "--learning_rate=1e-2"]
+TINY = [
+    "--init_from=scratch",
+    "--n_layer=1",
+    "--n_head=2",
+    "--n_embd=16",
+    "--block_size=16",
+    "--batch_size=2",
+    "--device=cpu",
+    "--compile=False",
+    "--eval_iters=1",
+    "--log_interval=1",
+    "--learning_rate=1e-2",
+]
 
 
 def test_eval_task_figures_equal_the_standalone_evaluation(shakespeare_data, tmp_path):
@@ -22,8 +34,17 @@ def test_eval_task_figures_equal_the_standalone_evaluation(shakespeare_data, tmp
     reports for the checkpoint written at that step (same limit), and the tasks do not disturb training."""
     out = tmp_path / "run"
     spec = f"choice:{FIXTURES / 'choice.jsonl'},perplexity:{FIXTURES / 'text.txt'}"
-    train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=2",
-           f"--eval_tasks={spec}", "--eval_tasks_limit=50"])
+    train(
+        [
+            *TINY,
+            f"--dataset={shakespeare_data}",
+            f"--out_dir={out}",
+            "--max_iters=2",
+            "--eval_interval=2",
+            f"--eval_tasks={spec}",
+            "--eval_tasks_limit=50",
+        ]
+    )
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in rows if r["kind"] == "eval"][-1]
     assert last["step"] == 2
@@ -42,6 +63,12 @@ def test_bad_eval_task_stops_before_training(shakespeare_data, tmp_path):
     with pytest.raises(UserError, match="eval_tasks: nope"):
         train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={tmp_path / 'a'}", "--eval_tasks=nope:x"])
     with pytest.raises(UserError, match="eval_tasks: choice"):
-        train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={tmp_path / 'b'}",
-               f"--eval_tasks=choice:{tmp_path / 'missing.jsonl'}"])
+        train(
+            [
+                *TINY,
+                f"--dataset={shakespeare_data}",
+                f"--out_dir={tmp_path / 'b'}",
+                f"--eval_tasks=choice:{tmp_path / 'missing.jsonl'}",
+            ]
+        )
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

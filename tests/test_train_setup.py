@@ -18,8 +18,18 @@ from nanogpt2.runtime import use_expandable_segments
 from nanogpt2.train_setup import build_run
 from nanogpt2.trainer import Trainer, train
 
-TINY = ["--init_from=scratch", "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2",
-        "--device=cpu", "--compile=False", "--eval_iters=1", "--log_interval=1"]
+TINY = [
+    "--init_from=scratch",
+    "--n_layer=1",
+    "--n_head=2",
+    "--n_embd=16",
+    "--block_size=16",
+    "--batch_size=2",
+    "--device=cpu",
+    "--compile=False",
+    "--eval_iters=1",
+    "--log_interval=1",
+]
 
 
 def test_resume_checkpoint_is_released_after_setup(shakespeare_data, tmp_path, monkeypatch):
@@ -63,8 +73,7 @@ def test_dataset_names_resolve_in_the_checkout_from_any_directory(shakespeare_da
     monkeypatch.chdir(tmp_path)
     assert find_dataset(str(shakespeare_data), prepare=False) == Path(shakespeare_data)
     # A recipe that exists only in the checkout is found from elsewhere (not run: prepare=False).
-    assert find_dataset("shakespeare", prepare=False).resolve() in {
-        (checkout / "data" / "shakespeare").resolve()}
+    assert find_dataset("shakespeare", prepare=False).resolve() in {(checkout / "data" / "shakespeare").resolve()}
     local = tmp_path / "data" / "shakespeare"
     local.mkdir(parents=True)
     for name in ("train.bin", "val.bin"):
@@ -113,9 +122,12 @@ def test_train_help_answers_without_importing_torch():
 
     from conftest import REPO
 
-    code = ("import runpy, sys; sys.argv = ['train.py', '--help']\n"
-            "try:\n    runpy.run_path(%r, run_name='__main__')\n"
-            "except SystemExit:\n    pass\n"
-            "print('TORCH' if 'torch' in sys.modules else 'NO TORCH')") % str(REPO / "train.py")
+    script = str(REPO / "train.py")
+    code = (
+        "import runpy, sys; sys.argv = ['train.py', '--help']\n"
+        f"try:\n    runpy.run_path({script!r}, run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO TORCH')"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "--learning_rate" in proc.stdout and proc.stdout.strip().endswith("NO TORCH"), proc.stdout[-500:]

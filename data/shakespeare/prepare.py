@@ -1,7 +1,7 @@
 """Shakespeare into data/shakespeare/: tiny Shakespeare from the web, or your copy with --input.
 
-    python data/shakespeare/prepare.py                        # online
-    python data/shakespeare/prepare.py --input path/to/plays/ # offline: any .txt file or folder of them
+python data/shakespeare/prepare.py                        # online
+python data/shakespeare/prepare.py --input path/to/plays/ # offline: any .txt file or folder of them
 """
 
 from pathlib import Path

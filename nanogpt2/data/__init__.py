@@ -24,9 +24,15 @@ loader needs PyTorch, and `python data/prepare.py` starts without paying for it.
 from importlib import import_module
 
 _HOMES = {
-    "Dataset": "format", "DatasetError": "format", "TokenFile": "format", "open_dataset": "format",
-    "RandomBatches": "loader", "sequential_batches": "loader", "count_sequential_batches": "loader",
-    "PrepareConfig": "pipeline", "prepare": "pipeline",
+    "Dataset": "format",
+    "DatasetError": "format",
+    "TokenFile": "format",
+    "open_dataset": "format",
+    "RandomBatches": "loader",
+    "sequential_batches": "loader",
+    "count_sequential_batches": "loader",
+    "PrepareConfig": "pipeline",
+    "prepare": "pipeline",
 }
 __all__ = sorted(_HOMES)
 

@@ -34,12 +34,15 @@ TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/mast
 # hash-based split picks other validation documents than nanoGPT's shuffled one: losses compare
 # closely, not exactly.
 OPENWEBTEXT = "hf:Skylion007/openwebtext"
-SHAKESPEARE_OFFLINE = ("prepare from local text instead: python data/shakespeare/prepare.py --input PATH "
-                       "(a .txt file or a folder of them, e.g. a copy of the plays from Project Gutenberg)")
+SHAKESPEARE_OFFLINE = (
+    "prepare from local text instead: python data/shakespeare/prepare.py --input PATH "
+    "(a .txt file or a folder of them, e.g. a copy of the plays from Project Gutenberg)"
+)
 
 
-def main(argv: Sequence[str] | None = None, *, default_inputs: Callable[[], list[str]] | None = None,
-         **defaults) -> dict:
+def main(
+    argv: Sequence[str] | None = None, *, default_inputs: Callable[[], list[str]] | None = None, **defaults
+) -> dict:
     """Read the settings from the command line and prepare; returns meta.json's contents.
 
     `defaults` replace PrepareConfig's defaults (a recipe's out folder, val_fraction and seed), and
@@ -52,9 +55,13 @@ def main(argv: Sequence[str] | None = None, *, default_inputs: Callable[[], list
 
 def shakespeare_main(argv: Sequence[str] | None = None, *, folder: Path) -> dict:
     """data/shakespeare/prepare.py: tiny Shakespeare (downloaded) or any local text, into `folder`."""
-    return main(argv, out=str(folder),
-                default_inputs=lambda: [str(download(TINY_SHAKESPEARE_URL, _cache_dir() / "tinyshakespeare.txt",
-                                                     offline_hint=SHAKESPEARE_OFFLINE))])
+    return main(
+        argv,
+        out=str(folder),
+        default_inputs=lambda: [
+            str(download(TINY_SHAKESPEARE_URL, _cache_dir() / "tinyshakespeare.txt", offline_hint=SHAKESPEARE_OFFLINE))
+        ],
+    )
 
 
 def openwebtext_main(argv: Sequence[str] | None = None, *, folder: Path) -> dict:
@@ -80,8 +87,10 @@ def download(url: str, dest: Path, *, offline_hint: str, timeout: float = 30.0) 
             # compare with the announced length so a cut-short file is never cached as whole.
             expected = response.headers.get("Content-Length")
             if expected is not None and f.tell() != int(expected):
-                raise DatasetError(f"the download of {url} was cut short ({f.tell():,} of {int(expected):,} bytes); "
-                                   f"run again, or {offline_hint}")
+                raise DatasetError(
+                    f"the download of {url} was cut short ({f.tell():,} of {int(expected):,} bytes); "
+                    f"run again, or {offline_hint}"
+                )
     except (OSError, http.client.HTTPException) as e:  # URLError, HTTPError, timeouts, refused, IncompleteRead
         reason = getattr(e, "reason", None) or e
         raise DatasetError(f"cannot download {url} ({reason}); offline? {offline_hint}") from None

@@ -180,14 +180,17 @@ def _read_meta(meta_file: Path, redo: str) -> dict:
             f"{FORMAT_VERSION}: update nanogpt2 or {redo}"
         )
     if meta.get("dtype", "uint16") != "uint16" or meta.get("byte_order", "little") != "little":
-        raise DatasetError(f"{meta_file} describes {meta.get('byte_order')}-endian {meta.get('dtype')} tokens, "
-                           f"but nanogpt2 reads little-endian uint16; {redo}")
+        raise DatasetError(
+            f"{meta_file} describes {meta.get('byte_order')}-endian {meta.get('dtype')} tokens, "
+            f"but nanogpt2 reads little-endian uint16; {redo}"
+        )
     vocab = meta.get("vocab_size")
     if not isinstance(vocab, int) or not 0 < vocab <= 2**16:
         raise DatasetError(f"{meta_file} has vocab_size {vocab!r}, which does not fit uint16 token ids; {redo}")
     splits = meta.get("splits")
-    if not isinstance(splits, dict) or any(not isinstance(splits.get(s), dict)
-                                           or not isinstance(splits[s].get("tokens"), int) for s in SPLITS):
+    if not isinstance(splits, dict) or any(
+        not isinstance(splits.get(s), dict) or not isinstance(splits[s].get("tokens"), int) for s in SPLITS
+    ):
         raise DatasetError(f"{meta_file} lacks the token counts of its splits; {redo}")
     return meta
 

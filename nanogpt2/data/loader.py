@@ -66,15 +66,17 @@ class _WindowReader:
 
     def read(self, row: np.ndarray, start: int) -> None:
         if self.file is None:
-            row[:] = self.tokens[start:start + len(row)]
+            row[:] = self.tokens[start : start + len(row)]
             return
         if self._fd is None or self._pid != os.getpid():  # (re)open lazily: a forked child must not share
             self._fd, self._pid = os.open(self.file.path, os.O_RDONLY), os.getpid()  # its parent's descriptor
         want = row.nbytes
         got = os.preadv(self._fd, [row], self.file.offset + start * row.itemsize)  # type: ignore[list-item]
         if got != want:
-            raise DatasetError(f"{self.file.path} became shorter while training (read {got} of {want} bytes at "
-                               f"token {start:,}); was the dataset prepared again? restart the run")
+            raise DatasetError(
+                f"{self.file.path} became shorter while training (read {got} of {want} bytes at "
+                f"token {start:,}); was the dataset prepared again? restart the run"
+            )
 
     def __del__(self) -> None:
         if self._fd is not None and self._pid == os.getpid():
@@ -93,8 +95,17 @@ def _check_sizes(batch_size: int, block_size: int) -> None:
 class RandomBatches:
     """Random (x, y) training windows, reproducible from (seed, rank, world_size, step)."""
 
-    def __init__(self, tokens: TokenFile | np.ndarray, batch_size: int, block_size: int, *, seed: int, rank: int = 0,
-                 world_size: int = 1, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        tokens: TokenFile | np.ndarray,
+        batch_size: int,
+        block_size: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        device: str | torch.device = "cpu",
+    ) -> None:
         _check_sizes(batch_size, block_size)
         if not 0 <= rank < world_size:
             raise DatasetError(f"rank={rank} with world_size={world_size}: need 0 <= rank < world_size")
@@ -138,16 +149,26 @@ class RandomBatches:
 
     def state_dict(self) -> dict:
         """Plain ints and strings (safe for torch.load(weights_only=True)): the step and what defines the stream."""
-        return {"kind": "RandomBatches", "version": STATE_VERSION, "step": self.step, "seed": self.seed,
-                "rank": self.rank, "world_size": self.world_size, "batch_size": self.batch_size,
-                "block_size": self.block_size, "num_tokens": self.num_tokens}
+        return {
+            "kind": "RandomBatches",
+            "version": STATE_VERSION,
+            "step": self.step,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "block_size": self.block_size,
+            "num_tokens": self.num_tokens,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a saved state: the next batches are those the saved loader would have produced
         next (given the same data, batch_size and block_size). This loader keeps its own rank."""
         if not isinstance(state, dict) or state.get("kind") != "RandomBatches" or "step" not in state:
-            raise DatasetError("the checkpoint's data-loader state is not a RandomBatches state; resume from a "
-                               "checkpoint written by this version of nanogpt2")
+            raise DatasetError(
+                "the checkpoint's data-loader state is not a RandomBatches state; resume from a "
+                "checkpoint written by this version of nanogpt2"
+            )
         if state.get("version", 0) > STATE_VERSION:
             raise DatasetError(f"the checkpoint's loader state has version {state['version']}; update nanogpt2")
         self.step = int(state["step"])
@@ -159,16 +180,23 @@ def _windows_of_rank(num_tokens: int, block_size: int, rank: int, world_size: in
     return range(rank, windows, world_size)  # dealt round-robin: the ranks' windows are disjoint and cover all
 
 
-def count_sequential_batches(num_tokens: int, batch_size: int, block_size: int, *, rank: int = 0,
-                             world_size: int = 1) -> int:
+def count_sequential_batches(
+    num_tokens: int, batch_size: int, block_size: int, *, rank: int = 0, world_size: int = 1
+) -> int:
     """How many batches sequential_batches yields on this rank (for a progress bar)."""
     _check_sizes(batch_size, block_size)
     return math.ceil(len(_windows_of_rank(num_tokens, block_size, rank, world_size)) / batch_size)
 
 
-def sequential_batches(tokens: TokenFile | np.ndarray, batch_size: int, block_size: int, *,
-                       device: str | torch.device = "cpu", rank: int = 0,
-                       world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def sequential_batches(
+    tokens: TokenFile | np.ndarray,
+    batch_size: int,
+    block_size: int,
+    *,
+    device: str | torch.device = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One exact pass over a split: non-overlapping windows in which every token after the first is a
     target once. Window w covers x = tokens[w*T : w*T+T], y = tokens[w*T+1 : w*T+T+1].
 
@@ -190,10 +218,10 @@ def sequential_batches(tokens: TokenFile | np.ndarray, batch_size: int, block_si
         x = torch.zeros((batch_size, T), dtype=torch.int64, pin_memory=pin)
         y = torch.full((batch_size, T), -1, dtype=torch.int64, pin_memory=pin)
         xn, yn = x.numpy(), y.numpy()
-        for row, w in enumerate(windows[first:first + batch_size]):
+        for row, w in enumerate(windows[first : first + batch_size]):
             start = w * T
             length = min(T, n - 1 - start)  # targets in this window
-            view = buf[:length + 1]
+            view = buf[: length + 1]
             reader.read(view, start)
             xn[row, :length] = view[:-1]
             yn[row, :length] = view[1:]

@@ -98,8 +98,9 @@ def goes_to_val(seed: int, index: int, val_fraction: float) -> bool:
 
 def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
     """Write cfg.out/{train.bin, val.bin, meta.json} from cfg.inputs and return the meta.json contents."""
-    sources = parse_inputs(cfg.inputs, lines=cfg.lines, column=cfg.column, hf_split=cfg.hf_split,
-                           streaming=cfg.streaming)
+    sources = parse_inputs(
+        cfg.inputs, lines=cfg.lines, column=cfg.column, hf_split=cfg.hf_split, streaming=cfg.streaming
+    )
     out = Path(cfg.out).expanduser()
     if out.exists() and not out.is_dir():
         raise DatasetError(f"--out {out} is a file; name a folder")
@@ -120,8 +121,13 @@ def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
         meta = gpt2_meta(
             {s: {"tokens": counts[i][0], "documents": counts[i][1]} for i, s in enumerate(SPLITS)},
             sources=[s.description for s in sources],
-            split=mode, val_fraction=cfg.val_fraction, seed=cfg.seed, lines=cfg.lines, column=cfg.column,
-            skipped_empty_documents=stats.skipped_empty, undecodable_bytes=stats.undecodable_bytes,
+            split=mode,
+            val_fraction=cfg.val_fraction,
+            seed=cfg.seed,
+            lines=cfg.lines,
+            column=cfg.column,
+            skipped_empty_documents=stats.skipped_empty,
+            undecodable_bytes=stats.undecodable_bytes,
             created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         )
         write_json_atomic(out / META_FILE, meta)
@@ -169,8 +175,14 @@ def _tokenize_all(cfg: PrepareConfig, sources, encode, files: list[IO[bytes]]):
     def submit(pool, unit) -> None:
         nonlocal bar
         if bar is None:
-            bar = progress(total=total, desc=f"tokenizing into {cfg.out}", unit="B", disable=cfg.quiet,
-                           unit_scale=True, unit_divisor=1024)
+            bar = progress(
+                total=total,
+                desc=f"tokenizing into {cfg.out}",
+                unit="B",
+                disable=cfg.quiet,
+                unit_scale=True,
+                unit_divisor=1024,
+            )
         in_flight.append((pool.submit(encode_unit, encode, unit), unit))
 
     def drain(keep: int) -> None:
@@ -267,11 +279,15 @@ def _summary(say, out: Path, meta: dict, stats: ReadStats, seconds: float) -> No
     def docs(n: int) -> str:
         return f"{n:,} document{'' if n == 1 else 's'}"
 
-    say(f"wrote {out}: train {tr['tokens']:,} tokens ({docs(tr['documents'])}), val {va['tokens']:,} tokens "
-        f"({docs(va['documents'])}) from {stats.bytes_read / 1e6:,.1f} MB of text in {seconds:.1f}s ({rate})")
+    say(
+        f"wrote {out}: train {tr['tokens']:,} tokens ({docs(tr['documents'])}), val {va['tokens']:,} tokens "
+        f"({docs(va['documents'])}) from {stats.bytes_read / 1e6:,.1f} MB of text in {seconds:.1f}s ({rate})"
+    )
     if stats.skipped_empty:
         say(f"skipped {stats.skipped_empty:,} empty or whitespace-only documents")
     if stats.undecodable_bytes:
-        say(f"warning: {stats.undecodable_bytes:,} bytes were not valid UTF-8 and became U+FFFD, in "
+        say(
+            f"warning: {stats.undecodable_bytes:,} bytes were not valid UTF-8 and became U+FFFD, in "
             f"{', '.join(stats.undecodable_files)}{' and others' if len(stats.undecodable_files) >= 5 else ''}; "
-            f"re-save those files as UTF-8 to keep every character")
+            f"re-save those files as UTF-8 to keep every character"
+        )

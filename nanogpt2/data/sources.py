@@ -77,12 +77,14 @@ class Source:
         raise NotImplementedError
 
 
-def parse_inputs(specs: list[str], *, lines: bool = False, column: str = "text",
-                 hf_split: str = "train", streaming: str = "auto") -> list[Source]:
+def parse_inputs(
+    specs: list[str], *, lines: bool = False, column: str = "text", hf_split: str = "train", streaming: str = "auto"
+) -> list[Source]:
     """Turn command-line inputs into Sources, checking up front that every one exists and is supported."""
     if not specs:
-        raise DatasetError("no input given: pass --input with text files, folders, .csv/.jsonl/.json/.parquet "
-                           "files or hf:DATASET_NAME")
+        raise DatasetError(
+            "no input given: pass --input with text files, folders, .csv/.jsonl/.json/.parquet files or hf:DATASET_NAME"
+        )
     sources: list[Source] = []
     for spec in specs:
         if spec.startswith("hf:"):
@@ -93,8 +95,9 @@ def parse_inputs(specs: list[str], *, lines: bool = False, column: str = "text",
             continue
         path = Path(spec).expanduser()
         if not path.exists():
-            raise DatasetError(f"input {path} does not exist; check the path "
-                               f"(Hugging Face datasets are written hf:NAME)")
+            raise DatasetError(
+                f"input {path} does not exist; check the path (Hugging Face datasets are written hf:NAME)"
+            )
         if path.is_dir():
             sources.append(TextFolder(path, lines))
         elif path.suffix.lower() in TEXT_SUFFIXES:
@@ -131,8 +134,9 @@ def documents(source: Source, stats: ReadStats) -> Iterator[Piece]:
                 stats.skipped_empty += 1
             held = []
     if not found:
-        raise DatasetError(f"{source.description} has no text (it is empty or only whitespace); give an input "
-                           f"with text in it")
+        raise DatasetError(
+            f"{source.description} has no text (it is empty or only whitespace); give an input with text in it"
+        )
 
 
 # -- text files -------------------------------------------------------------------
@@ -156,8 +160,9 @@ class TextFolder(Source):
         def visible(p: Path) -> bool:  # skip .git/, .cache/ and other hidden files and folders
             return not any(part.startswith(".") for part in p.relative_to(path).parts)
 
-        self.files = sorted(p for p in path.rglob("*")
-                            if p.suffix.lower() in TEXT_SUFFIXES and p.is_file() and visible(p))
+        self.files = sorted(
+            p for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES and p.is_file() and visible(p)
+        )
         if not self.files:
             raise DatasetError(f"folder {path} has no .txt or .md files; put text files in it or give the files")
         self.description = f"{path} ({len(self.files)} files" + (", one document per line)" if lines else ")")
@@ -178,8 +183,10 @@ def _decoded_blocks(path: Path, stats: ReadStats) -> Iterator[str]:
         while True:
             raw = f.read(BLOCK_BYTES)
             if b"\x00" in raw:
-                raise DatasetError(f"{path} looks like a binary file (it contains NUL bytes); give UTF-8 text "
-                                   f"(re-save UTF-16 text as UTF-8)")
+                raise DatasetError(
+                    f"{path} looks like a binary file (it contains NUL bytes); give UTF-8 text "
+                    f"(re-save UTF-16 text as UTF-8)"
+                )
             stats.bytes_read += len(raw)
             text = decoder.decode(raw, final=not raw)
             if text:
@@ -238,19 +245,23 @@ class CsvFile(Source):
             try:
                 header = next(reader, None)
                 if header is None:
-                    raise DatasetError(f"{self.path} is empty; give a CSV file with a header row and a "
-                                       f"{self.column!r} column")
+                    raise DatasetError(
+                        f"{self.path} is empty; give a CSV file with a header row and a {self.column!r} column"
+                    )
                 if self.column not in header:
-                    raise DatasetError(f"{self.path} has no column {self.column!r} (its columns: "
-                                       f"{', '.join(map(repr, header))}); name the text column with --column")
+                    raise DatasetError(
+                        f"{self.path} has no column {self.column!r} (its columns: "
+                        f"{', '.join(map(repr, header))}); name the text column with --column"
+                    )
                 index = header.index(self.column)
                 for row in reader:
                     text = row[index] if index < len(row) else ""
                     stats.bytes_read += len(text.encode("utf-8", "surrogatepass"))
                     yield text, True
             except csv.Error as e:
-                raise DatasetError(f"{self.path}, line {reader.line_num}: not valid CSV ({e}); "
-                                   f"give a UTF-8 CSV file") from None
+                raise DatasetError(
+                    f"{self.path}, line {reader.line_num}: not valid CSV ({e}); give a UTF-8 CSV file"
+                ) from None
         _note_undecodable(stats, self.path, _bad_bytes[0] - before)
 
 
@@ -306,14 +317,18 @@ def _rows(load, column: str, where: str, stats: ReadStats) -> Iterator[Piece]:
     try:
         for i, row in enumerate(load()):
             if i == 0 and column not in row:
-                raise DatasetError(f"{where} has no column {column!r} (its columns: {', '.join(map(repr, row))}); "
-                                   f"name the text column with --column")
+                raise DatasetError(
+                    f"{where} has no column {column!r} (its columns: {', '.join(map(repr, row))}); "
+                    f"name the text column with --column"
+                )
             text = row[column]
             if text is None:
                 text = ""
             if not isinstance(text, str):
-                raise DatasetError(f"{where}, row {i}: column {column!r} holds {type(text).__name__}, not text; "
-                                   f"name a text column with --column")
+                raise DatasetError(
+                    f"{where}, row {i}: column {column!r} holds {type(text).__name__}, not text; "
+                    f"name a text column with --column"
+                )
             stats.bytes_read += len(text.encode("utf-8", "surrogatepass"))
             yield text, True
     except DatasetError:

@@ -31,8 +31,16 @@ from nanogpt2.evaluate.scoring import Score, Scorer
 from nanogpt2.runtime import Runtime
 
 
-def evaluate_model(model: torch.nn.Module, task: str, data: str | None = None, *, runtime: Runtime | None = None,
-                   batch_size: int = 8, limit: int | None = None, **settings) -> dict:
+def evaluate_model(
+    model: torch.nn.Module,
+    task: str,
+    data: str | None = None,
+    *,
+    runtime: Runtime | None = None,
+    batch_size: int = 8,
+    limit: int | None = None,
+    **settings,
+) -> dict:
     """The figures of `task` for a model in memory; settings: any other EvalConfig field (stride, split, ...).
     The model keeps its device, and comes back in the train/eval mode it had."""
     cfg = EvalConfig(task=task, data=data, batch_size=batch_size, limit=limit, **settings)

@@ -115,8 +115,7 @@ def evaluate(argv: Sequence[str] | None = None, out: TextIO | None = None, log: 
     print(f"loaded {source}: {model.num_params() / 1e6:.1f}M parameters, on {rt.describe()}", file=log, flush=True)
     scorer = Scorer(model, rt, cfg.batch_size, cfg.block_size, fixed_shapes=compiled, show_progress=True)
     figures = task.evaluate(scorer)
-    record = {"task": cfg.task, "data": task.name, "model": source, "results": figures,
-              "config": config_dict(cfg)}
+    record = {"task": cfg.task, "data": task.name, "model": source, "results": figures, "config": config_dict(cfg)}
     print(f"{cfg.task}: " + ", ".join(f"{k} {_show(v)}" for k, v in figures.items()), file=out, flush=True)
     if cfg.out is not None:
         path = Path(cfg.out).expanduser()

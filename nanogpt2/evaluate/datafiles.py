@@ -58,8 +58,10 @@ def fetch(file: PublicFile, cache_dir: str | Path = DEFAULT_CACHE) -> Path:
     if path.is_file():
         if sha256_of(path) == file.sha256:
             return path
-        raise UserError(f"{path} does not have the published SHA-256 of {file.name} ({file.sha256}); "
-                        f"delete it to download it again, or pass --data=PATH to a good copy")
+        raise UserError(
+            f"{path} does not have the published SHA-256 of {file.name} ({file.sha256}); "
+            f"delete it to download it again, or pass --data=PATH to a good copy"
+        )
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{file.name}.part-{os.getpid()}")
     try:
@@ -72,8 +74,9 @@ def fetch(file: PublicFile, cache_dir: str | Path = DEFAULT_CACHE) -> Path:
     got = sha256_of(partial)
     if got != file.sha256:
         partial.unlink(missing_ok=True)
-        raise UserError(f"the download of {file.url} has SHA-256 {got}, not the published {file.sha256}; "
-                        f"refusing it; {offline}")
+        raise UserError(
+            f"the download of {file.url} has SHA-256 {got}, not the published {file.sha256}; refusing it; {offline}"
+        )
     os.replace(partial, path)  # only a verified file ever takes the cache's name
     return path
 

@@ -51,10 +51,19 @@ class NanoGPT2LM(TemplateLM):
     """lm-eval's LM interface over a nanogpt2 GPT. --model_args: init_from (anything sample.py takes),
     device, dtype, compile, block_size (smaller only), max_gen_toks; lm-eval's --batch_size is honoured."""
 
-    def __init__(self, init_from: str | None = None, model: GPT | None = None, batch_size: int | str = 8,
-                 device: str | None = None, dtype: str = "auto", compile: bool | None = False,
-                 block_size: int | None = None, max_gen_toks: int = DEFAULT_MAX_GEN_TOKS, max_batch_size=None,
-                 **ignored) -> None:
+    def __init__(
+        self,
+        init_from: str | None = None,
+        model: GPT | None = None,
+        batch_size: int | str = 8,
+        device: str | None = None,
+        dtype: str = "auto",
+        compile: bool | None = False,
+        block_size: int | None = None,
+        max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
+        max_batch_size=None,
+        **ignored,
+    ) -> None:
         super().__init__()
         if (init_from is None) == (model is None):
             raise ValueError("give exactly one of init_from=PATH_OR_NAME (in --model_args) or model=GPT")
@@ -125,8 +134,14 @@ class NanoGPT2LM(TemplateLM):
         x = torch.tensor([ids], dtype=torch.long, device=self.runtime.device)
         new: list[int] = []
         with self.runtime.autocast():
-            for token in self.gpt.generate_tokens(x, max_new, temperature=temperature, eot_id=EOT_ID,
-                                                  top_k=options.get("top_k"), top_p=options.get("top_p", 1.0)):
+            for token in self.gpt.generate_tokens(
+                x,
+                max_new,
+                temperature=temperature,
+                eot_id=EOT_ID,
+                top_k=options.get("top_k"),
+                top_p=options.get("top_p", 1.0),
+            ):
                 if int(token[0]) == EOT_ID:
                     break
                 new.append(int(token[0]))

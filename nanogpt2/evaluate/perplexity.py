@@ -50,26 +50,38 @@ class PerplexityTask:
         if not 1 <= stride <= scorer.block_size:
             raise UserError(f"stride={stride} must be between 1 and the model's block_size={scorer.block_size}")
         if scorer.vocab_size is not None and self.vocab_size > scorer.vocab_size:
-            raise UserError(f"{self.name} has token ids up to {self.vocab_size - 1}, but this model knows only "
-                            f"{scorer.vocab_size} ids")
+            raise UserError(
+                f"{self.name} has token ids up to {self.vocab_size - 1}, but this model knows only "
+                f"{scorer.vocab_size} ids"
+            )
         total_windows = sum(count_windows(len(d), self.first, stride) for d in self.documents)
         score = scorer.score_stream(((d, self.first) for d in self.documents), stride, total_windows, desc=self.name)
         if score.tokens == 0:
             raise UserError(f"{self.name} has no tokens to score")
         nats = -score.logprob / score.tokens
         bpb = -score.logprob / math.log(2) / self.num_bytes if self.num_bytes else None
-        return {"nats_per_token": nats, "perplexity": math.exp(nats), "bits_per_byte": bpb,
-                "tokens": score.tokens, "bytes": self.num_bytes, "documents": len(self.documents),
-                "stride": stride, "block_size": scorer.block_size}
+        return {
+            "nats_per_token": nats,
+            "perplexity": math.exp(nats),
+            "bits_per_byte": bpb,
+            "tokens": score.tokens,
+            "bytes": self.num_bytes,
+            "documents": len(self.documents),
+            "stride": stride,
+            "block_size": scorer.block_size,
+        }
 
 
-def load_perplexity_task(data: str | None, split: str = "val", limit: int | None = None,
-                         stride: int | None = None) -> PerplexityTask:
+def load_perplexity_task(
+    data: str | None, split: str = "val", limit: int | None = None, stride: int | None = None
+) -> PerplexityTask:
     """From a text file, a folder of .txt/.md files, or a prepared dataset folder (its `split`).
     limit: score at most this many tokens (the first ones)."""
     if data is None:
-        raise UserError("perplexity needs --data=PATH: a text file, a folder of .txt/.md files, "
-                        "or a dataset folder prepared by data/prepare.py (with --split=val or train)")
+        raise UserError(
+            "perplexity needs --data=PATH: a text file, a folder of .txt/.md files, "
+            "or a dataset folder prepared by data/prepare.py (with --split=val or train)"
+        )
     path = Path(data).expanduser()
     if path.is_dir() and (path / "train.bin").is_file() and (path / "val.bin").is_file():
         return _split_task(path, split, limit, stride)
@@ -113,8 +125,14 @@ def _split_task(path: Path, split: str, limit: int | None, stride: int | None) -
     if len(tokens) < 2:
         raise UserError(f"the {split} split of {path} has {len(tokens)} tokens; at least 2 are needed to score one")
     gpt2 = dataset.meta.get("tokenizer") == "gpt2"
-    return PerplexityTask(f"{path} ({split})", [tokens], first=1, num_bytes=split_bytes(tokens[1:]) if gpt2 else None,
-                          stride=stride, vocab_size=int(dataset.meta.get("vocab_size", VOCAB_SIZE)))
+    return PerplexityTask(
+        f"{path} ({split})",
+        [tokens],
+        first=1,
+        num_bytes=split_bytes(tokens[1:]) if gpt2 else None,
+        stride=stride,
+        vocab_size=int(dataset.meta.get("vocab_size", VOCAB_SIZE)),
+    )
 
 
 def split_bytes(tokens: np.ndarray, chunk: int = 1 << 24) -> int:
@@ -122,4 +140,4 @@ def split_bytes(tokens: np.ndarray, chunk: int = 1 << 24) -> int:
     tok = get_tokenizer()
     lengths = np.array([len(tok.decode_bytes([i])) for i in range(tok.vocab_size)], dtype=np.int64)
     lengths[EOT_ID] = 0
-    return int(sum(lengths[tokens[i:i + chunk]].sum() for i in range(0, len(tokens), chunk)))
+    return int(sum(lengths[tokens[i : i + chunk]].sum() for i in range(0, len(tokens), chunk)))

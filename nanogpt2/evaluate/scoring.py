@@ -60,8 +60,9 @@ class Score:
     greedy: bool = True  # every target was the model's single most likely token (argmax, first on ties)
 
 
-def plan_windows(n: int, first: int, block_size: int, stride: int,
-                 fill_last: bool = True) -> Iterator[tuple[int, int, int]]:
+def plan_windows(
+    n: int, first: int, block_size: int, stride: int, fill_last: bool = True
+) -> Iterator[tuple[int, int, int]]:
     """(a, e, k) for each window: read ids[a:e-1], keep the last k predictions (targets e-k .. e-1).
 
     n: length of the sequence; first: the first target (>= 1: a target needs one token before it);
@@ -88,8 +89,15 @@ class Scorer:
     so a training loop can call a task on its live model.
     """
 
-    def __init__(self, model: torch.nn.Module, runtime: Runtime | None = None, batch_size: int = 8,
-                 block_size: int | None = None, fixed_shapes: bool = False, show_progress: bool = False):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        runtime: Runtime | None = None,
+        batch_size: int = 8,
+        block_size: int | None = None,
+        fixed_shapes: bool = False,
+        show_progress: bool = False,
+    ):
         check_positive_int("batch_size", batch_size)
         config = getattr(model, "config", None) or getattr(getattr(model, "_orig_mod", None), "config", None)
         self.model = model
@@ -106,8 +114,9 @@ class Scorer:
 
     # -- the two ways in ---------------------------------------------------------------------
 
-    def score(self, requests: Sequence[tuple[Sequence[int], int]], stride: int | None = None,
-              desc: str = "scoring") -> list[Score]:
+    def score(
+        self, requests: Sequence[tuple[Sequence[int], int]], stride: int | None = None, desc: str = "scoring"
+    ) -> list[Score]:
         """One Score per (ids, first) request: the targets ids[first:], scored as the module docstring says."""
         stride = stride or self.block_size
         groups: dict[tuple[tuple[int, ...], int], list[int]] = {}  # (window tokens, k) -> requests using it
@@ -120,7 +129,7 @@ class Scorer:
         scores = [Score() for _ in requests]
         batches = range(0, len(order), self.batch_size)
         for start in progress(batches, desc=desc, unit="batch", disable=not self.show_progress):
-            chunk = order[start:start + self.batch_size]
+            chunk = order[start : start + self.batch_size]
             for (key, k), (logprob, greedy) in zip(chunk, self._run([(np.asarray(w), k) for w, k in chunk])):
                 for owner in groups[(key, k)]:
                     s = scores[owner]
@@ -129,8 +138,14 @@ class Scorer:
                     s.greedy = s.greedy and greedy
         return scores
 
-    def score_stream(self, sequences: Iterable[tuple[np.ndarray, int]], stride: int, total_windows: int | None = None,
-                     fill_last: bool = False, desc: str = "scoring") -> Score:
+    def score_stream(
+        self,
+        sequences: Iterable[tuple[np.ndarray, int]],
+        stride: int,
+        total_windows: int | None = None,
+        fill_last: bool = False,
+        desc: str = "scoring",
+    ) -> Score:
         """One Score summed over many (ids, first) sequences (a corpus); windows are made as they are needed,
         so a split of billions of tokens is read window by window, never held in memory."""
         total = Score()
@@ -196,6 +211,6 @@ class Scorer:
         hits = (picked.argmax(dim=-1) == wanted).cpu()  # argmax takes the first of tied maxima
         out, start = [], 0
         for _, k in batch:
-            out.append((float(logprobs[start:start + k].sum()), bool(hits[start:start + k].all())))
+            out.append((float(logprobs[start : start + k].sum()), bool(hits[start : start + k].all())))
             start += k
         return out

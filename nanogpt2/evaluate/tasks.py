@@ -50,8 +50,10 @@ def check_vocab(requests: list[tuple[list[int], int]], scorer: Scorer) -> None:
     vocab = scorer.vocab_size
     worst = max((max(ids) for ids, _ in requests), default=0)
     if vocab is not None and worst >= vocab:
-        raise UserError(f"the text has GPT-2 token id {worst}, but this model knows only {vocab} ids; "
-                        f"these tasks need a model with GPT-2's vocabulary")
+        raise UserError(
+            f"the text has GPT-2 token id {worst}, but this model knows only {vocab} ids; "
+            f"these tasks need a model with GPT-2's vocabulary"
+        )
 
 
 def _limit(rows: list, limit: int | None) -> list:
@@ -84,8 +86,9 @@ def read_choices(path: str | Path) -> list[ChoiceItem]:
     for number, row in read_jsonl(path, 'multiple-choice rows ({"context": ..., "choices": [...], "label": ...})'):
         context = field(path, number, row, "context", str)
         choices = _choices(path, number, row, "choices")
-        items.append(ChoiceItem(context, choices, _label(path, number, field(path, number, row, "label", int),
-                                                          len(choices))))
+        items.append(
+            ChoiceItem(context, choices, _label(path, number, field(path, number, row, "label", int), len(choices)))
+        )
     return items
 
 
@@ -160,9 +163,12 @@ class LambadaTask:
         scores = scorer.score(requests, desc=self.name)
         n = len(scores)
         mean_logprob = sum(s.logprob for s in scores) / n
-        return {"acc": sum(s.greedy for s in scores) / n, "perplexity": math.exp(-mean_logprob),
-                "target_nats_per_token": -sum(s.logprob for s in scores) / sum(s.tokens for s in scores),
-                "examples": n}
+        return {
+            "acc": sum(s.greedy for s in scores) / n,
+            "perplexity": math.exp(-mean_logprob),
+            "target_nats_per_token": -sum(s.logprob for s in scores) / sum(s.tokens for s in scores),
+            "examples": n,
+        }
 
 
 def _first_best(values: list[float]) -> int:
@@ -176,8 +182,10 @@ def load_choice_task(task: str, data: str | None, limit: int | None, cache_dir: 
         return LambadaTask(_limit(read_lambada(data or fetch(LAMBADA, cache_dir)), limit))
     if data is None:
         if task == "hellaswag":
-            raise UserError(f"hellaswag needs --data=PATH to hellaswag_val.jsonl (download it from {HELLASWAG_URL}); "
-                            f"it has no published checksum, so it is not downloaded for you")
+            raise UserError(
+                f"hellaswag needs --data=PATH to hellaswag_val.jsonl (download it from {HELLASWAG_URL}); "
+                f"it has no published checksum, so it is not downloaded for you"
+            )
         raise UserError("the choice task needs --data=PATH to your .jsonl of {context, choices, label} rows")
     read = read_hellaswag if task == "hellaswag" else read_choices
     return ChoiceTask(task, _limit(read(data), limit))

@@ -13,14 +13,21 @@ None of it imports PyTorch: the calculator answers in a fraction of a second.
 """
 
 from nanogpt2.flops.counting import (
-                                     count_params,
-                                     forward_matmul_flops,
-                                     kaplan_flops_per_token,
-                                     mfu,
-                                     tokens_per_second,
-                                     training_flops,
-                                     training_flops_per_token,
+    count_params,
+    forward_matmul_flops,
+    kaplan_flops_per_token,
+    mfu,
+    tokens_per_second,
+    training_flops,
+    training_flops_per_token,
 )
 
-__all__ = ["count_params", "forward_matmul_flops", "kaplan_flops_per_token", "mfu", "tokens_per_second",
-           "training_flops", "training_flops_per_token"]
+__all__ = [
+    "count_params",
+    "forward_matmul_flops",
+    "kaplan_flops_per_token",
+    "mfu",
+    "tokens_per_second",
+    "training_flops",
+    "training_flops_per_token",
+]

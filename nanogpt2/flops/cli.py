@@ -40,8 +40,9 @@ def parse_count(text: str, what: str = "tokens") -> float:
     m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)([kmbgt]?)", text.strip().lower())
     value = float(m.group(1)) * _SUFFIXES[m.group(2)] if m else math.nan
     if not (value > 0 and math.isfinite(value)):
-        raise UserError(f"--{what}={text!r} is not a positive count; write e.g. 10B, 300M, 1.5T or 2e9 "
-                        "(suffixes K, M, B, T)")
+        raise UserError(
+            f"--{what}={text!r} is not a positive count; write e.g. 10B, 300M, 1.5T or 2e9 (suffixes K, M, B, T)"
+        )
     return value
 
 
@@ -64,6 +65,7 @@ def _positive(kind):
         if value is None or not value > 0 or (kind is float and not math.isfinite(value)):
             raise argparse.ArgumentTypeError(f"{text!r} must be a positive {kind.__name__}")
         return value
+
     return convert
 
 
@@ -73,8 +75,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="nanogpt2-flops", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(
+        prog="nanogpt2-flops",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
     def opt(*names, **kw):  # accept --block-size and nanoGPT-style --block_size alike
         extra = ["--" + n[2:].replace("-", "_") for n in names if n.startswith("--") and "-" in n[2:]]
         return p.add_argument(*names, *extra, **kw)
@@ -84,7 +90,11 @@ def make_parser() -> argparse.ArgumentParser:
     opt("--n-head", type=_positive(int), help="attention heads")
     opt("--n-embd", type=_positive(int), help="embedding width")
     opt("--vocab-size", type=_positive(int), default=50257, help="vocabulary (default GPT-2's 50257)")
-    opt("--pad-vocab", type=_positive(int), help="pad the vocabulary to a multiple of this (default 64 scratch, 1 fine-tune)")
+    opt(
+        "--pad-vocab",
+        type=_positive(int),
+        help="pad the vocabulary to a multiple of this (default 64 scratch, 1 fine-tune)",
+    )
     opt("--block-size", type=_positive(int), default=1024, help="sequence length in tokens (default 1024)")
     opt("--finetune", action="store_true", help="fine-tune pretrained weights (no vocabulary padding, no scaling laws)")
     budget = p.add_mutually_exclusive_group()
@@ -100,8 +110,12 @@ def make_parser() -> argparse.ArgumentParser:
     opt("--dtype", choices=tuple(memory.ACT_BYTES), default="bfloat16", help="training precision (default bfloat16)")
     opt("--batch-size", type=_positive(int), help="micro-batch, sequences per GPU (default: the largest that fits)")
     opt("--grad-accum", type=_positive(int), default=1, help="gradient accumulation micro-steps (default 1)")
-    opt("--optimizer", choices=["adamw", "adamw8bit"], default="adamw",
-        help="adamw: fp32 moments (8 bytes per parameter); adamw8bit: torchao's 8-bit moments (~2 bytes)")
+    opt(
+        "--optimizer",
+        choices=["adamw", "adamw8bit"],
+        default="adamw",
+        help="adamw: fp32 moments (8 bytes per parameter); adamw8bit: torchao's 8-bit moments (~2 bytes)",
+    )
     opt("--checkpointing", action="store_true", help="activation checkpointing: recompute each block in backward")
     opt("--dropout", type=float, default=0.0, help="dropout probability (masks cost memory; default 0)")
     opt("--attention", choices=("flash", "math"), default="flash", help="fused (flash) or explicit attention")
@@ -120,8 +134,9 @@ def model_config(args: argparse.Namespace) -> tuple[str, GPTConfig]:
     if any(v is not None for v in shape):
         if None in shape or args.model:
             raise UserError("give either --model or all three of --n-layer, --n-head, --n-embd")
-        return f"custom ({args.n_layer} layers)", GPTConfig(n_layer=args.n_layer, n_head=args.n_head,
-                                                            n_embd=args.n_embd, **common)
+        return f"custom ({args.n_layer} layers)", GPTConfig(
+            n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, **common
+        )
     name = args.model or "gpt2"
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; use one of {', '.join(MODELS)}, or --n-layer/--n-head/--n-embd")
@@ -157,20 +172,35 @@ def build_report(args: argparse.Namespace) -> dict:
     exact, six_n = F.training_flops_per_token(cfg, T), F.kaplan_flops_per_token(cfg)
     parts = {k: 3 * v // T for k, v in F.forward_matmul_flops(cfg, T).items()}
     report: dict = {
-        "model": {"name": name, "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
-                  "block_size": T, "vocab_size": cfg.vocab_size, "padded_vocab_size": cfg.padded_vocab_size,
-                  "finetune": args.finetune},
+        "model": {
+            "name": name,
+            "n_layer": cfg.n_layer,
+            "n_head": cfg.n_head,
+            "n_embd": cfg.n_embd,
+            "block_size": T,
+            "vocab_size": cfg.vocab_size,
+            "padded_vocab_size": cfg.padded_vocab_size,
+            "finetune": args.finetune,
+        },
         "params": {"total": params.total, "non_embedding": params.non_embedding},
         "flops_per_token": {"six_n": six_n, "exact": exact, "exact_breakdown": parts},
-        "hardware": None, "budget": None, "scaling": None,
+        "hardware": None,
+        "budget": None,
+        "scaling": None,
     }
     rate = None  # model FLOP/s of the whole job
     if peak is not None:
         rate = args.gpus * peak * args.mfu
         report["hardware"] = {
-            "gpu": spec.name if spec else "your GPU", "gpus": args.gpus, "dtype": args.dtype, "peak_flops": peak,
-            "peak_note": hardware.describe_peak(spec, args.dtype) if spec and not args.peak_tflops else "given by --peak-tflops",
-            "mfu": args.mfu, "tokens_per_second": F.tokens_per_second(exact, peak, args.mfu) * args.gpus,
+            "gpu": spec.name if spec else "your GPU",
+            "gpus": args.gpus,
+            "dtype": args.dtype,
+            "peak_flops": peak,
+            "peak_note": hardware.describe_peak(spec, args.dtype)
+            if spec and not args.peak_tflops
+            else "given by --peak-tflops",
+            "mfu": args.mfu,
+            "tokens_per_second": F.tokens_per_second(exact, peak, args.mfu) * args.gpus,
         }
     tokens: float | None = None
     total: float | None = None
@@ -189,11 +219,17 @@ def build_report(args: argparse.Namespace) -> dict:
         tokens = total / exact
     if total is not None and tokens is not None:
         seconds = seconds or (total / rate if rate else None)
-        report["budget"] = {"tokens": tokens, "flops": total, "flops_six_n": six_n * tokens, "seconds": seconds,
-                            "gpu_hours": seconds * args.gpus / 3600 if seconds else None}
+        report["budget"] = {
+            "tokens": tokens,
+            "flops": total,
+            "flops_six_n": six_n * tokens,
+            "seconds": seconds,
+            "gpu_hours": seconds * args.gpus / 3600 if seconds else None,
+        }
         if not args.finetune:
             report["scaling"] = {
-                "tokens_per_param": tokens / params.total, "rule_of_thumb": scaling.TOKENS_PER_PARAM,
+                "tokens_per_param": tokens / params.total,
+                "rule_of_thumb": scaling.TOKENS_PER_PARAM,
                 "compute_optimal": scaling.compute_optimal(total),
                 "predicted_loss": scaling.predicted_losses(params.total, tokens),
             }
@@ -202,20 +238,41 @@ def build_report(args: argparse.Namespace) -> dict:
 
 
 def memory_report(cfg: GPTConfig, args: argparse.Namespace, mem_bytes: float | None) -> dict:
-    options = dict(dtype=args.dtype, attention=args.attention, checkpointing=args.checkpointing,
-                   grad_accum=args.grad_accum, ddp=args.gpus > 1, optimizer=args.optimizer)
+    options = dict(
+        dtype=args.dtype,
+        attention=args.attention,
+        checkpointing=args.checkpointing,
+        grad_accum=args.grad_accum,
+        ddp=args.gpus > 1,
+        optimizer=args.optimizer,
+    )
     largest = memory.max_batch_size(cfg, int(mem_bytes), **options) if mem_bytes else None
     batch = args.batch_size or largest or 1
     est = memory.estimate_training_memory(cfg, batch, **options)
-    terms = {"weights (fp32)": est.weights, "gradients (fp32)": est.gradients if est.gradients_live
-             or est.peak_phase == "optimizer step" else 0, "AdamW moments": est.optimizer,
-             "DDP gradient buckets": est.ddp_buckets, "bf16 weight copies": est.low_precision_weights
-             if est.peak_phase != "optimizer step" else 0}
-    return {"batch_size": batch, "seq_len": est.seq_len, **options, "terms_at_peak": terms,
-            "activations": est.activations, "logits_held": est.logits, "loss_gradient": est.loss_gradient,
-            "phases": est.phases, "peak_phase": est.peak_phase, "peak_allocated": est.peak,
-            "cuda_context": memory.CUDA_CONTEXT_BYTES, "device_total": est.device_bytes(), "gpu_memory": mem_bytes,
-            "fits": est.fits(int(mem_bytes)) if mem_bytes else None, "max_batch_size": largest}
+    terms = {
+        "weights (fp32)": est.weights,
+        "gradients (fp32)": est.gradients if est.gradients_live or est.peak_phase == "optimizer step" else 0,
+        "AdamW moments": est.optimizer,
+        "DDP gradient buckets": est.ddp_buckets,
+        "bf16 weight copies": est.low_precision_weights if est.peak_phase != "optimizer step" else 0,
+    }
+    return {
+        "batch_size": batch,
+        "seq_len": est.seq_len,
+        **options,
+        "terms_at_peak": terms,
+        "activations": est.activations,
+        "logits_held": est.logits,
+        "loss_gradient": est.loss_gradient,
+        "phases": est.phases,
+        "peak_phase": est.peak_phase,
+        "peak_allocated": est.peak,
+        "cuda_context": memory.CUDA_CONTEXT_BYTES,
+        "device_total": est.device_bytes(),
+        "gpu_memory": mem_bytes,
+        "fits": est.fits(int(mem_bytes)) if mem_bytes else None,
+        "max_batch_size": largest,
+    }
 
 
 def cli(argv: Sequence[str] | None = None) -> dict:
@@ -261,75 +318,117 @@ def gib(b: float) -> str:
 
 def format_report(r: dict) -> str:
     m, p, f = r["model"], r["params"], r["flops_per_token"]
-    vocab = f"{m['vocab_size']}" + (f" (padded to {m['padded_vocab_size']})" if m["padded_vocab_size"] != m["vocab_size"] else "")
-    out = [f"model        {m['name']}{' fine-tune' if m['finetune'] else ' from scratch'}: {m['n_layer']} layers, "
-           f"{m['n_head']} heads, width {m['n_embd']}, context {m['block_size']}, vocabulary {vocab}",
-           f"parameters   {si(p['total'])} total, {si(p['non_embedding'])} non-embedding", "",
-           "training FLOPs per token (forward + backward)",
-           f"  6N, N = non-embedding (Kaplan et al. 2020)   {si(f['six_n'], 'FLOP')}",
-           f"  exact matmul count (PaLM App. B), T={m['block_size']:<6}{si(f['exact'], 'FLOP')}"
-           f"   ({f['exact'] / f['six_n'] - 1:+.0%} vs 6N: the LM head and attention scores)",
-           "  by matmul: " + ", ".join(f"{k.replace('_', ' ')} {v / f['exact']:.0%}" for k, v in f["exact_breakdown"].items())]
+    vocab = f"{m['vocab_size']}" + (
+        f" (padded to {m['padded_vocab_size']})" if m["padded_vocab_size"] != m["vocab_size"] else ""
+    )
+    out = [
+        f"model        {m['name']}{' fine-tune' if m['finetune'] else ' from scratch'}: {m['n_layer']} layers, "
+        f"{m['n_head']} heads, width {m['n_embd']}, context {m['block_size']}, vocabulary {vocab}",
+        f"parameters   {si(p['total'])} total, {si(p['non_embedding'])} non-embedding",
+        "",
+        "training FLOPs per token (forward + backward)",
+        f"  6N, N = non-embedding (Kaplan et al. 2020)   {si(f['six_n'], 'FLOP')}",
+        f"  exact matmul count (PaLM App. B), T={m['block_size']:<6}{si(f['exact'], 'FLOP')}"
+        f"   ({f['exact'] / f['six_n'] - 1:+.0%} vs 6N: the LM head and attention scores)",
+        "  by matmul: "
+        + ", ".join(f"{k.replace('_', ' ')} {v / f['exact']:.0%}" for k, v in f["exact_breakdown"].items()),
+    ]
     h, b = r["hardware"], r["budget"]
     if h:
-        out += ["", f"hardware     {h['gpus']} x {h['peak_note']}",
-                f"at {h['mfu']:.0%} MFU    {si(h['gpus'] * h['peak_flops'] * h['mfu'], 'FLOP/s')} -> "
-                f"{si(h['tokens_per_second'])} tokens/s (assumed MFU: measure yours with train.py)"]
+        out += [
+            "",
+            f"hardware     {h['gpus']} x {h['peak_note']}",
+            f"at {h['mfu']:.0%} MFU    {si(h['gpus'] * h['peak_flops'] * h['mfu'], 'FLOP/s')} -> "
+            f"{si(h['tokens_per_second'])} tokens/s (assumed MFU: measure yours with train.py)",
+        ]
     if b:
-        out += ["", f"budget       {si(b['tokens'])} tokens = {sci(b['flops'])} FLOPs exact ({sci(b['flops_six_n'])} by 6N)"]
+        out += [
+            "",
+            f"budget       {si(b['tokens'])} tokens = {sci(b['flops'])} FLOPs exact ({sci(b['flops_six_n'])} by 6N)",
+        ]
         if b["seconds"]:
             out.append(f"wall time    {duration(b['seconds'])} = {b['gpu_hours']:,.0f} GPU-hours")
     s = r["scaling"]
     if s:
-        verdict = ("more tokens per parameter than compute-optimal: a bigger model would reach a lower loss "
-                   "for this compute, but this one is cheaper to run") if s["tokens_per_param"] > 1.5 * s["rule_of_thumb"] \
-            else ("fewer tokens per parameter than compute-optimal: a smaller model trained longer would reach "
-                  "a lower loss for this compute") if s["tokens_per_param"] < s["rule_of_thumb"] / 1.5 \
+        verdict = (
+            (
+                "more tokens per parameter than compute-optimal: a bigger model would reach a lower loss "
+                "for this compute, but this one is cheaper to run"
+            )
+            if s["tokens_per_param"] > 1.5 * s["rule_of_thumb"]
+            else (
+                "fewer tokens per parameter than compute-optimal: a smaller model trained longer would reach "
+                "a lower loss for this compute"
+            )
+            if s["tokens_per_param"] < s["rule_of_thumb"] / 1.5
             else "close to compute-optimal"
-        out += ["", f"tokens per parameter  {s['tokens_per_param']:,.1f} (compute-optimal is about "
-                    f"{s['rule_of_thumb']:g}): {verdict}",
-                f"compute-optimal for {sci(b['flops'])} FLOPs (C = 6ND; losses in nats/token on Chinchilla's data):"]
+        )
+        out += [
+            "",
+            f"tokens per parameter  {s['tokens_per_param']:,.1f} (compute-optimal is about "
+            f"{s['rule_of_thumb']:g}): {verdict}",
+            f"compute-optimal for {sci(b['flops'])} FLOPs (C = 6ND; losses in nats/token on Chinchilla's data):",
+        ]
         for row in s["compute_optimal"]:
             loss = f", loss {row['loss']:.2f}" if "loss" in row else ""
-            out.append(f"  {row['rule']:<30} N = {si(row['params']):>6}, D = {si(row['tokens']):>6} "
-                       f"({row['tokens_per_param']:.0f} tokens/param){loss}")
+            out.append(
+                f"  {row['rule']:<30} N = {si(row['params']):>6}, D = {si(row['tokens']):>6} "
+                f"({row['tokens_per_param']:.0f} tokens/param){loss}"
+            )
         out.append("  this run: " + ", ".join(f"{x['rule']} loss {x['loss']:.2f}" for x in s["predicted_loss"]))
     out += [""] + format_memory(r["memory"])
     return "\n".join(out)
 
 
 def format_memory(mem: dict) -> list[str]:
-    how = f"{mem['dtype']}{' autocast' if mem['dtype'] != 'float32' else ''}, {mem['attention']} attention" + \
-          (", activation checkpointing" if mem["checkpointing"] else "") + \
-          (f", {mem['grad_accum']} accumulation steps" if mem["grad_accum"] > 1 else "")
+    how = (
+        f"{mem['dtype']}{' autocast' if mem['dtype'] != 'float32' else ''}, {mem['attention']} attention"
+        + (", activation checkpointing" if mem["checkpointing"] else "")
+        + (f", {mem['grad_accum']} accumulation steps" if mem["grad_accum"] > 1 else "")
+    )
     out = [f"memory per GPU, micro-batch {mem['batch_size']} x {mem['seq_len']} tokens ({how}), eager PyTorch:"]
     low = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[mem["dtype"]]
     rows = [(name.replace("bf16", low), value) for name, value in mem["terms_at_peak"].items() if value]
-    rows += [("activations saved", mem["activations"]), ("logits + loss gradient", mem["logits_held"] + mem["loss_gradient"]),
-             ("peak allocated", mem["peak_allocated"]), ("+ slack and CUDA context", mem["device_total"])]
-    out += [f"  {name:<26} {gib(value):>10}" + (f"   at {mem['peak_phase']}" if name == "peak allocated" else "")
-            for name, value in rows]
+    rows += [
+        ("activations saved", mem["activations"]),
+        ("logits + loss gradient", mem["logits_held"] + mem["loss_gradient"]),
+        ("peak allocated", mem["peak_allocated"]),
+        ("+ slack and CUDA context", mem["device_total"]),
+    ]
+    out += [
+        f"  {name:<26} {gib(value):>10}" + (f"   at {mem['peak_phase']}" if name == "peak allocated" else "")
+        for name, value in rows
+    ]
     if mem["gpu_memory"]:
         verdict = "fits" if mem["fits"] else "does NOT fit"
         advice = ""
         if not mem["max_batch_size"]:
             terms = mem["terms_at_peak"]
             state = terms["weights (fp32)"] * 2 + terms["AdamW moments"]  # weights, gradients, moments
-            advice = (f" (the weights, gradients and AdamW moments alone take {gib(state)}, plus the CUDA context: "
-                      f"use a smaller model or a GPU with more memory)" if state + mem["cuda_context"] >= mem["gpu_memory"]
-                      else " (try --checkpointing, a shorter --block-size, or a smaller model)")
-        out.append(f"  on {gib(mem['gpu_memory'])}: {verdict}; largest micro-batch that fits: {mem['max_batch_size']}"
-                   + advice)
+            advice = (
+                f" (the weights, gradients and AdamW moments alone take {gib(state)}, plus the CUDA context: "
+                f"use a smaller model or a GPU with more memory)"
+                if state + mem["cuda_context"] >= mem["gpu_memory"]
+                else " (try --checkpointing, a shorter --block-size, or a smaller model)"
+            )
+        out.append(
+            f"  on {gib(mem['gpu_memory'])}: {verdict}; largest micro-batch that fits: {mem['max_batch_size']}" + advice
+        )
     return out
 
 
 def format_gpu_table() -> str:
-    rows = [f"{'name':<15} {'GPU':<26} {'bf16':>7} {'fp16 acc16':>10} {'tf32':>6} {'fp32':>6} {'memory':>7} {'GB/s':>6}  source",
-            "  (dense TFLOP/s; bf16 with FP32 accumulate is the MFU peak)"]
+    rows = [
+        f"{'name':<15} {'GPU':<26} {'bf16':>7} {'fp16 acc16':>10} {'tf32':>6} {'fp32':>6} "
+        f"{'memory':>7} {'GB/s':>6}  source",
+        "  (dense TFLOP/s; bf16 with FP32 accumulate is the MFU peak)",
+    ]
     for g in hardware.GPUS:
         tf = lambda v: f"{v / 1e12:.1f}" if v else "-"  # noqa: E731
-        rows.append(f"{g.key:<15} {g.name:<26} {tf(g.bf16_flops):>7} {tf(g.fp16_acc16_flops):>10} {tf(g.tf32_flops):>6} "
-                    f"{tf(g.fp32_flops):>6} {g.memory_gib:>4g} GiB {g.bandwidth / 1e9:>6.0f}  {g.source}")
+        rows.append(
+            f"{g.key:<15} {g.name:<26} {tf(g.bf16_flops):>7} {tf(g.fp16_acc16_flops):>10} {tf(g.tf32_flops):>6} "
+            f"{tf(g.fp32_flops):>6} {g.memory_gib:>4g} GiB {g.bandwidth / 1e9:>6.0f}  {g.source}"
+        )
     return "\n".join(rows)
 
 

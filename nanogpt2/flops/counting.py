@@ -67,10 +67,14 @@ def count_params(config: GPTConfig) -> ParamCount:
     ln = 2 * C if config.bias else C  # LayerNorm gain (+ bias)
     per_block = (
         2 * ln  # ln_1, ln_2
-        + 3 * C * C + (3 * C if config.bias else 0)  # c_attn
-        + C * C + (C if config.bias else 0)  # attention c_proj
-        + 4 * C * C + (4 * C if config.bias else 0)  # c_fc
-        + 4 * C * C + (C if config.bias else 0)  # MLP c_proj
+        + 3 * C * C
+        + (3 * C if config.bias else 0)  # c_attn
+        + C * C
+        + (C if config.bias else 0)  # attention c_proj
+        + 4 * C * C
+        + (4 * C if config.bias else 0)  # c_fc
+        + 4 * C * C
+        + (C if config.bias else 0)  # MLP c_proj
     )
     wte = config.padded_vocab_size * C
     wpe = config.block_size * C
@@ -119,8 +123,11 @@ def mfu(flops_per_token: float, tokens_per_second: float, peak_flops: float) -> 
 
     All three per GPU (under data parallelism divide the total tokens/s by the GPU count).
     E.g. 854.7 MFLOP/token x 218K tokens/s on an A100 (312 TFLOP/s) -> 0.60."""
-    for name, value in (("flops_per_token", flops_per_token), ("tokens_per_second", tokens_per_second),
-                        ("peak_flops", peak_flops)):
+    for name, value in (
+        ("flops_per_token", flops_per_token),
+        ("tokens_per_second", tokens_per_second),
+        ("peak_flops", peak_flops),
+    ):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise UserError(f"mfu: {name} must be a finite non-negative number, got {value!r}")
     if peak_flops == 0:

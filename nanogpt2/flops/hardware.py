@@ -111,9 +111,18 @@ def _geforce(key, name, fp32, bf16, fp16_acc16, memory_gib, bandwidth_gbs, sourc
     """A GeForce Ampere/Ada card, in TFLOP/s and GB/s as NVIDIA's tables give them. FP16 with FP32
     accumulate runs at the bf16 rate, and TF32 at the FP32 CUDA-core rate ([Ada], [GA102] App. A)."""
     return GPUSpec(
-        key=key, name=name, bf16_flops=bf16 * T, fp16_flops=bf16 * T, fp16_acc16_flops=fp16_acc16 * T,
-        tf32_flops=fp32 * T, fp32_flops=fp32 * T, memory_gib=memory_gib, bandwidth=bandwidth_gbs * GB,
-        source=source, cuda_names=(cuda_name,), aliases=aliases,
+        key=key,
+        name=name,
+        bf16_flops=bf16 * T,
+        fp16_flops=bf16 * T,
+        fp16_acc16_flops=fp16_acc16 * T,
+        tf32_flops=fp32 * T,
+        fp32_flops=fp32 * T,
+        memory_gib=memory_gib,
+        bandwidth=bandwidth_gbs * GB,
+        source=source,
+        cuda_names=(cuda_name,),
+        aliases=aliases,
     )
 
 
@@ -123,8 +132,18 @@ GPUS: tuple[GPUSpec, ...] = (
     _geforce("4070ti", "GeForce RTX 4070 Ti", 40.1, 80.2, 160.4, 11.70, 504.2, "[Ada]", "rtx 4070 ti"),
     # [Derived] 66 SMs x 2.61 GHz x 512 = 88.2 TFLOP/s; FP32 8448 cores x 2 x 2.61 GHz = 44.1;
     # 16 GB GDDR6X at 21 Gbps x 256 bit = 672 GB/s (NVIDIA product page).
-    _geforce("4070tisuper", "GeForce RTX 4070 Ti SUPER", 44.1, 88.2, 176.4, 15.7, 672.0, "[Derived]",
-             "rtx 4070 ti super", ("4070tis",)),
+    _geforce(
+        "4070tisuper",
+        "GeForce RTX 4070 Ti SUPER",
+        44.1,
+        88.2,
+        176.4,
+        15.7,
+        672.0,
+        "[Derived]",
+        "rtx 4070 ti super",
+        ("4070tis",),
+    ),
     # [Ada] RTX 4080: FP32 48.7, BF16 (FP32 acc.) 97.5, FP16 (FP16 acc.) 194.9; 16 GB at 716.8 GB/s.
     _geforce("4080", "GeForce RTX 4080", 48.7, 97.5, 194.9, 15.7, 716.8, "[Ada]", "rtx 4080"),
     # [Ada] RTX 4090: FP32 82.6, BF16 (FP32 acc.) 165.2, FP16 (FP16 acc.) 330.3; 24 GB at 1,008 GB/s.
@@ -132,23 +151,95 @@ GPUS: tuple[GPUSpec, ...] = (
     # [GA102] RTX 3090: FP32 35.6, BF16 (FP32 acc.) 71, FP16 (FP16 acc.) 142; 24 GB at 936 GB/s.
     _geforce("3090", "GeForce RTX 3090", 35.6, 71.0, 142.0, 23.70, 936.0, "[GA102]", "rtx 3090"),
     # [A100] BF16/FP16 312 (624 with sparsity), TF32 156, FP32 19.5; 40 GB HBM2 at 1,555 GB/s (SXM4 and PCIe).
-    GPUSpec("a100-40gb", "A100 40GB", 312 * T, 312 * T, 312 * T, 156 * T, 19.5 * T, 39.50, 1555 * GB, "[A100]",
-            ("a100 sxm4 40gb", "a100 pcie 40gb"), ("a100sxm440gb", "a100pcie40gb")),
+    GPUSpec(
+        "a100-40gb",
+        "A100 40GB",
+        312 * T,
+        312 * T,
+        312 * T,
+        156 * T,
+        19.5 * T,
+        39.50,
+        1555 * GB,
+        "[A100]",
+        ("a100 sxm4 40gb", "a100 pcie 40gb"),
+        ("a100sxm440gb", "a100pcie40gb"),
+    ),
     # [A100] 80 GB SXM4: same compute, HBM2e at 2,039 GB/s.
-    GPUSpec("a100-80gb", "A100 80GB SXM", 312 * T, 312 * T, 312 * T, 156 * T, 19.5 * T, 79.25, 2039 * GB, "[A100]",
-            ("a100 sxm4 80gb",), ("a10080gbsxm", "a100sxm480gb")),
+    GPUSpec(
+        "a100-80gb",
+        "A100 80GB SXM",
+        312 * T,
+        312 * T,
+        312 * T,
+        156 * T,
+        19.5 * T,
+        79.25,
+        2039 * GB,
+        "[A100]",
+        ("a100 sxm4 80gb",),
+        ("a10080gbsxm", "a100sxm480gb"),
+    ),
     # [A100] 80 GB PCIe: same compute, HBM2e at 1,935 GB/s.
-    GPUSpec("a100-80gb-pcie", "A100 80GB PCIe", 312 * T, 312 * T, 312 * T, 156 * T, 19.5 * T, 79.25, 1935 * GB,
-            "[A100]", ("a100 80gb pcie",), ("a100pcie80gb",)),
+    GPUSpec(
+        "a100-80gb-pcie",
+        "A100 80GB PCIe",
+        312 * T,
+        312 * T,
+        312 * T,
+        156 * T,
+        19.5 * T,
+        79.25,
+        1935 * GB,
+        "[A100]",
+        ("a100 80gb pcie",),
+        ("a100pcie80gb",),
+    ),
     # [H100] SXM5: BF16/FP16 989.4 dense, TF32 494.7, FP32 66.9; 80 GB HBM3 at 3.35 TB/s.
-    GPUSpec("h100-sxm", "H100 SXM", 989.4 * T, 989.4 * T, 989.4 * T, 494.7 * T, 66.9 * T, 79.18, 3350 * GB, "[H100]",
-            ("h100 80gb hbm3", "h100 sxm5 80gb"), ("h100sxm5", "h10080gbhbm3")),
+    GPUSpec(
+        "h100-sxm",
+        "H100 SXM",
+        989.4 * T,
+        989.4 * T,
+        989.4 * T,
+        494.7 * T,
+        66.9 * T,
+        79.18,
+        3350 * GB,
+        "[H100]",
+        ("h100 80gb hbm3", "h100 sxm5 80gb"),
+        ("h100sxm5", "h10080gbhbm3"),
+    ),
     # [H100] PCIe: BF16/FP16 756 dense, TF32 378, FP32 51.2; 80 GB HBM2e at 2.0 TB/s.
-    GPUSpec("h100-pcie", "H100 PCIe", 756 * T, 756 * T, 756 * T, 378 * T, 51.2 * T, 79.18, 2000 * GB, "[H100]",
-            ("h100 pcie",), ()),
+    GPUSpec(
+        "h100-pcie",
+        "H100 PCIe",
+        756 * T,
+        756 * T,
+        756 * T,
+        378 * T,
+        51.2 * T,
+        79.18,
+        2000 * GB,
+        "[H100]",
+        ("h100 pcie",),
+        (),
+    ),
     # [H200] SXM: H100 SXM's compute, 141 GB HBM3e at 4.8 TB/s; CUDA ~139.9 GiB [Estimated].
-    GPUSpec("h200", "H200 SXM", 989.4 * T, 989.4 * T, 989.4 * T, 494.7 * T, 66.9 * T, 139.9, 4800 * GB, "[H200]",
-            ("h200",), ("h200sxm",)),
+    GPUSpec(
+        "h200",
+        "H200 SXM",
+        989.4 * T,
+        989.4 * T,
+        989.4 * T,
+        494.7 * T,
+        66.9 * T,
+        139.9,
+        4800 * GB,
+        "[H200]",
+        ("h200",),
+        ("h200sxm",),
+    ),
     # [L4] BF16/FP16 121 dense (FP32 accumulate at full rate on this data-centre Ada part), TF32 60,
     # FP32 30.3; 24 GB GDDR6 at 300 GB/s: ECC (on by default) leaves 22.5 GiB, CUDA ~22.0 [Estimated].
     GPUSpec("l4", "L4", 121 * T, 121 * T, 121 * T, 60 * T, 30.3 * T, 22.0, 300 * GB, "[L4]", ("l4",), ()),
@@ -162,7 +253,7 @@ _VENDOR_WORDS = {"nvidia", "geforce", "tesla"}
 
 
 def normalise_device_name(name: str) -> str:
-    """"NVIDIA GeForce RTX 4070 Ti" -> "rtx 4070 ti"; "NVIDIA A100-SXM4-80GB" -> "a100 sxm4 80gb"."""
+    """ "NVIDIA GeForce RTX 4070 Ti" -> "rtx 4070 ti"; "NVIDIA A100-SXM4-80GB" -> "a100 sxm4 80gb"."""
     words = re.sub(r"[^a-z0-9]+", " ", name.lower()).split()
     return " ".join(w for w in words if w not in _VENDOR_WORDS)
 

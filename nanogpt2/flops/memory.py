@@ -151,11 +151,23 @@ def block_bytes(config: GPTConfig, batch_size: int, seq_len: int, act_bytes: int
 def param_shapes(config: GPTConfig) -> list[tuple[str, tuple[int, ...]]]:
     """(name, shape) of every parameter tensor of nanogpt2/model.py's GPT (the LM head is tied to wte)."""
     C, T, Vp = config.n_embd, config.block_size, config.padded_vocab_size
-    block: list[tuple[str, tuple[int, ...]]] = [("ln_1.weight", (C,)), ("attn.c_attn.weight", (3 * C, C)), ("attn.c_proj.weight", (C, C)),
-             ("ln_2.weight", (C,)), ("mlp.c_fc.weight", (4 * C, C)), ("mlp.c_proj.weight", (C, 4 * C))]
+    block: list[tuple[str, tuple[int, ...]]] = [
+        ("ln_1.weight", (C,)),
+        ("attn.c_attn.weight", (3 * C, C)),
+        ("attn.c_proj.weight", (C, C)),
+        ("ln_2.weight", (C,)),
+        ("mlp.c_fc.weight", (4 * C, C)),
+        ("mlp.c_proj.weight", (C, 4 * C)),
+    ]
     if config.bias:
-        block += [("ln_1.bias", (C,)), ("attn.c_attn.bias", (3 * C,)), ("attn.c_proj.bias", (C,)),
-                  ("ln_2.bias", (C,)), ("mlp.c_fc.bias", (4 * C,)), ("mlp.c_proj.bias", (C,))]
+        block += [
+            ("ln_1.bias", (C,)),
+            ("attn.c_attn.bias", (3 * C,)),
+            ("attn.c_proj.bias", (C,)),
+            ("ln_2.bias", (C,)),
+            ("mlp.c_fc.bias", (4 * C,)),
+            ("mlp.c_proj.bias", (C,)),
+        ]
     shapes: list[tuple[str, tuple[int, ...]]] = [("wte.weight", (Vp, C)), ("wpe.weight", (T, C))]
     shapes += [(f"h.{i}.{name}", shape) for i in range(config.n_layer) for name, shape in block]
     shapes += [("ln_f.weight", (C,))] + ([("ln_f.bias", (C,))] if config.bias else [])
@@ -176,16 +188,28 @@ def optimizer_state_bytes(config: GPTConfig, optimizer: str = "adamw") -> int:
     total = 0
     for name, shape in param_shapes(config):
         numel = math.prod(shape)
-        quantized = (optimizer == "adamw8bit" and name not in ("wte.weight", "wpe.weight")
-                     and numel >= MIN_8BIT and numel % BLOCK_8BIT == 0)
+        quantized = (
+            optimizer == "adamw8bit"
+            and name not in ("wte.weight", "wpe.weight")
+            and numel >= MIN_8BIT
+            and numel % BLOCK_8BIT == 0
+        )
         total += 2 * (numel + 4 * numel // BLOCK_8BIT + 4 * 256) if quantized else 8 * numel
     return total
 
 
 def estimate_training_memory(
-    config: GPTConfig, batch_size: int, seq_len: int | None = None, *, dtype: str = "bfloat16",
-    attention: str = "flash", checkpointing: bool = False, grad_accum: int = 1, ddp: bool = False,
-    hold_logits: bool = False, optimizer: str = "adamw",
+    config: GPTConfig,
+    batch_size: int,
+    seq_len: int | None = None,
+    *,
+    dtype: str = "bfloat16",
+    attention: str = "flash",
+    checkpointing: bool = False,
+    grad_accum: int = 1,
+    ddp: bool = False,
+    hold_logits: bool = False,
+    optimizer: str = "adamw",
 ) -> MemoryEstimate:
     """Peak GPU memory of one AdamW training step of a GPT (nanogpt2/model.py), in the steady state.
 
@@ -259,13 +283,23 @@ def estimate_training_memory(
             head_grads = 4 * (Vp * C + ln_f)
             block_grads = (P - count.token_embedding - count.position_embedding - ln_f) // L * 4
             held = head_grads + max(L * block_input, block_input + (L - 1) * block_grads)
-        phases["backward (recomputed block)"] = (static + head_lowp + acts - saved_blocks - loss_saved + held
-                                                 + logits + per_block + block_lowp + transient)
+        phases["backward (recomputed block)"] = (
+            static + head_lowp + acts - saved_blocks - loss_saved + held + logits + per_block + block_lowp + transient
+        )
     return MemoryEstimate(
-        batch_size=batch_size, seq_len=seq_len, weights=weights, gradients=gradients,
-        gradients_live=grad_accum > 1, optimizer=optimizer_bytes, ddp_buckets=ddp_buckets,
-        low_precision_weights=all_lowp, block_activations=embed + saved_blocks, head_activations=head,
-        logits=logits, loss_gradient=loss_gradient, phases=phases,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        weights=weights,
+        gradients=gradients,
+        gradients_live=grad_accum > 1,
+        optimizer=optimizer_bytes,
+        ddp_buckets=ddp_buckets,
+        low_precision_weights=all_lowp,
+        block_activations=embed + saved_blocks,
+        head_activations=head,
+        logits=logits,
+        loss_gradient=loss_gradient,
+        phases=phases,
     )
 
 
@@ -274,6 +308,7 @@ def max_batch_size(config: GPTConfig, memory_bytes: int, seq_len: int | None = N
 
     options: as for estimate_training_memory. The estimate grows with the batch size, so a
     doubling search and then bisection find the boundary."""
+
     def fits(b: int) -> bool:
         return estimate_training_memory(config, b, seq_len, **options).fits(memory_bytes)
 
