@@ -1,0 +1,174 @@
+"""LoRA adapters in Hugging Face PEFT's folder format, both ways, for transformers' GPT2LMHeadModel.
+
+A PEFT LoRA adapter folder holds two files:
+
+    adapter_config.json        LoraConfig's fields: r, lora_alpha, lora_dropout, target_modules, ...
+    adapter_model.safetensors  A and B of every adapted layer, named after the layer in the base model:
+                               base_model.model.transformer.h.0.attn.c_attn.lora_A.weight  (r, in)
+                               base_model.model.transformer.h.0.attn.c_attn.lora_B.weight  (out, r)
+
+so `peft.PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(BASE), FOLDER)` runs a
+nanogpt2 adapter, and load_peft_adapter runs a PEFT-trained one on our GPT. A and B are stored
+(r, in) and (out, r) whatever the base layer's layout, so they cross over as they are. GPT-2's
+Conv1D stores its own weight (in, out), which PEFT's config records as fan_in_fan_out=true; it
+matters only when PEFT merges B A into that weight.
+
+PEFT can express more than nanogpt2/lora.py computes (trained biases, rsLoRA's alpha/sqrt(r),
+DoRA, per-layer ranks, fully trained extra modules, ...). Such adapters are refused, one setting
+per message, instead of being loaded into something that computes other numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from nanogpt2.errors import UserError
+from nanogpt2.files import atomic_write, write_json_atomic
+from nanogpt2.lora import TARGETS, adapter_state_dict, apply_lora, load_adapter_state_dict, lora_settings
+from nanogpt2.model import GPT
+
+CONFIG = "adapter_config.json"
+WEIGHTS = "adapter_model.safetensors"
+LEGACY_WEIGHTS = "adapter_model.bin"  # older PEFT releases
+PREFIX = "base_model.model.transformer."  # PeftModel -> GPT2LMHeadModel -> GPT2Model, whose names are ours
+
+# LoraConfig settings whose every value but the neutral one changes what the adapter computes.
+NEUTRAL = {"bias": "none", "use_rslora": False, "use_dora": False, "lora_bias": False, "use_qalora": False}
+# LoraConfig settings that must be empty: (per-layer ranks or alphas, extra trained modules, ...).
+MUST_BE_EMPTY = (
+    "modules_to_save",
+    "rank_pattern",
+    "alpha_pattern",
+    "layers_to_transform",
+    "layer_replication",
+    "exclude_modules",
+    "target_parameters",
+    "trainable_token_indices",
+    "alora_invocation_tokens",
+    "use_bdlora",
+)
+
+
+def save_peft_adapter(model: GPT, folder: str | Path, base_model_name_or_path: str) -> list[Path]:
+    """Write the model's adapters as a PEFT LoRA folder for GPT2LMHeadModel; returns the two files.
+    base_model_name_or_path: the base PEFT will be told to load ("gpt2", or a folder from export.py)."""
+    settings = lora_settings(model)
+    if settings is None:
+        raise UserError("this model has no LoRA adapters to save; train with LoRA or call apply_lora first")
+    if not model.config.bias:
+        raise UserError(
+            "the base was trained with bias=False, which GPT2LMHeadModel cannot hold; "
+            "a PEFT adapter needs a base that transformers can load"
+        )
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file; give a folder to save the adapter into")
+    folder.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save
+
+    tensors = {
+        PREFIX + k: v.detach().to("cpu", torch.float32).contiguous() for k, v in adapter_state_dict(model).items()
+    }
+    with atomic_write(folder / WEIGHTS) as f:
+        f.write(save(tensors, metadata={"format": "pt"}))
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model_name_or_path,
+        "r": settings["rank"],
+        "lora_alpha": int(settings["alpha"]) if settings["alpha"].is_integer() else settings["alpha"],
+        "lora_dropout": settings["dropout"],
+        # Module paths below the block, so that "attn.c_proj" does not also match "mlp.c_proj".
+        "target_modules": list(TARGETS[settings["targets"]]),
+        "fan_in_fan_out": True,  # GPT-2's Conv1D stores its weight (in, out)
+        "bias": "none",
+        "use_rslora": False,
+        "use_dora": False,
+        "modules_to_save": None,
+        "init_lora_weights": True,
+        "inference_mode": True,
+    }
+    write_json_atomic(folder / CONFIG, config)
+    return [folder / CONFIG, folder / WEIGHTS]
+
+
+def load_peft_adapter(model: GPT, folder: str | Path) -> None:
+    """Give `model` (the adapter's base, without adapters) the PEFT LoRA adapter in `folder`:
+    apply_lora with the folder's r, lora_alpha, lora_dropout and target_modules, then its tensors.
+    If the tensors do not fit, the error comes after apply_lora: the model then has fresh adapters."""
+    folder = Path(folder)
+    config_path = folder / CONFIG
+    if not config_path.is_file():
+        raise UserError(f"{folder} holds no {CONFIG}: not a PEFT adapter folder")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {config_path}: {e}") from None
+    if config.get("peft_type") != "LORA":
+        raise UserError(f"{config_path}: peft_type is {config.get('peft_type')!r}; only LoRA adapters can be loaded")
+    for key, neutral in NEUTRAL.items():
+        if config.get(key, neutral) != neutral:
+            raise UserError(
+                f"{config_path}: {key}={config[key]!r} is not supported (nanogpt2's LoRA needs "
+                f"{neutral!r}); merge the adapter with PEFT (merge_and_unload) and load the merged model"
+            )
+    for key in MUST_BE_EMPTY:
+        if config.get(key):
+            raise UserError(
+                f"{config_path}: {key}={config[key]!r} is not supported (nanogpt2's LoRA needs it "
+                f"empty); merge the adapter with PEFT (merge_and_unload) and load the merged model"
+            )
+    targets = targets_from_peft(config.get("target_modules"), model.config.n_layer, config_path)
+
+    # PeftModel -> GPT2LMHeadModel ("transformer.") or GPT2Model: under both, the blocks' names are ours.
+    # (Some saves keep the adapter's name, "lora_A.default.weight": it is dropped.)
+    ours = {
+        k.removeprefix("base_model.model.").removeprefix("transformer.").replace(".default.", "."): t
+        for k, t in _read_tensors(folder).items()
+    }
+    rank, alpha, dropout = config.get("r", 8), config.get("lora_alpha", 8), config.get("lora_dropout", 0.0)
+    apply_lora(model, rank, alpha, dropout, targets, base_dtype=None)
+    load_adapter_state_dict(model, ours)
+
+
+def targets_from_peft(target_modules, n_layer: int, source: Path | str = CONFIG) -> str:
+    """Our `targets` name for PEFT's target_modules, matched as PEFT matches them (a regex matched
+    against the whole module name, or a list of names or name endings) against GPT2LMHeadModel's
+    adaptable layers. Refused unless every block gets exactly one of TARGETS' layer sets."""
+    blocks = [f"transformer.h.{i}.{path}" for i in range(n_layer) for path in TARGETS["all"]]
+    names = ["transformer.wte", "transformer.wpe", "lm_head", *blocks]
+    if isinstance(target_modules, str):
+        chosen = [n for n in names if re.fullmatch(target_modules, n)]
+    elif isinstance(target_modules, list) and target_modules:
+        chosen = [n for n in names if any(n == t or n.endswith("." + t) for t in target_modules)]
+    else:
+        raise UserError(f"{source}: target_modules={target_modules!r}: expected a list of module names or a regex")
+    outside = [n for n in chosen if n not in blocks]
+    if outside:
+        raise UserError(
+            f"{source}: target_modules adapts {', '.join(outside)}; nanogpt2's LoRA adapts only "
+            f"the blocks' {', '.join(TARGETS['all'])}"
+        )
+    for name, paths in TARGETS.items():
+        if sorted(chosen) == sorted(f"transformer.h.{i}.{p}" for i in range(n_layer) for p in paths):
+            return name
+    layers = sorted({n.split(".", 3)[3] for n in chosen})
+    raise UserError(
+        f"{source}: target_modules={target_modules!r} adapts {', '.join(layers) or 'nothing'} "
+        f"(in {len({n.split('.')[2] for n in chosen})} of {n_layer} blocks); nanogpt2's LoRA adapts "
+        f"every block's {' or '.join('+'.join(p) for p in TARGETS.values())}"
+    )
+
+
+def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    if (folder / WEIGHTS).is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(folder / WEIGHTS))
+    if (folder / LEGACY_WEIGHTS).is_file():
+        return torch.load(folder / LEGACY_WEIGHTS, map_location="cpu", weights_only=True)
+    raise UserError(f"{folder} holds no {WEIGHTS} (or {LEGACY_WEIGHTS}): the adapter's tensors are missing")
