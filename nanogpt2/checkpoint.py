@@ -29,7 +29,7 @@ from nanogpt2.model import GPT, GPTConfig
 
 LATEST = "ckpt.pt"
 BEST = "best.pt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a LoRA run's checkpoint holds adapters and its base's identity ("lora")
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -103,12 +103,38 @@ def find_checkpoint(out_dir: str | Path, prefer: str = BEST) -> Path:
 
 
 def model_from_checkpoint(ckpt: dict, **overrides) -> GPT:
-    """A GPT with the architecture and weights stored in `ckpt` (overrides: e.g. dropout)."""
+    """A GPT with the architecture and weights stored in `ckpt` (overrides: e.g. dropout).
+
+    A LoRA run's checkpoint holds only the adapters, and under "lora" the base model (a GPT-2 name or
+    folder), its fingerprint and the adapter settings: the base is loaded again, checked to be the
+    same weights, and given the adapters (unmerged, ready to train; see lora.merge_lora)."""
+    if "lora" in ckpt:
+        return lora_model_from_checkpoint(ckpt, **overrides)
     config = replace(GPTConfig(**ckpt["model_config"]), **overrides)
     try:
         return GPT.from_state_dict(config, ckpt["model"])
     except RuntimeError as e:
         raise UserError(f"checkpoint weights do not fit its own model_config: {str(e).splitlines()[0]}") from None
+
+
+def lora_model_from_checkpoint(ckpt: dict, base_dtype: torch.dtype | None = None, **overrides) -> GPT:
+    """The base a LoRA checkpoint names, checked against its fingerprint, with the checkpoint's adapters."""
+    from nanogpt2.lora import apply_lora, base_fingerprint, load_adapter_state_dict
+
+    info, saved = ckpt["lora"], ckpt["model_config"]
+    # The base as the run had it: its block_size may have been cropped, which the fingerprint covers.
+    options = {"dropout": saved.get("dropout", 0.0), "block_size": saved["block_size"], **overrides}
+    base = GPT.from_pretrained(info["base"], **options)
+    if base_fingerprint(base) != info["fingerprint"]:
+        raise UserError(
+            f"the LoRA adapters were trained on other weights than {info['base']} holds now "
+            f"(fingerprint {info['fingerprint'][:12]}..., found {base_fingerprint(base)[:12]}...): "
+            f"restore those weights at that path, or start a new run"
+        )
+    s = info["settings"]
+    apply_lora(base, s["rank"], s["alpha"], s.get("dropout", 0.0), s["targets"], base_dtype=base_dtype)
+    load_adapter_state_dict(base, ckpt["model"])
+    return base
 
 
 def load_model(out_dir_or_file: str | Path, prefer: str = BEST) -> tuple[GPT, dict]:

@@ -160,9 +160,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("out_dir", help="a training out_dir (best.pt preferred, else ckpt.pt) or a checkpoint file")
     parser.add_argument("hf_dir", help="folder to write; must be new or empty unless --force")
     parser.add_argument("--force", action="store_true", help="overwrite files in a non-empty hf_dir")
+    parser.add_argument(
+        "--peft",
+        action="store_true",
+        help="a LoRA run: write only the adapter, as a PEFT folder "
+        "(adapter_config.json + adapter_model.safetensors) instead of merged weights",
+    )
     args = parser.parse_args(argv)
 
-    model, _ = load_model(args.out_dir)
+    model, ckpt = load_model(args.out_dir)
+    if args.peft:
+        if "lora" not in ckpt:
+            raise UserError(
+                f"--peft exports a LoRA run's adapter, but {args.out_dir} was trained without LoRA; "
+                f"drop --peft to export the whole model"
+            )
+        from nanogpt2.lora_peft import save_peft_adapter
+
+        files = save_peft_adapter(model, args.hf_dir, base_model_name_or_path=ckpt["lora"]["base"])
+        print(
+            f"wrote {', '.join(f.name for f in files)} to {args.hf_dir}; load it with "
+            f'peft.PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained("{ckpt["lora"]["base"]}"), '
+            f'"{args.hf_dir}")'
+        )
+        return
+    if "lora" in ckpt:  # the adapters folded into the weights: a plain GPT-2
+        from nanogpt2.lora import merge_lora
+
+        model = merge_lora(model)
     files = export_hf(model, args.hf_dir, overwrite=args.force)
     print(f"wrote {', '.join(f.name for f in files)} to {args.hf_dir}")
     if model.config.vocab_size != VOCAB_SIZE:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from nanogpt2.checkpoint import LATEST, model_from_checkpoint, read_checkpoint
+from nanogpt2.checkpoint import LATEST, lora_model_from_checkpoint, model_from_checkpoint, read_checkpoint
 from nanogpt2.configurator import parse_config
 from nanogpt2.errors import UserError
 from nanogpt2.model import GPT
@@ -103,7 +103,7 @@ def _keep_schedule(cfg: TrainConfig, saved: dict, step: int) -> tuple[TrainConfi
     ]
 
 
-def model_for_resume(cfg: TrainConfig, ckpt: dict) -> GPT:
+def model_for_resume(cfg: TrainConfig, ckpt: dict, lora_base_dtype: torch.dtype | None = None) -> GPT:
     """The checkpoint's model, after checking that the config asks for the same architecture."""
     saved = GPTConfig(**ckpt["model_config"])
     asked = {
@@ -124,6 +124,20 @@ def model_for_resume(cfg: TrainConfig, ckpt: dict) -> GPT:
             f"the checkpoint in {cfg.out_dir} is a different architecture: the config asks for "
             f"{', '.join(clashes)}; drop those settings or use a new out_dir"
         )
+    if "lora" in ckpt:  # the base again (checked against its fingerprint), with the adapters
+        saved = ckpt["lora"]["settings"]
+        asked = {
+            "rank": cfg.lora_rank,
+            "alpha": cfg.lora_alpha,
+            "dropout": cfg.lora_dropout,
+            "targets": cfg.lora_targets,
+        }
+        if any(saved[k] != v for k, v in asked.items()):
+            raise UserError(
+                f"the run in {cfg.out_dir} has LoRA adapters {saved}; the config asks for {asked}: "
+                f"drop the lora_* settings to continue it"
+            )
+        return lora_model_from_checkpoint(ckpt, base_dtype=lora_base_dtype, dropout=cfg.dropout)
     return model_from_checkpoint(ckpt, dropout=cfg.dropout)
 
 

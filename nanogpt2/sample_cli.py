@@ -26,6 +26,7 @@ import torch
 from nanogpt2.checkpoint import load_model
 from nanogpt2.configurator import parse_config
 from nanogpt2.errors import UserError, check_positive_int
+from nanogpt2.lora import lora_settings, merge_lora
 from nanogpt2.model import GPT
 from nanogpt2.pretrained import HUB_REPOS, WEIGHT_FILES
 from nanogpt2.runtime import resolve_runtime, want_compile
@@ -97,6 +98,8 @@ def load_sampling_model(init_from: str) -> tuple[GPT, str]:
         )
     if path.exists():  # a training out_dir (best.pt preferred) or a checkpoint file
         model, ckpt = load_model(path)
+        if lora_settings(model):  # a LoRA run: fold the adapters into the weights, one matmul per layer again
+            model = merge_lora(model)
         step = f" at step {ckpt['step']}" if "step" in ckpt else ""
         return model, f"checkpoint {path}{step}"
     if init_from in HUB_REPOS:

@@ -75,6 +75,23 @@ class TrainConfig:
     lr_decay_iters: int | None = None
     """Step at which the cosine reaches min_lr. None: max_iters."""
 
+    lora_rank: int = 0
+    """LoRA (Hu et al. 2021): train a rank-r update beside each frozen weight matrix of lora_targets instead of
+    every weight. 0: off (full fine-tuning). 8-16 is typical; needs init_from=a GPT-2 name or folder."""
+
+    lora_alpha: float = 32.0
+    """LoRA's scale: the update is multiplied by lora_alpha / lora_rank."""
+
+    lora_dropout: float = 0.0
+    """Dropout on the input of the LoRA path only."""
+
+    lora_targets: str = "attn"
+    """attn: the attention's c_attn and c_proj (as in the LoRA paper). all: also the MLP's c_fc and c_proj."""
+
+    lora_base_dtype: str = "auto"
+    """dtype of the frozen base weights: float32, bfloat16 (half the memory), or auto (bfloat16 when the run's
+    dtype is bfloat16, else float32). The adapters are always float32."""
+
     optimizer: str = "adamw"
     """adamw: PyTorch's AdamW, fp32 moments (8 bytes per parameter). adamw8bit: torchao's AdamW8bit,
     8-bit block-wise quantized moments (~2 bytes per parameter; pip install 'nanogpt2[lowbit]')."""
@@ -166,6 +183,15 @@ class TrainConfig:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_lr is not None and not 0 <= self.min_lr <= self.learning_rate:
             raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
+        if self.lora_rank:
+            check_positive_int("lora_rank", self.lora_rank)
+            if self.init_from == "scratch":
+                raise UserError(
+                    f"lora_rank={self.lora_rank} adapts pretrained weights: set init_from to a GPT-2 "
+                    f"name or folder (or lora_rank=0 to train every weight)"
+                )
+            if self.lora_base_dtype not in ("auto", "float32", "bfloat16"):
+                raise UserError(f"lora_base_dtype={self.lora_base_dtype!r}: use auto, float32 or bfloat16")
         if self.optimizer not in ("adamw", "adamw8bit"):
             raise UserError(f"optimizer={self.optimizer!r}: use adamw or adamw8bit")
         if self.lr_schedule not in ("cosine", "constant"):

@@ -30,6 +30,7 @@ from nanogpt2.data import Dataset, RandomBatches, open_dataset
 from nanogpt2.data.find import find_dataset
 from nanogpt2.errors import UserError
 from nanogpt2.flops import training_flops_per_token
+from nanogpt2.lora import apply_lora, base_fingerprint, lora_settings
 from nanogpt2.metrics import MetricsLogger, describe_run, peak_for_mfu
 from nanogpt2.model import GPT
 from nanogpt2.model_config import GPTConfig
@@ -70,6 +71,7 @@ class Run:
     peak_flops: float | None  # None: unknown device, MFU n/a
     logger: MetricsLogger
     eval_tasks: list[tuple[str, Any]]  # (name, task) pairs from nanogpt2.evaluate, scored on rank 0
+    lora: dict | None  # a LoRA run: its base (name or folder), the base's fingerprint, the adapter settings
 
 
 def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
@@ -110,7 +112,17 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
 
     # Model: the same initial weights on every rank (one seed), then each rank its own dropout stream.
     seed_everything(cfg.seed)
-    raw_model = build_model(cfg, int(data.meta.get("vocab_size", 50257)), ckpt, rt.device_type).to(rt.device)
+    base_dtype = None
+    if cfg.lora_rank and (
+        cfg.lora_base_dtype == "bfloat16" or (cfg.lora_base_dtype == "auto" and rt.dtype == torch.bfloat16)
+    ):
+        base_dtype = torch.bfloat16  # the frozen base in bf16: half its memory; the adapters stay fp32
+    raw_model = build_model(cfg, int(data.meta.get("vocab_size", 50257)), ckpt, rt.device_type, base_dtype)
+    lora = ckpt.get("lora") if ckpt is not None else None  # the base's identity, kept across resumes
+    if cfg.lora_rank and ckpt is None:
+        apply_lora(raw_model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, base_dtype)
+        lora = {"base": cfg.init_from, "fingerprint": base_fingerprint(raw_model), "settings": lora_settings(raw_model)}
+    raw_model.to(rt.device)
     seed_everything(cfg.seed + dist.rank)
     optimizer = make_optimizer(
         raw_model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), rt.device_type, cfg.optimizer
@@ -184,6 +196,14 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         allocator=allocator,
     ):
         logger.print(line)
+    if lora:
+        trainable = sum(p.numel() for p in raw_model.parameters() if p.requires_grad)
+        s = lora["settings"]
+        logger.print(
+            f"LoRA rank {s['rank']} (alpha {s['alpha']}) on {s['targets']} of {lora['base']}: "
+            f"{trainable / 1e6:.2f}M trainable parameters, base frozen in "
+            f"{str(raw_model.wte.weight.dtype).removeprefix('torch.')}"
+        )
 
     return Run(
         cfg=cfg,
@@ -205,6 +225,7 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         peak_flops=peak_flops,
         logger=logger,
         eval_tasks=eval_tasks,
+        lora=lora,
     )
 
 
@@ -243,10 +264,17 @@ def check_out_dir(out_dir: Path) -> None:
         )
 
 
-def build_model(cfg: TrainConfig, vocab_size: int, ckpt: dict | None, device_type: str = "cpu") -> GPT:
-    """A fresh, pretrained or resumed GPT on the CPU, in float32 (device_type: where it will train)."""
+def build_model(
+    cfg: TrainConfig,
+    vocab_size: int,
+    ckpt: dict | None,
+    device_type: str = "cpu",
+    lora_base_dtype: torch.dtype | None = None,
+) -> GPT:
+    """A fresh, pretrained or resumed GPT on the CPU, in float32 (device_type: where it will train).
+    A resumed LoRA run comes back with its adapters, its base held in lora_base_dtype."""
     if ckpt is not None:
-        return model_for_resume(cfg, ckpt)
+        return model_for_resume(cfg, ckpt, lora_base_dtype)
     if cfg.pretrained:
         model = GPT.from_pretrained(cfg.init_from, dropout=cfg.dropout, block_size=cfg.block_size)
         if model.config.vocab_size < vocab_size:

@@ -34,6 +34,7 @@ from nanogpt2.configurator import config_dict, save_config
 from nanogpt2.data import RandomBatches, count_sequential_batches, sequential_batches
 from nanogpt2.errors import UserError
 from nanogpt2.flops import mfu as model_flops_utilization
+from nanogpt2.lora import adapter_state_dict
 from nanogpt2.optim import lr_at
 from nanogpt2.progress import format_duration, progress
 from nanogpt2.resume import RunComplete, rng_state
@@ -75,7 +76,7 @@ class Trainer:
         self.optimizer, self.scaler = run.optimizer, run.scaler
         self.step, self.best_val_loss, self.resumed = run.step, run.best_val_loss, run.resumed
         self.flops_per_token, self.peak_flops, self.logger = run.flops_per_token, run.peak_flops, run.logger
-        self.eval_tasks = run.eval_tasks
+        self.eval_tasks, self.lora = run.eval_tasks, run.lora
         self.min_lr = self.cfg.min_lr if self.cfg.min_lr is not None else self.cfg.learning_rate / 10
         if self.dist.is_main:  # only now: a run that fails to set up leaves no empty folder behind
             try:
@@ -277,7 +278,9 @@ class Trainer:
         config, every process's random generators and data position."""
         return {
             "format_version": FORMAT_VERSION,
-            "model": self.raw_model.state_dict(),  # the plain module: no compile/DDP key prefixes
+            # The plain module's weights (no compile/DDP key prefixes); a LoRA run's adapters only, plus its base.
+            "model": adapter_state_dict(self.raw_model) if self.lora else self.raw_model.state_dict(),
+            **({"lora": self.lora} if self.lora else {}),
             "model_config": asdict(self.raw_model.config),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
