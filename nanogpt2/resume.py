@@ -125,16 +125,16 @@ def model_for_resume(cfg: TrainConfig, ckpt: dict, lora_base_dtype: torch.dtype 
             f"{', '.join(clashes)}; drop those settings or use a new out_dir"
         )
     if "lora" in ckpt:  # the base again (checked against its fingerprint), with the adapters
-        saved = ckpt["lora"]["settings"]
-        asked = {
+        adapters = ckpt["lora"]["settings"]
+        wanted: dict[str, object] = {
             "rank": cfg.lora_rank,
             "alpha": cfg.lora_alpha,
             "dropout": cfg.lora_dropout,
             "targets": cfg.lora_targets,
         }
-        if any(saved[k] != v for k, v in asked.items()):
+        if any(adapters[k] != v for k, v in wanted.items()):
             raise UserError(
-                f"the run in {cfg.out_dir} has LoRA adapters {saved}; the config asks for {asked}: "
+                f"the run in {cfg.out_dir} has LoRA adapters {adapters}; the config asks for {wanted}: "
                 f"drop the lora_* settings to continue it"
             )
         return lora_model_from_checkpoint(ckpt, base_dtype=lora_base_dtype, dropout=cfg.dropout)
