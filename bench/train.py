@@ -4,7 +4,7 @@
     python bench/train.py --mem_cap_gib=12 --impl=ours      # stand in for a 12 GB card
     python bench/train.py --compile=false --dtype=float32 --batch_size=4 --block_size=256
 
-Both models get the same shape, the same token batches, the same dtype (autocast),
+Both models get the same shape, the same token batches, the same dropout, the same dtype (autocast),
 the same AdamW (fused on CUDA) and the same compile setting. After warm-up steps
 (which include compilation), they are timed in alternating rounds in one process,
 so that clock boosts, thermal state and background load hit both alike; the
@@ -24,14 +24,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, print_table, time_call, write_result  # noqa: E402
-
 from nanogpt2.flops import mfu, training_flops_per_token  # noqa: E402
 from nanogpt2.flops.hardware import detect_gpu  # noqa: E402
 from nanogpt2.model import GPT, GPTConfig  # noqa: E402
 from nanogpt2.optim import make_optimizer  # noqa: E402
 from nanogpt2.runtime import enable_tf32, keep_freed_cpu_memory, resolve_runtime, want_compile  # noqa: E402
 from nanogpt2.train_setup import default_vocab_padding  # noqa: E402
+
+from common import median, print_table, time_call, write_result  # noqa: E402
 
 GPU_DEFAULTS = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, batch_size=8)  # GPT-2 small
 CPU_DEFAULTS = dict(n_layer=4, n_head=4, n_embd=256, block_size=256, batch_size=4)  # small: 2 cores
@@ -41,16 +41,29 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name in GPU_DEFAULTS:
         p.add_argument(f"--{name}", type=int, default=None, help="default: GPT-2 small on a GPU, a small shape on CPU")
-    p.add_argument("--pad_vocab_multiple", type=int, default=None,
-                   help="ours only: vocabulary padding; default as train.py (64 on CUDA, 1 elsewhere)")
+    p.add_argument(
+        "--pad_vocab_multiple",
+        type=int,
+        default=None,
+        help="ours only: vocabulary padding; default as train.py (64 on CUDA, 1 elsewhere)",
+    )
     p.add_argument("--grad_accum", type=int, default=1, help="micro-steps per optimizer step")
+    p.add_argument(
+        "--dropout",
+        type=float,
+        default=0.0,
+        help="dropout in both models (embeddings, attention, residual branches); fine-tunes use 0.1",
+    )
     p.add_argument("--impl", choices=["both", "ours", "hf"], default="both")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--compile", default="auto", help="auto (on for CUDA with Triton), true or false")
     p.add_argument("--mem_cap_gib", type=float, default=None, help="cap this process's GPU memory (e.g. 12)")
-    p.add_argument("--default_malloc", action="store_true",
-                   help="CPU: leave glibc's allocator as it is (train.py tunes it; see runtime.keep_freed_cpu_memory)")
+    p.add_argument(
+        "--default_malloc",
+        action="store_true",
+        help="CPU: leave glibc's allocator as it is (train.py tunes it; see runtime.keep_freed_cpu_memory)",
+    )
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per model (compilation happens here)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per model")
@@ -69,9 +82,16 @@ def build(impl: str, config: GPTConfig, rt, compile_model: bool):
         from transformers import GPT2Config, GPT2LMHeadModel
 
         hf_config = GPT2Config(
-            n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd, n_positions=config.block_size,
-            vocab_size=config.vocab_size, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-            attn_implementation="sdpa", use_cache=False,
+            n_layer=config.n_layer,
+            n_head=config.n_head,
+            n_embd=config.n_embd,
+            n_positions=config.block_size,
+            vocab_size=config.vocab_size,
+            resid_pdrop=config.dropout,
+            embd_pdrop=config.dropout,
+            attn_pdrop=config.dropout,
+            attn_implementation="sdpa",
+            use_cache=False,
         )
         module = GPT2LMHeadModel(hf_config).to(rt.device)
         forward = lambda m, x, y: m(input_ids=x, labels=x).loss  # noqa: E731  (it shifts the labels itself)
@@ -98,7 +118,8 @@ def make_step(model, module, optimizer, forward, batches, rt):
 
 
 def persistent_bytes(module, optimizer) -> int:
-    tensors = list(module.parameters()) + [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
+    state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
+    tensors = list(module.parameters()) + state
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -117,11 +138,13 @@ def main(argv=None):
             torch.cuda.set_per_process_memory_fraction(min(1.0, args.mem_cap_gib * 2**30 / total), rt.device)
 
     pad = args.pad_vocab_multiple or default_vocab_padding(rt.device_type)
-    ours_config = GPTConfig(**shape, pad_vocab_multiple=pad)
+    ours_config = GPTConfig(**shape, pad_vocab_multiple=pad, dropout=args.dropout)
     T = shape["block_size"]
     g = torch.Generator().manual_seed(0)
-    batches = [tuple(t.to(rt.device) for t in torch.randint(0, 50257, (2, batch_size, T), generator=g))
-               for _ in range(args.grad_accum)]
+    batches = [
+        tuple(t.to(rt.device) for t in torch.randint(0, 50257, (2, batch_size, T), generator=g))
+        for _ in range(args.grad_accum)
+    ]
     tokens_per_step = batch_size * T * args.grad_accum
     fpt = training_flops_per_token(GPTConfig(**shape), T)  # useful work: the unpadded model's FLOPs
     spec = detect_gpu(torch.cuda.get_device_name(rt.device)) if rt.device_type == "cuda" else None
@@ -153,30 +176,49 @@ def main(argv=None):
     results = []
     for impl in impls:
         if impl not in runs:
-            results.append({"name": names[impl], "tokens_per_sec": None, "ms_per_step": None, "mfu": None,
-                            "peak_mem_gib": "OOM"})
+            results.append(
+                {"name": names[impl], "tokens_per_sec": None, "ms_per_step": None, "mfu": None, "peak_mem_gib": "OOM"}
+            )
             continue
         t = median(times[impl])
         tps = tokens_per_step / t
-        results.append({
-            "name": names[impl],
-            "tokens_per_sec": round(tps, 1),
-            "ms_per_step": round(1000 * t, 2),
-            "mfu": round(mfu(fpt, tps, peak), 4) if peak else None,
-            "peak_mem_gib": round(mem[impl], 3) if isinstance(mem.get(impl), float) else mem.get(impl),
-        })
+        results.append(
+            {
+                "name": names[impl],
+                "tokens_per_sec": round(tps, 1),
+                "ms_per_step": round(1000 * t, 2),
+                "mfu": round(mfu(fpt, tps, peak), 4) if peak else None,
+                "peak_mem_gib": round(mem[impl], 3) if isinstance(mem.get(impl), float) else mem.get(impl),
+            }
+        )
     if len(runs) == 2:
         speedup = results[1]["ms_per_step"] / results[0]["ms_per_step"]
         results[0]["vs_transformers"] = round(speedup, 3)
 
-    settings = {**shape, "batch_size": batch_size, "grad_accum": args.grad_accum, "tokens_per_step": tokens_per_step,
-                "pad_vocab_multiple": pad, "dtype": str(rt.dtype).removeprefix("torch."),
-                "compile": compile_model, "tuned_cpu_malloc": tuned_malloc, "mem_cap_gib": args.mem_cap_gib, "warmup": args.warmup,
-                "steps": args.steps, "rounds": args.rounds, "flops_per_token": fpt,
-                "peak_flops": peak, "gpu": spec.name if spec else None}
-    print(f"{rt.describe()}, compile {'on' if compile_model else 'off'}, {shape['n_layer']} layers x "
-          f"{shape['n_embd']} wide, {batch_size} x {T} tokens x {args.grad_accum} micro-steps"
-          f"{'' if peak else ', MFU n/a (no known peak for this device)'}")
+    settings = {
+        **shape,
+        "batch_size": batch_size,
+        "grad_accum": args.grad_accum,
+        "tokens_per_step": tokens_per_step,
+        "pad_vocab_multiple": pad,
+        "dropout": args.dropout,
+        "dtype": str(rt.dtype).removeprefix("torch."),
+        "compile": compile_model,
+        "tuned_cpu_malloc": tuned_malloc,
+        "malloc_setting_for": "both models (process-wide)",
+        "mem_cap_gib": args.mem_cap_gib,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "flops_per_token": fpt,
+        "peak_flops": peak,
+        "gpu": spec.name if spec else None,
+    }
+    print(
+        f"{rt.describe()}, compile {'on' if compile_model else 'off'}, {shape['n_layer']} layers x "
+        f"{shape['n_embd']} wide, {batch_size} x {T} tokens x {args.grad_accum} micro-steps"
+        f"{'' if peak else ', MFU n/a (no known peak for this device)'}"
+    )
     print_table([{k: ("n/a" if v is None else v) for k, v in r.items()} for r in results])
     path = write_result("train", settings, results, device=rt.device, path=args.json)
     print(f"wrote {path}")

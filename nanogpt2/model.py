@@ -4,9 +4,10 @@ The network is the one OpenAI released in 2019, weight for weight, so that the
 checkpoints they published load into it and produce the same numbers as the
 reference implementation (tests/test_model.py checks this against
 `transformers`). Read it top to bottom; every shape is written next to the line
-that makes it. Generation (GPT.generate, at the end) adds one small thing: a
+that makes it. Generation (GPT.generate, at the end) adds two small things: a
 KVCache, beside the attention that fills it, so each new token costs one
-position's work instead of the whole text's.
+position's work instead of the whole text's; and Linear (first below) is
+nn.Linear with a faster product order for the few rows of such a step.
 
     B  batch size              T  sequence length (<= block_size)
     C  embedding width n_embd  nh number of heads     hs head size = C // nh
@@ -25,7 +26,7 @@ References
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -33,6 +34,35 @@ import torch.nn.functional as F
 
 from nanogpt2.model_config import GPTConfig  # the shape: sizes, widths, vocabulary (torch-free, read it first)
 from nanogpt2.sampling import check_generation, make_generator, next_token
+
+# ---------------------------------------------------------------------------
+# Linear layers (nn.Linear, with a faster product for a few rows)
+# ---------------------------------------------------------------------------
+
+
+class Linear(nn.Linear):
+    """nn.Linear: y = x W^T + b, with W stored (out, in). Same weights, same state dict.
+
+    Generating feeds the model one position per sequence, so the product has only B rows.
+    With so few rows, MKL (PyTorch's CPU BLAS) is faster computing the same numbers as
+    (W x^T)^T than as x W^T: bench/results/sample-*-gen-*.json measured block matmuls ~20%
+    faster at batch 8 on the CPU, and the same speed at batch 1, where reading W is all the
+    work. transformers' GPT-2 gets this speed from storing W as (in, out) (OpenAI's
+    "Conv1D"); choosing the product's order instead keeps the weights as they are.
+    """
+
+    FEW_ROWS = 16  # at most this many rows take the (W x^T)^T order (measured at 8; 16 is a bound, not tuned)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.size(-1)
+        if rows == 1 or rows > self.FEW_ROWS or x.device.type != "cpu":  # one row: both orders are one GEMV
+            return F.linear(x, self.weight, self.bias)  # (..., out)
+        xt = x.reshape(rows, -1).t()  # (in, rows)
+        if self.bias is None:
+            y = torch.mm(self.weight, xt)  # (out, rows)
+        else:
+            y = torch.addmm(self.bias[:, None], self.weight, xt)  # (out, rows)
+        return y.t().reshape(*x.shape[:-1], -1)  # (..., out)
 
 
 # ---------------------------------------------------------------------------
@@ -49,23 +79,30 @@ class KVCache:
     one position's work, attending to the stored keys and values of the others.
     Position t's keys and values depend only on tokens <= t (causality), so
     storing them changes no result.
+
+    Each layer's keys and values share one buffer, allocated once at full capacity, so a
+    new position is one copy into place: nothing grows or is reallocated per token.
+    Attention reads only the filled part, so under torch.compile the cache length is a
+    dynamic shape: one decode graph serves every length (tests/test_compile.py). We chose
+    that over a static-shaped cache, which would make every eager step attend over all
+    `capacity` slots, masked: work that grows with the capacity rather than the text.
     """
 
     def __init__(self, n_layer: int, capacity: int):
         self.capacity = capacity  # most positions it can hold (<= block_size)
         self.length = 0  # positions stored so far; GPT.forward advances it
-        self.kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+        self.kv: list[torch.Tensor | None] = [None] * n_layer  # per layer: (2, B, nh, capacity, hs)
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the new positions' k, v (B, nh, T, hs); return all of them so far (B, nh, length + T, hs)."""
-        B, nh, T, hs = k.shape
+    def update(self, layer: int, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new positions' keys and values kv (2, B, nh, T, hs); return all keys and all
+        values so far, each (B, nh, length + T, hs)."""
+        _, B, nh, T, hs = kv.shape
         if self.kv[layer] is None:  # allocated on first use, in whatever dtype autocast produced
-            self.kv[layer] = (k.new_empty(B, nh, self.capacity, hs), v.new_empty(B, nh, self.capacity, hs))
-        K, V = self.kv[layer]
+            self.kv[layer] = kv.new_empty(2, B, nh, self.capacity, hs)
         end = self.length + T
-        K[:, :, self.length : end] = k
-        V[:, :, self.length : end] = v
-        return K[:, :, :end], V[:, :, :end]
+        self.kv[layer][:, :, :, self.length : end] = kv
+        keys, values = self.kv[layer][:, :, :, :end].unbind(0)
+        return keys, values
 
 
 class CausalSelfAttention(nn.Module):
@@ -77,21 +114,19 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         # One matmul makes queries, keys and values for all heads at once: C -> 3C.
         # (GPT-2 calls these layers c_attn/c_proj; keeping its names keeps weight loading obvious.)
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         # Output projection: mixes the heads back into the residual stream.
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         nh, hs = self.n_head, C // self.n_head
 
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        # Split the width into heads and move the head axis in front of time,
-        # so that each head attends independently.
-        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        # Queries, keys and values side by side, viewed (not copied) as 3 stacks of heads with the
+        # head axis in front of time, so that each head attends independently.
+        qkv = self.c_attn(x).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+        q, k, v = qkv.unbind(0)  # 3 x (B, nh, T, hs)
 
         if cache is None:  # training, or any pass over a whole sequence
             # softmax(q k^T / sqrt(hs) + causal mask) v, computed by PyTorch's fused kernel
@@ -100,7 +135,7 @@ class CausalSelfAttention(nn.Module):
                 q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
             )  # (B, nh, T, hs)
         else:  # generating: these T queries continue the L - T positions already cached
-            k, v = cache.update(layer, k, v)  # (B, nh, L, hs)
+            k, v = cache.update(layer, qkv[1:])  # 2 x (B, nh, L, hs)
             L = k.size(2)
             if T == 1 or L == T:  # one query sees every key; an empty cache's prefill is plain causal
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)  # (B, nh, T, hs)
@@ -111,7 +146,9 @@ class CausalSelfAttention(nn.Module):
                 mask = torch.ones(T, L, dtype=torch.bool, device=x.device).tril(L - T)
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
 
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+        # Heads side by side again. PyTorch's CPU and CUDA flash kernels write y as (B, T, nh, hs) in
+        # memory, so this is usually a view; reshape copies only when it must.
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
 
@@ -125,11 +162,11 @@ class MLP(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         # GPT-2 used the tanh approximation of GELU [GELU]; the exact erf form would
         # change every logit slightly and break equality with OpenAI's checkpoints.
         self.gelu = nn.GELU(approximate="tanh")
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,7 +217,7 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(C, eps=1e-5, bias=config.bias)  # added by GPT-2 after the last block
-        self.lm_head = nn.Linear(C, V, bias=False)  # vector -> a score for every token
+        self.lm_head = Linear(C, V, bias=False)  # vector -> a score for every token
         # Weight tying [Tying]: the output layer reuses the input embedding, as GPT-2 does.
         # It saves V*C parameters (38.6M in GPT-2 small) and trains as well or better.
         self.lm_head.weight = self.wte.weight
@@ -255,9 +292,17 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate_tokens(
-        self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
-        top_p: float = 1.0, seed: int | torch.Generator | None = None, eot_id: int | None = None,
-        use_cache: bool = True, window_shift: int | None = None,
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+        seed: int | torch.Generator | None = None,
+        eot_id: int | None = None,
+        use_cache: bool = True,
+        window_shift: int | None = None,
     ) -> Iterator[torch.Tensor]:
         """Continue each row of idx (B, P), yielding each new token (B,) as soon as it is chosen.
 
@@ -281,27 +326,30 @@ class GPT(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            seq = idx  # (B, P + tokens so far)
-            start = max(0, seq.size(1) - bs)  # the model sees seq[:, start:]
+            B, P = idx.shape
+            seq = idx.new_empty(B, P + max_new_tokens)  # the whole text, filled in as tokens come
+            seq[:, :P] = idx
+            n = P  # tokens in seq so far
+            start = max(0, n - bs)  # the model sees seq[:, start:n]
             cache = None
-            done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+            done = torch.zeros(B, dtype=torch.bool, device=idx.device)
             for step in range(max_new_tokens):
-                if seq.size(1) - start > bs:  # the newest token does not fit: move the window on
-                    start = seq.size(1) - bs - 1 + shift
+                if n - start > bs:  # the newest token does not fit: move the window on
+                    start = n - bs - 1 + shift
                     cache = None  # every kept token has a new position: its keys and values are stale
                 if not use_cache:
-                    logits, _ = self(seq[:, start:], last_only=True)
+                    logits, _ = self(seq[:, start:n], last_only=True)
                 elif cache is None:  # prefill: the whole window in one pass, filling a new cache
-                    window = seq.size(1) - start
-                    cache = KVCache(self.config.n_layer, capacity=min(bs, window + max_new_tokens - 1 - step))
-                    logits, _ = self(seq[:, start:], cache=cache, last_only=True)
+                    cache = KVCache(self.config.n_layer, capacity=min(bs, n - start + max_new_tokens - 1 - step))
+                    logits, _ = self(seq[:, start:n], cache=cache, last_only=True)
                 else:  # the cache holds every token of the window but the newest one
-                    logits, _ = self(seq[:, -1:], cache=cache)  # (B, 1, V)
+                    logits, _ = self(seq[:, n - 1 : n], cache=cache)  # (B, 1, V)
                 token = next_token(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)
                 if eot_id is not None:
                     token = token.masked_fill(done, eot_id)
                     done |= token == eot_id
-                seq = torch.cat([seq, token[:, None]], dim=1)
+                seq[:, n] = token
+                n += 1
                 yield token
                 if eot_id is not None and bool(done.all()):
                     return
@@ -322,7 +370,7 @@ class GPT(nn.Module):
         return n
 
     @classmethod
-    def from_state_dict(cls, config: GPTConfig, state: dict[str, torch.Tensor]) -> "GPT":
+    def from_state_dict(cls, config: GPTConfig, state: dict[str, torch.Tensor]) -> GPT:
         """A GPT holding exactly these tensors. It is built on the meta device (no memory, no
         random init), then adopts them; loading copies nothing and a mismatch raises."""
         with torch.device("meta"):
@@ -332,7 +380,7 @@ class GPT(nn.Module):
         return model
 
     @classmethod
-    def from_pretrained(cls, name_or_dir: str, **overrides) -> "GPT":
+    def from_pretrained(cls, name_or_dir: str, **overrides) -> GPT:
         """OpenAI's GPT-2 ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl") or a local
         Hugging Face directory. Only `dropout` may be overridden, and `block_size` cropped.
         The downloading and key mapping live in nanogpt2/pretrained.py."""

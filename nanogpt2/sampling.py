@@ -27,7 +27,7 @@ the rest of their bytes arrive.
 from __future__ import annotations
 
 import codecs
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -45,14 +45,21 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float) -> None:
 
 
 def check_generation(
-    idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float,
-    window_shift: int | None, block_size: int,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float,
+    window_shift: int | None,
+    block_size: int,
 ) -> int:
     """Check GPT.generate_tokens' arguments; returns the window shift to use (see there)."""
     check_sampling(temperature, top_k, top_p)
     if idx.dim() != 2 or idx.size(1) == 0:
-        raise UserError(f"idx must be (batch, tokens) with at least one token, got shape {tuple(idx.shape)}; "
-                        f"to start from nothing, start from <|endoftext|> (GPT-2: id 50256)")
+        raise UserError(
+            f"idx must be (batch, tokens) with at least one token, got shape {tuple(idx.shape)}; "
+            f"to start from nothing, start from <|endoftext|> (GPT-2: id 50256)"
+        )
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
         raise UserError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
     shift = max(1, block_size // 8) if window_shift is None else window_shift

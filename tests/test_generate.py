@@ -56,15 +56,18 @@ def test_full_window_matches_plain_forward_loop(prompt_len):
     assert torch.equal(model.generate(idx, 30, temperature=0.0, window_shift=1), seq)
 
 
-def test_greedy_matches_transformers_generate(hf_dir):
-    """On the same weights, our cached greedy tokens equal transformers' own cached greedy generate."""
+@pytest.mark.parametrize("batch", [1, 3, 8], ids=lambda b: f"batch{b}")
+def test_greedy_matches_transformers_generate(hf_dir, batch):
+    """On the same weights, our cached greedy tokens equal transformers' own cached greedy generate, one row
+    or several (whose decode steps take Linear's few-rows product order), and equal our uncached tokens."""
     hf_model, path = hf_dir(n_layer=2, n_head=3, n_embd=48, block_size=64, vocab_size=101)
     hf_model.generation_config.eos_token_id = None  # never stop early: compare all 40 tokens
     ours = GPT.from_pretrained(path).eval()
-    idx = prompt(10, batch=1, vocab=101)
+    idx = prompt(10, batch=batch, vocab=101)
     ref = hf_model.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=40, do_sample=False)
-    assert ref.shape == (1, 50)
+    assert ref.shape == (batch, 50)
     assert torch.equal(ours.generate(idx, 40, temperature=0.0), ref)
+    assert torch.equal(ours.generate(idx, 40, temperature=0.0, use_cache=False), ref)
 
 
 @pytest.mark.parametrize("chunks", [(16,), (5, 7, 1, 3), (1,) * 16, (10, 6)], ids=["one", "mixed", "ones", "two"])
@@ -145,8 +148,17 @@ def test_generation_turns_dropout_off_and_restores_mode():
         (dict(max_new_tokens=-1), "max_new_tokens"),
         (dict(idx=torch.zeros(1, 0, dtype=torch.long)), "at least one token"),
     ],
-    ids=["temperature<0", "temperature-nan", "top_p=0", "top_p>1", "top_k=0", "shift=0", "shift>block",
-         "max_new<0", "empty-prompt"],
+    ids=[
+        "temperature<0",
+        "temperature-nan",
+        "top_p=0",
+        "top_p>1",
+        "top_k=0",
+        "shift=0",
+        "shift>block",
+        "max_new<0",
+        "empty-prompt",
+    ],
 )
 def test_bad_arguments_are_refused(change, message):
     """Each meaningless generation setting raises a UserError that names it."""

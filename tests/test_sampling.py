@@ -102,8 +102,13 @@ def test_temperature_zero_is_argmax():
 
 @pytest.mark.parametrize(
     "temperature, top_k, top_p, message",
-    [(-0.1, None, 1.0, "temperature"), (1.0, 0, 1.0, "top_k"), (1.0, 2.5, 1.0, "top_k"),
-     (1.0, None, 0.0, "top_p"), (1.0, None, 1.01, "top_p")],
+    [
+        (-0.1, None, 1.0, "temperature"),
+        (1.0, 0, 1.0, "top_k"),
+        (1.0, 2.5, 1.0, "top_k"),
+        (1.0, None, 0.0, "top_p"),
+        (1.0, None, 1.01, "top_p"),
+    ],
 )
 def test_bad_settings_are_refused(temperature, top_k, top_p, message):
     """check_sampling names the setting that is out of range."""
