@@ -26,6 +26,7 @@ References
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 
 import torch
@@ -97,11 +98,12 @@ class KVCache:
         """Store the new positions' keys and values kv (2, B, nh, T, hs); return all keys and all
         values so far, each (B, nh, length + T, hs)."""
         _, B, nh, T, hs = kv.shape
-        if self.kv[layer] is None:  # allocated on first use, in whatever dtype autocast produced
-            self.kv[layer] = kv.new_empty(2, B, nh, self.capacity, hs)
+        buffer = self.kv[layer]
+        if buffer is None:  # allocated on first use, in whatever dtype autocast produced
+            buffer = self.kv[layer] = kv.new_empty(2, B, nh, self.capacity, hs)
         end = self.length + T
-        self.kv[layer][:, :, :, self.length : end] = kv
-        keys, values = self.kv[layer][:, :, :, :end].unbind(0)
+        buffer[:, :, :, self.length : end] = kv
+        keys, values = buffer[:, :, :, :end].unbind(0)
         return keys, values
 
 
@@ -227,6 +229,7 @@ class GPT(nn.Module):
         # 1/sqrt(N), N = number of such layers (2 per block), so that the variance of
         # the stream does not grow with depth ([GPT-2] 2.3).
         for block in self.h:
+            assert isinstance(block, Block)
             for proj in (block.attn.c_proj, block.mlp.c_proj):
                 nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
@@ -380,7 +383,7 @@ class GPT(nn.Module):
         return model
 
     @classmethod
-    def from_pretrained(cls, name_or_dir: str, **overrides) -> GPT:
+    def from_pretrained(cls, name_or_dir: str | os.PathLike, **overrides) -> GPT:
         """OpenAI's GPT-2 ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl") or a local
         Hugging Face directory. Only `dropout` may be overridden, and `block_size` cropped.
         The downloading and key mapping live in nanogpt2/pretrained.py."""
