@@ -20,6 +20,7 @@ References
     [GELU]   Hendrycks & Gimpel 2016, "Gaussian Error Linear Units".
     [Tying]  Press & Wolf 2017, "Using the Output Embedding to Improve Language Models".
     [Flash]  Dao et al. 2022, "FlashAttention".
+    [Ckpt]   Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost".
     [KV]     Pope et al. 2022, "Efficiently Scaling Transformer Inference" (the KV cache and its costs).
 """
 
@@ -32,6 +33,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from nanogpt2.model_config import GPTConfig  # the shape: sizes, widths, vocabulary (torch-free, read it first)
 from nanogpt2.sampling import check_generation, make_generator, next_token
@@ -223,6 +225,8 @@ class GPT(nn.Module):
         # Weight tying [Tying]: the output layer reuses the input embedding, as GPT-2 does.
         # It saves V*C parameters (38.6M in GPT-2 small) and trains as well or better.
         self.lm_head.weight = self.wte.weight
+        # A training setting, not part of the architecture: see forward.
+        self.checkpointing = False
 
         self.apply(self._init_weights)
         # GPT-2 scales the init of each layer that writes into the residual stream by
@@ -267,7 +271,13 @@ class GPT(nn.Module):
 
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C): what the token is + where it is
         for i, block in enumerate(self.h):
-            x = block(x, cache, i)  # (B, T, C)
+            if self.checkpointing and self.training and cache is None:
+                # Activation checkpointing [Ckpt]: keep only the block's input and recompute its
+                # activations during backward, trading a second forward pass for their memory.
+                # The random state is replayed, so dropout draws the same masks both times.
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x, cache, i)  # (B, T, C)
         if cache is not None:
             cache.length += T
         if last_only:

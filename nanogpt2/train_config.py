@@ -92,6 +92,11 @@ class TrainConfig:
     """dtype of the frozen base weights: float32, bfloat16 (half the memory), or auto (bfloat16 when the run's
     dtype is bfloat16, else float32). The adapters are always float32."""
 
+    checkpointing: bool = False
+    """Activation checkpointing: keep only each block's input and recompute the block in the backward pass.
+    Roughly a third more compute for much less activation memory (python -m nanogpt2.flops ... --checkpointing
+    shows how much); dropout masks are replayed, so the loss and gradients are those of a plain run."""
+
     optimizer: str = "adamw"
     """adamw: PyTorch's AdamW, fp32 moments (8 bytes per parameter). adamw8bit: torchao's AdamW8bit,
     8-bit block-wise quantized moments (~2 bytes per parameter; pip install 'nanogpt2[lowbit]')."""
