@@ -14,9 +14,10 @@ import sys
 import pytest
 import torch
 
+from nanogpt2.errors import UserError
 from nanogpt2.flops import training_flops_per_token
 from nanogpt2.flops.cli import cli, main
-from nanogpt2.flops.hardware import gpu_names
+from nanogpt2.flops.hardware import gpu_names, lookup_gpu
 from nanogpt2.flops.memory import estimate_training_memory
 from nanogpt2.model import GPT, GPTConfig
 
@@ -122,3 +123,33 @@ def test_module_entry_point_runs():
     )
     assert out.returncode == 0, out.stderr
     assert all(name in out.stdout for name in gpu_names())
+
+
+@pytest.mark.parametrize("model", ["gpt2", "gpt2-medium", "gpt2-large"])
+def test_fit_lists_recipes_that_fit_cheapest_first(model, capsys):
+    """--fit lists recipes in order of compute; each one's estimate at its micro-batch fits the card less the
+    display's share, and one more sequence would not (the micro-batch is the largest)."""
+    from nanogpt2.flops.cli import RECIPES
+
+    report = cli([f"--model={model}", "--finetune", "--gpu=4070ti", "--fit", "--dropout=0.1", "--json"])
+    fit = report["fit"]
+    usable = lookup_gpu("4070ti").memory_bytes - int(0.5 * 2**30)
+    assert fit["usable_bytes"] == usable and fit["recipes"]
+    order = [(r["checkpointing"], r["optimizer"]) for r in RECIPES]
+    listed = [(r["checkpointing"], r["optimizer"]) for r in fit["recipes"]]
+    assert listed == sorted(listed, key=order.index)
+    cfg = GPTConfig.gpt2(model, dropout=0.1)
+    for r in fit["recipes"]:
+        options = dict(checkpointing=r["checkpointing"], optimizer=r["optimizer"])
+        assert estimate_training_memory(cfg, r["batch_size"], **options).fits(usable)
+        assert not estimate_training_memory(cfg, r["batch_size"] + 1, **options).fits(usable)
+
+
+def test_fit_says_when_nothing_fits_and_needs_a_gpu(capsys):
+    """gpt2-xl has no full fine-tuning recipe on a 12 GB card (the advice names LoRA); --fit without a GPU or
+    a memory figure is one clear error."""
+    report = cli(["--model=gpt2-xl", "--finetune", "--gpu=4070ti", "--fit"])
+    assert report["fit"]["recipes"] == []
+    assert "none: use LoRA" in capsys.readouterr().out
+    with pytest.raises(UserError, match="--fit needs the GPU's memory"):
+        cli(["--model=gpt2", "--fit"])

@@ -160,3 +160,32 @@ def test_memory_model_counts_the_optimizer_state_exactly(kind):
     moments = [t for s in optimizer.state.values() for k, t in s.items() if k in ("exp_avg", "exp_avg_sq")]
     real = sum(_subclass_bytes(t) if type(t) is not torch.Tensor else t.numel() * t.element_size() for t in moments)
     assert optimizer_state_bytes(config, kind) == real
+
+
+def test_finetune_large_recipe_runs_a_step(shakespeare_data, tmp_path):
+    """config/finetune_large.py's recipe (8-bit AdamW, activation checkpointing, accumulation, dropout) trains
+    a step on the CPU, here on a small random-weight stand-in for gpt2-large loaded as a local folder."""
+    from conftest import REPO, make_hf_model, save_hf_dir
+
+    base = save_hf_dir(
+        make_hf_model(n_layer=2, n_head=2, n_embd=64, block_size=32, vocab_size=50257), tmp_path / "base"
+    )
+    out = tmp_path / "run"
+    summary = train(
+        [
+            str(REPO / "config" / "finetune_large.py"),
+            f"--init_from={base}",
+            f"--dataset={shakespeare_data}",
+            f"--out_dir={out}",
+            "--block_size=32",
+            "--gradient_accumulation_steps=2",
+            "--device=cpu",
+            "--compile=False",
+            "--max_iters=1",
+            "--eval_iters=1",
+            "--eval_interval=1",
+        ]
+    )
+    assert summary["step"] == 1
+    saved = read_checkpoint(out / "ckpt.pt")["config"]
+    assert saved["checkpointing"] is True and saved["optimizer"] == "adamw8bit"

@@ -207,7 +207,7 @@ def test_resume_refuses_a_different_architecture(shakespeare_data, tmp_path, cap
     assert "different architecture" in err and "n_layer=3 (checkpoint: 2)" in err
 
 
-@pytest.mark.parametrize("name", ["finetune_small", "finetune_medium", "train_gpt2", "train_shakespeare_small"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "config").glob("*.py")))
 def test_shipped_configs_are_valid(name):
     """Every config file in config/ parses into a valid TrainConfig."""
     from nanogpt2.configurator import parse_config

@@ -119,6 +119,13 @@ def make_parser() -> argparse.ArgumentParser:
     opt("--checkpointing", action="store_true", help="activation checkpointing: recompute each block in backward")
     opt("--dropout", type=float, default=0.0, help="dropout probability (masks cost memory; default 0)")
     opt("--attention", choices=("flash", "math"), default="flash", help="fused (flash) or explicit attention")
+    opt("--fit", action="store_true", help="list the training recipes that fit the GPU's memory, cheapest first")
+    opt(
+        "--display-gib",
+        type=float,
+        default=0.5,
+        help="memory a desktop display takes from the card, GiB (default 0.5; 0 for a headless GPU); --fit only",
+    )
     opt("--json", action="store_true", help="print the report as JSON")
     opt("--list-gpus", action="store_true", help="print the GPU table with its sources and exit")
     return p
@@ -234,7 +241,43 @@ def build_report(args: argparse.Namespace) -> dict:
                 "predicted_loss": scaling.predicted_losses(params.total, tokens),
             }
     report["memory"] = memory_report(cfg, args, mem_bytes)
+    if args.fit:
+        if not mem_bytes:
+            raise UserError("--fit needs the GPU's memory: add --gpu NAME or --memory-gib N")
+        if not 0 <= args.display_gib < mem_bytes / 2**30:
+            raise UserError(f"--display-gib={args.display_gib} must be at least 0 and below the GPU's memory")
+        report["fit"] = fit_recipes(cfg, args, int(mem_bytes - args.display_gib * 2**30))
     return report
+
+
+# Recipes, cheapest first. Recomputing every block in backward adds one forward pass: 8 instead of 6
+# FLOPs per parameter per token (Chen et al. 2016; Korthikanti et al. 2022). 8-bit moments cost no FLOPs
+# worth counting, but are an approximation of AdamW, so fp32 moments come first at equal compute.
+RECIPES = [
+    {"checkpointing": False, "optimizer": "adamw", "compute": 1.0},
+    {"checkpointing": False, "optimizer": "adamw8bit", "compute": 1.0},
+    {"checkpointing": True, "optimizer": "adamw", "compute": 4 / 3},
+    {"checkpointing": True, "optimizer": "adamw8bit", "compute": 4 / 3},
+]
+
+
+def fit_recipes(cfg: GPTConfig, args: argparse.Namespace, usable: int) -> dict:
+    """Every recipe (checkpointing x optimizer) with the largest micro-batch that fits in `usable` bytes."""
+    rows = []
+    for recipe in RECIPES:
+        options = dict(
+            dtype=args.dtype,
+            attention=args.attention,
+            grad_accum=args.grad_accum,
+            ddp=args.gpus > 1,
+            checkpointing=recipe["checkpointing"],
+            optimizer=recipe["optimizer"],
+        )
+        batch = memory.max_batch_size(cfg, usable, **options)
+        if batch:
+            est = memory.estimate_training_memory(cfg, batch, **options)
+            rows.append({**recipe, "batch_size": batch, "peak_allocated": est.peak, "device_total": est.device_bytes()})
+    return {"usable_bytes": usable, "display_gib": args.display_gib, "recipes": rows}
 
 
 def memory_report(cfg: GPTConfig, args: argparse.Namespace, mem_bytes: float | None) -> dict:
@@ -282,8 +325,27 @@ def cli(argv: Sequence[str] | None = None) -> dict:
         print(format_gpu_table())
         return {"gpus": hardware.gpu_names()}
     report = build_report(args)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    text = format_report(report) + ("\n\n" + format_fit(report["fit"]) if report.get("fit") else "")
+    print(json.dumps(report, indent=2) if args.json else text)
     return report
+
+
+def format_fit(fit: dict) -> str:
+    """The --fit table: one line per recipe that fits, cheapest first."""
+    head = (
+        f"recipes that fit in {gib(fit['usable_bytes'])} (the card less {fit['display_gib']:g} GiB for a display; "
+        f"peaks below, plus allocator slack and the CUDA context), cheapest first:"
+    )
+    if not fit["recipes"]:
+        return head + "\n  none: use LoRA (--lora_rank in train.py), a shorter --block-size, or a bigger GPU"
+    lines = [head, f"  {'compute':>8}  {'checkpointing':<13}  {'optimizer':<10}  {'micro-batch':>11}  peak allocated"]
+    for r in fit["recipes"]:
+        lines.append(
+            f"  {r['compute']:>7.2f}x  {'yes' if r['checkpointing'] else 'no':<13}  {r['optimizer']:<10}  "
+            f"{r['batch_size']:>11}  {gib(r['peak_allocated'])}"
+        )
+    lines.append("  train.py settings: --checkpointing=True --optimizer=adamw8bit --batch_size=N as the row says")
+    return "\n".join(lines)
 
 
 # -- text ----------------------------------------------------------------------------------
@@ -409,7 +471,7 @@ def format_memory(mem: dict) -> list[str]:
                 f" (the weights, gradients and AdamW moments alone take {gib(state)}, plus the CUDA context: "
                 f"use a smaller model or a GPU with more memory)"
                 if state + mem["cuda_context"] >= mem["gpu_memory"]
-                else " (try --checkpointing, a shorter --block-size, or a smaller model)"
+                else " (try --fit, --checkpointing, a shorter --block-size, or a smaller model)"
             )
         out.append(
             f"  on {gib(mem['gpu_memory'])}: {verdict}; largest micro-batch that fits: {mem['max_batch_size']}" + advice
