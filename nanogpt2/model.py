@@ -86,7 +86,8 @@ class KVCache:
     Each layer's keys and values share one buffer, allocated once at full capacity, so a
     new position is one copy into place: nothing grows or is reallocated per token.
     Attention reads only the filled part, so under torch.compile the cache length is a
-    dynamic shape: one decode graph serves every length (tests/test_compile.py). We chose
+    dynamic shape: after the first decode step one graph serves every length, 3 compiles in
+    all however long the text (tests/test_compile.py). We chose
     that over a static-shaped cache, which would make every eager step attend over all
     `capacity` slots, masked: work that grows with the capacity rather than the text.
     """
