@@ -2,8 +2,9 @@
 
 Every record is one JSON object per line in metrics.jsonl, always, so a run
 can be plotted or compared without any service. On a terminal the console
-shows a tqdm bar whose postfix carries the latest figures; in a log file it
-prints one plain line per report instead. Weights & Biases is used only when
+shows progress.py's bar (tqdm) whose postfix carries the latest figures; in a
+log file it prints one line per report instead, with every figure and the ETA
+(richer than a generic progress line, which only counts steps). Weights & Biases is used only when
 asked for (wandb_log=True) and is imported only then; it works offline with
 WANDB_MODE=offline (runs are synced later with `wandb sync`).
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from nanogpt2.errors import UserError
 from nanogpt2.files import atomic_write
-from nanogpt2.progress import is_tty
+from nanogpt2.progress import is_tty, progress
 
 
 class MetricsLogger:
@@ -43,9 +44,7 @@ class MetricsLogger:
         if wandb_config is not None:
             self._wandb = _start_wandb(wandb_config)
         if is_tty(self.stream):
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", file=self.stream, dynamic_ncols=True)
+            self._bar = progress(total=total_steps, initial=start_step, unit="step", file=self.stream)
 
     def record(self, kind: str, step: int, **figures) -> None:
         """Append {"kind", "step", "time", **figures} to metrics.jsonl (and wandb)."""
