@@ -110,8 +110,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist{hint}")
     try:
         namespace = runpy.run_path(str(path), run_name="__config__")
-    except SystemExit:
-        raise
+    except SystemExit as e:  # exit() in a config file would end the run silently, with status 0
+        raise ConfigError(
+            f"config file {path} called exit({e.code!r}){_line_of(e, path)}: a config file only "
+            f"sets values; remove the call"
+        ) from None
+    except SyntaxError as e:  # its message already names the file and line: keep only the complaint
+        raise ConfigError(f"config file {path} is not valid Python: {e.msg}{_line_of(e, path)}") from None
     except BaseException as e:  # a config file is user code: report where it failed, in one line
         raise ConfigError(f"config file {path} failed to run: {type(e).__name__}: {e}{_line_of(e, path)}") from None
     return {

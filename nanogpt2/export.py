@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from nanogpt2.checkpoint import load_model
 from nanogpt2.errors import UserError, run_main
+from nanogpt2.files import atomic_write, temporary_name
 from nanogpt2.hf_layout import hf_config, hf_state_dict
 from nanogpt2.model import GPT
 from nanogpt2.tokenizer import EOT_ID, EOT_TEXT, VOCAB_SIZE, get_tokenizer
@@ -59,11 +61,33 @@ def export_hf(model: GPT, hf_dir: str | Path, overwrite: bool = False) -> list[P
         raise UserError(f"{hf_dir} is a file; give a folder to export into")
     if hf_dir.is_dir() and any(hf_dir.iterdir()) and not overwrite:
         raise UserError(f"{hf_dir} is not empty; choose a new folder, or pass --force to overwrite its files")
+    from safetensors import SafetensorError
+
+    try:
+        return _write_folder(model, hf_dir)
+    except (
+        OSError,
+        SafetensorError,
+    ) as e:  # a path through a file, no permission, a full disk: each file is all or nothing
+        raise UserError(
+            f"could not write the export to {hf_dir}: {getattr(e, 'strerror', None) or e}; files already there are "
+            f"intact (each is replaced whole or not at all). Free some space or choose another folder"
+        ) from None
+
+
+def _write_folder(model: GPT, hf_dir: Path) -> list[Path]:
+    cfg = model.config
     hf_dir.mkdir(parents=True, exist_ok=True)
 
     from safetensors.torch import save_file
 
-    save_file(hf_state_dict(model), str(hf_dir / "model.safetensors"), metadata={"format": "pt"})
+    weights = hf_dir / "model.safetensors"
+    tmp = temporary_name(weights)  # safetensors writes to a path: write beside, then rename over
+    try:
+        save_file(hf_state_dict(model), str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, weights)
+    finally:
+        tmp.unlink(missing_ok=True)
     _write_json(hf_dir / "config.json", hf_config(model))
     written = [hf_dir / name for name in MODEL_FILES]
     # The tokenizer files describe GPT-2's 50,257 ids; a model with another vocabulary
@@ -129,7 +153,8 @@ def write_tokenizer_files(hf_dir: Path, model_max_length: int = 1024) -> list[Pa
     vocab[EOT_TEXT] = EOT_ID
     _write_json(hf_dir / "vocab.json", vocab)
     lines = ["#version: 0.2", *(f"{text(a)} {text(b)}" for a, b in bpe_merges(tokens))]
-    (hf_dir / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with atomic_write(hf_dir / "merges.txt", "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
     _write_json(
         hf_dir / "tokenizer_config.json",
         {
@@ -145,7 +170,8 @@ def write_tokenizer_files(hf_dir: Path, model_max_length: int = 1024) -> list[Pa
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 # -- command line -----------------------------------------------------------------

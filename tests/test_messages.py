@@ -39,3 +39,18 @@ def test_hugging_face_folder_without_weights(tmp_path, capsys):
     line = one_error_line(sample_script.main, [f"--init_from={tmp_path}"], capsys)
     assert "looks like a Hugging Face GPT-2 folder" in line and "model.safetensors" in line
     assert "train first" not in line
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("import sys\nsys.exit()\n", "called exit(None) (line 2): a config file only sets values"),
+        ("x = (\n", "is not valid Python: '(' was never closed (line 1)"),
+    ],
+)
+def test_config_file_mistakes(body, expected, tmp_path, capsys):
+    """A config file calling exit() is an error, not a silent exit 0; a syntax error names its line once."""
+    config = tmp_path / "cfg.py"
+    config.write_text(body)
+    line = one_error_line(train_script.main, [str(config)], capsys)
+    assert expected in line and line.count("line ") == 1

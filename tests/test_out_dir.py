@@ -96,3 +96,64 @@ def test_disk_full_during_a_checkpoint(shakespeare_data, mount_tmpfs, capsys):
     assert "step 0: train loss" in printed and "step 2: train loss" not in printed
     assert read_checkpoint(out / "ckpt.pt")["step"] == 0
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "ckpt.pt", "config.json", "metrics.jsonl"]
+
+
+def prepare_main(argv):
+    from data.prepare import main
+
+    return main(argv)
+
+
+def export_main(argv):
+    from nanogpt2.export import main
+
+    return main(argv)
+
+
+@pytest.fixture
+def small_run(shakespeare_data, tmp_path_factory):
+    """A tiny trained run to export."""
+    from nanogpt2.trainer import train
+
+    out = tmp_path_factory.mktemp("small_run") / "run"
+    train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=1", "--eval_interval=1"])
+    return out
+
+
+@pytest.mark.parametrize("tool", ["prepare", "export"])
+def test_other_output_paths_under_a_file(tool, small_run, tmp_path, capsys):
+    """data/prepare.py's --out and the export folder, placed under a regular file, are one error line, exit 2."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep me")
+    text = tmp_path / "in.txt"
+    text.write_text("To be, or not to be, that is the question. " * 200)
+    argv = (
+        [f"--input={text}", f"--out={blocker / 'data'}"] if tool == "prepare" else [str(small_run), str(blocker / "hf")]
+    )
+    with pytest.raises(SystemExit) as info:
+        run_main(prepare_main if tool == "prepare" else export_main, argv)
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Not a directory" in lines[0], lines
+    assert blocker.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("tool", ["prepare", "export"])
+def test_disk_full_while_writing_data_or_an_export(tool, small_run, mount_tmpfs, tmp_path, capsys):
+    """A disk that fills while data is prepared or a model exported: one error line, exit 2, and no
+    temporary or half-written file left behind."""
+    disk = mount_tmpfs("64k")
+    text = tmp_path / "in.txt"
+    text.write_text("To be, or not to be, that is the question. " * 4000)  # ~170 KB of text: ~80 KB of tokens
+    argv = (
+        [f"--input={text}", f"--out={disk / 'data'}", "--block_size=16"]
+        if tool == "prepare"
+        else [str(small_run), str(disk / "hf")]
+    )
+    with pytest.raises(SystemExit) as info:
+        run_main(prepare_main if tool == "prepare" else export_main, argv)
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    leftovers = [p for p in disk.rglob("*") if p.is_file()]
+    assert not [p for p in leftovers if "tmp" in p.name or "partial" in p.name], leftovers

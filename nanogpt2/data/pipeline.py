@@ -105,7 +105,10 @@ def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
     if out.exists() and not out.is_dir():
         raise DatasetError(f"--out {out} is a file; name a folder")
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a path through a file, no permission, a read-only disk
+        raise DatasetError(f"--out {out} cannot be created: {e.strerror or e}; name another folder") from None
     encode = numpy_encoder()  # fails here, before any work, if the tokenizer cannot load
     try:
         with contextlib.ExitStack() as stack:  # on leaving without an error, both files replace the old ones
@@ -131,9 +134,14 @@ def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
             created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         )
         write_json_atomic(out / META_FILE, meta)
-    except BaseException:
+    except BaseException as e:
         if created and not any(out.iterdir()):
             out.rmdir()  # leave no empty dataset folder behind either
+        if isinstance(e, OSError):  # a full disk, a disk gone read-only: the old files (if any) are untouched
+            raise DatasetError(
+                f"could not write the dataset to {out}: {e.strerror or e}; any files from an "
+                f"earlier preparation are intact. Free some space or name another --out"
+            ) from None
         raise
     if not cfg.quiet:
         _summary(say, out, meta, stats, seconds)

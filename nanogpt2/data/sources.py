@@ -326,7 +326,7 @@ def _rows(load, column: str, where: str, stats: ReadStats) -> Iterator[Piece]:
                 text = ""
             if not isinstance(text, str):
                 raise DatasetError(
-                    f"{where}, row {i}: column {column!r} holds {type(text).__name__}, not text; "
+                    f"{where}, row {i + 1}: column {column!r} holds {type(text).__name__}, not text; "
                     f"name a text column with --column"
                 )
             stats.bytes_read += len(text.encode("utf-8", "surrogatepass"))
