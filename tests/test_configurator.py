@@ -127,7 +127,7 @@ def test_bad_command_lines(argv, words):
         ("batch_size = '4'\n", "batch_size='4' in"),
         ("batch_size = True\n", "expected an integer"),
         ("x = 1 / 0\n", "ZeroDivisionError: division by zero (line 1)"),
-        ("def broken(:\n", "SyntaxError"),
+        ("def broken(:\n", "is not valid Python: invalid syntax (line 1)"),
     ],
 )
 def test_bad_config_files(tmp_path, text, words):
