@@ -213,3 +213,15 @@ def test_shakespeare_recipe_prepares_local_text(shakespeare_dir, tmp_path):
     texts = sorted(split_docs(ds.split("train")) + split_docs(ds.split("val")))
     assert texts == sorted(p.read_text() for p in plays)
     assert meta["splits"]["val"]["documents"] >= 1
+
+
+def test_single_document_summary_does_not_say_zero_documents(tmp_path):
+    """One document cut between the splits is reported as part of a document, never as "0 documents"."""
+    from nanogpt2.data import PrepareConfig, prepare
+
+    text = tmp_path / "one.txt"
+    text.write_text("only one document here. " * 400)
+    lines: list[str] = []
+    prepare(PrepareConfig(inputs=[str(text)], out=str(tmp_path / "out"), block_size=16), say=lines.append)
+    summary = next(line for line in lines if line.startswith("wrote "))
+    assert "(0 documents)" not in summary and "part of a document" in summary

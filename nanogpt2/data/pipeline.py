@@ -285,7 +285,8 @@ def _summary(say, out: Path, meta: dict, stats: ReadStats, seconds: float) -> No
     rate = f"{tokens / seconds / 1e6:.2f}M tokens/s, {stats.bytes_read / seconds / 1e6:.1f} MB/s" if seconds else ""
 
     def docs(n: int) -> str:
-        return f"{n:,} document{'' if n == 1 else 's'}"
+        # A single document too big to give whole to one split is cut in two: say so, not "0 documents".
+        return f"{n:,} document{'' if n == 1 else 's'}" if n else "part of a document"
 
     say(
         f"wrote {out}: train {tr['tokens']:,} tokens ({docs(tr['documents'])}), val {va['tokens']:,} tokens "
