@@ -12,10 +12,11 @@ the KV-cached generation loop in GPT.generate_tokens (nanogpt2/model.py).
 import sys
 
 from nanogpt2.errors import run_main
-from nanogpt2.sample_cli import sample
 
 
 def main(argv=None):
+    from nanogpt2.sample_cli import sample  # imported here: Ctrl-C during PyTorch's import is a clean exit 130
+
     sample(sys.argv[1:] if argv is None else argv)
 
 
