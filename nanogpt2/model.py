@@ -226,8 +226,9 @@ class GPT(nn.Module):
         # Weight tying [Tying]: the output layer reuses the input embedding, as GPT-2 does.
         # It saves V*C parameters (38.6M in GPT-2 small) and trains as well or better.
         self.lm_head.weight = self.wte.weight
-        # A training setting, not part of the architecture: see forward.
+        # Training settings, not part of the architecture: see forward and chunked_loss.
         self.checkpointing = False
+        self.loss_chunk_tokens = 0
 
         self.apply(self._init_weights)
         # GPT-2 scales the init of each layer that writes into the residual stream by
@@ -252,7 +253,7 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
         last_only: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Logits for the next token at every position, and the loss if targets are given.
 
         idx:       (B, T) token ids, T <= block_size.
@@ -261,7 +262,8 @@ class GPT(nn.Module):
                    holds (it sits at positions cache.length ...), and is added to it.
         last_only: logits for the last position only, (B, 1, V): all that generation needs,
                    and it skips most of the LM head's work.
-        Returns    logits (B, T, vocab_size) and the mean cross-entropy (or None).
+        Returns    logits (B, T, vocab_size) and the mean cross-entropy (or None). Training with
+                   loss_chunk_tokens set returns no logits (None): see chunked_loss.
         """
         B, T = idx.shape
         start = 0 if cache is None else cache.length  # position of idx[:, 0]
@@ -284,6 +286,8 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, -1:, :]  # (B, 1, C)
         x = self.ln_f(x)  # (B, T or 1, C)
+        if targets is not None and self.loss_chunk_tokens and torch.is_grad_enabled():
+            return None, self.chunked_loss(x, targets)  # training without the (B, T, V) logits
 
         logits = self.lm_head(x)  # (B, T, padded V): a score for every token id
         if self.config.padded_vocab_size != self.config.vocab_size:
@@ -295,6 +299,26 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T), ignore_index=-1)
         return logits, loss
+
+    def chunked_loss(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The mean cross-entropy of forward's plain path, without ever holding all (B*T, V) logits.
+
+        The logits are the largest tensors of a GPT-2 step (50,257 per token), and cross-entropy's
+        backward holds them in several copies. Here the B*T rows go through the LM head and the loss
+        loss_chunk_tokens at a time, each chunk checkpointed [Ckpt]: backward recomputes its logits,
+        so one chunk's exist at a time. The cost is the LM head's forward matmul run twice. Training
+        uses it only when loss_chunk_tokens is set (a memory saving; the plain path is faster).
+        """
+        C = x.size(-1)
+        x, targets = x.reshape(-1, C), targets.reshape(-1)  # (N, C), (N,)
+        total = x.new_zeros((), dtype=torch.float32)
+        for xs, ts in zip(x.split(self.loss_chunk_tokens), targets.split(self.loss_chunk_tokens)):
+            total = total + torch.utils.checkpoint.checkpoint(self._loss_sum, xs, ts, use_reentrant=False)
+        return total / (targets != -1).sum()  # the mean over the positions not ignored, as forward's
+
+    def _loss_sum(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(x)[:, : self.config.vocab_size]  # (n, V): padding rows never count
+        return F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum")
 
     # -- generation -----------------------------------------------------------------
 

@@ -97,6 +97,11 @@ class TrainConfig:
     Roughly a third more compute for much less activation memory (python -m nanogpt2.flops ... --checkpointing
     shows how much); dropout masks are replayed, so the loss and gradients are those of a plain run."""
 
+    loss_chunk_tokens: int = 0
+    """0: the LM head and loss over the whole micro-batch at once (fastest). N: N token positions at a time,
+    recomputed in backward, so the (tokens x 50,257) logits never exist whole: less memory, one more LM-head
+    matmul. The loss and gradients are the plain path's. Try 1024-4096 when the logits are the peak."""
+
     optimizer: str = "adamw"
     """adamw: PyTorch's AdamW, fp32 moments (8 bytes per parameter). adamw8bit: torchao's AdamW8bit,
     8-bit block-wise quantized moments (~2 bytes per parameter; pip install 'nanogpt2[lowbit]')."""
@@ -197,6 +202,8 @@ class TrainConfig:
                 )
             if self.lora_base_dtype not in ("auto", "float32", "bfloat16"):
                 raise UserError(f"lora_base_dtype={self.lora_base_dtype!r}: use auto, float32 or bfloat16")
+        if self.loss_chunk_tokens:
+            check_positive_int("loss_chunk_tokens", self.loss_chunk_tokens)
         if self.optimizer not in ("adamw", "adamw8bit"):
             raise UserError(f"optimizer={self.optimizer!r}: use adamw or adamw8bit")
         if self.lr_schedule not in ("cosine", "constant"):

@@ -123,6 +123,7 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         apply_lora(raw_model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, base_dtype)
         lora = {"base": cfg.init_from, "fingerprint": base_fingerprint(raw_model), "settings": lora_settings(raw_model)}
     raw_model.checkpointing = cfg.checkpointing
+    raw_model.loss_chunk_tokens = cfg.loss_chunk_tokens
     raw_model.to(rt.device)
     seed_everything(cfg.seed + dist.rank)
     optimizer = make_optimizer(
