@@ -24,6 +24,8 @@ Steps:
   memory   bench/memory.py: measured peak against nanogpt2.flops.memory's estimate, every case
   eager    bench/train.py uncompiled (transformers' Trainer default)
   sample   bench/sample.py on CUDA, KV cache
+  autotune bench/train.py, ours compiled with mode max-autotune-no-cudagraphs (compare with "train")
+  chunked  bench/train.py, ours compiled with the chunked LM head + loss (compare with "train")
 """
 
 from __future__ import annotations
@@ -41,7 +43,15 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 CAP_GIB = 12  # an RTX 4070 Ti
-STEPS = ("main", "train", "memory", "eager", "sample")  # in the order they run: most wanted first
+STEPS = (
+    "main",
+    "train",
+    "memory",
+    "eager",
+    "sample",
+    "autotune",
+    "chunked",
+)  # in the order they run: most wanted first
 
 
 def steps(work: Path, out: Path, dry: bool) -> dict[str, tuple[list[str], int]]:
@@ -84,6 +94,30 @@ def steps(work: Path, out: Path, dry: bool) -> dict[str, tuple[list[str], int]]:
             [py, str(BENCH / "train.py"), "--json", str(out / "train-eager.json"), "--compile=false"]
             + (tiny_train if dry else []),
             120,
+        ),
+        "autotune": (
+            [
+                py,
+                str(BENCH / "train.py"),
+                "--json",
+                str(out / "train-autotune.json"),
+                "--impl=ours",
+                "--compile_mode=max-autotune-no-cudagraphs",
+            ]
+            + (tiny_train + ["--compile=false"] if dry else ["--compile=true"]),
+            300,
+        ),
+        "chunked": (
+            [
+                py,
+                str(BENCH / "train.py"),
+                "--json",
+                str(out / "train-chunked.json"),
+                "--impl=ours",
+                "--loss_chunk_tokens=" + ("16" if dry else "2048"),
+            ]
+            + (tiny_train + ["--compile=false"] if dry else ["--compile=true"]),
+            180,
         ),
         "sample": (
             [

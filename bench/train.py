@@ -58,6 +58,17 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--compile", default="auto", help="auto (on for CUDA with Triton), true or false")
+    p.add_argument(
+        "--compile_mode",
+        default="default",
+        help="torch.compile mode: default, max-autotune-no-cudagraphs, reduce-overhead, ...",
+    )
+    p.add_argument(
+        "--loss_chunk_tokens",
+        type=int,
+        default=0,
+        help="ours only: LM head + loss this many positions at a time (0: plain; see GPT.chunked_loss)",
+    )
     p.add_argument("--mem_cap_gib", type=float, default=None, help="cap this process's GPU memory (e.g. 12)")
     p.add_argument(
         "--default_malloc",
@@ -72,11 +83,12 @@ def parse_args(argv=None):
     return args
 
 
-def build(impl: str, config: GPTConfig, rt, compile_model: bool):
+def build(impl: str, config: GPTConfig, rt, compile_model: bool, mode: str = "default", loss_chunk: int = 0):
     """(model to call, module for bookkeeping, optimizer, step function) for one implementation."""
     torch.manual_seed(0)
     if impl == "ours":
         module = GPT(config).to(rt.device)
+        module.loss_chunk_tokens = loss_chunk
         forward = lambda m, x, y: m(x, y)[1]  # noqa: E731
     else:
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -97,7 +109,7 @@ def build(impl: str, config: GPTConfig, rt, compile_model: bool):
         forward = lambda m, x, y: m(input_ids=x, labels=x).loss  # noqa: E731  (it shifts the labels itself)
     module.train()
     optimizer = make_optimizer(module, 6e-4, 0.1, (0.9, 0.95), rt.device_type)
-    model = torch.compile(module) if compile_model else module
+    model = torch.compile(module, mode=None if mode == "default" else mode) if compile_model else module
     return model, module, optimizer, forward
 
 
@@ -154,7 +166,9 @@ def main(argv=None):
     runs, times, mem = {}, {i: [] for i in impls}, {}
     for impl in impls:
         try:
-            model, module, optimizer, forward = build(impl, ours_config, rt, compile_model)
+            model, module, optimizer, forward = build(
+                impl, ours_config, rt, compile_model, args.compile_mode, args.loss_chunk_tokens
+            )
             step = make_step(model, module, optimizer, forward, batches, rt)
             time_call(step, warmup=args.warmup, repeat=0, sync=rt.synchronize)
             runs[impl] = (step, module, optimizer)
@@ -204,6 +218,8 @@ def main(argv=None):
         "dropout": args.dropout,
         "dtype": str(rt.dtype).removeprefix("torch."),
         "compile": compile_model,
+        "compile_mode": args.compile_mode,
+        "loss_chunk_tokens": args.loss_chunk_tokens,
         "tuned_cpu_malloc": tuned_malloc,
         "malloc_setting_for": "both models (process-wide)",
         "mem_cap_gib": args.mem_cap_gib,
