@@ -124,6 +124,11 @@ def model_for_resume(cfg: TrainConfig, ckpt: dict, lora_base_dtype: torch.dtype 
             f"the checkpoint in {cfg.out_dir} is a different architecture: the config asks for "
             f"{', '.join(clashes)}; drop those settings or use a new out_dir"
         )
+    if cfg.lora_rank and "lora" not in ckpt:
+        raise UserError(
+            f"the run in {cfg.out_dir} trained every weight, so it cannot continue with "
+            f"lora_rank={cfg.lora_rank}; drop that setting, or start a LoRA run in a new out_dir"
+        )
     if "lora" in ckpt:  # the base again (checked against its fingerprint), with the adapters
         adapters = ckpt["lora"]["settings"]
         wanted: dict[str, object] = {

@@ -114,3 +114,11 @@ def test_lora_needs_pretrained_weights():
     """lora_rank with init_from=scratch is one clear error (there is nothing to adapt)."""
     with pytest.raises(UserError, match="adapts pretrained weights"):
         train(["--init_from=scratch", "--lora_rank=4", "--device=cpu"])
+
+
+def test_adding_lora_to_a_full_run_on_resume_is_refused(base, shakespeare_data, tmp_path):
+    """Resuming a full fine-tune with lora_rank set is refused instead of silently training every weight."""
+    out = tmp_path / "run"
+    train([*lora_args(base, shakespeare_data, out, "--max_iters=1", "--eval_interval=1"), "--lora_rank=0"])
+    with pytest.raises(UserError, match="trained every weight"):
+        train([f"--out_dir={out}", "--init_from=resume", "--max_iters=2", "--lora_rank=4"])
