@@ -32,6 +32,34 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# The training benchmarks' default shapes: GPT-2 small on a GPU, a small model for a CPU's 2 cores.
+GPU_SHAPE = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, batch_size=8)
+CPU_SHAPE = dict(n_layer=4, n_head=4, n_embd=256, block_size=256, batch_size=4)
+
+
+def add_training_args(p) -> None:
+    """The arguments every training benchmark takes: the shape (each overriding the device's default),
+    --device, --dtype and --compile."""
+    for name in GPU_SHAPE:
+        p.add_argument(f"--{name}", type=int, default=None, help="default: GPT-2 small on a GPU, a small shape on CPU")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", help="autocast dtype: auto, float32, bfloat16 or float16")
+    p.add_argument("--compile", default="auto", help="auto (on for CUDA with Triton), true or false")
+
+
+def training_setup(args):
+    """(runtime, model shape, micro-batch, compile?) from add_training_args' arguments; TF32 on CUDA."""
+    from nanogpt2.runtime import enable_tf32, resolve_runtime, want_compile
+
+    rt = resolve_runtime(args.device, args.dtype)
+    defaults = GPU_SHAPE if rt.device_type == "cuda" else CPU_SHAPE
+    shape = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
+    batch_size = shape.pop("batch_size")
+    compile_model = want_compile(None if args.compile == "auto" else args.compile.lower() == "true", rt.device)
+    if rt.device_type == "cuda":
+        enable_tf32()
+    return rt, shape, batch_size, compile_model
+
 
 def environment(device: torch.device | str = "cpu") -> dict:
     device = torch.device(device)

@@ -31,26 +31,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nanogpt2.lora import TARGETS, apply_lora  # noqa: E402
 from nanogpt2.model import GPT, GPTConfig  # noqa: E402
 from nanogpt2.optim import make_optimizer  # noqa: E402
-from nanogpt2.runtime import enable_tf32, keep_freed_cpu_memory, resolve_runtime, want_compile  # noqa: E402
+from nanogpt2.runtime import keep_freed_cpu_memory  # noqa: E402
 
-from common import median, print_table, time_call, write_result  # noqa: E402
+from common import add_training_args, median, print_table, time_call, training_setup, write_result  # noqa: E402
 
-GPU_DEFAULTS = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, batch_size=8)  # GPT-2 small
-CPU_DEFAULTS = dict(n_layer=4, n_head=4, n_embd=256, block_size=256, batch_size=4)  # small: 2 cores
 BASE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name in GPU_DEFAULTS:
-        p.add_argument(f"--{name}", type=int, default=None, help="default: GPT-2 small on a GPU, a small shape on CPU")
+    add_training_args(p)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--alpha", type=float, default=32.0)
     p.add_argument("--targets", choices=list(TARGETS), default="attn")
     p.add_argument("--base_dtype", choices=list(BASE_DTYPES), default="float32", help="how LoRA holds the frozen base")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", help="autocast dtype: auto, float32, bfloat16 or float16")
-    p.add_argument("--compile", default="auto", help="auto (on for CUDA with Triton), true or false")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per run (compilation happens here)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per run")
@@ -102,14 +96,8 @@ def memory_figures(model: GPT, optimizer: torch.optim.Optimizer) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    rt = resolve_runtime(args.device, args.dtype)
-    defaults = GPU_DEFAULTS if rt.device_type == "cuda" else CPU_DEFAULTS
-    shape = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
-    batch_size = shape.pop("batch_size")
-    compile_model = want_compile(None if args.compile == "auto" else args.compile.lower() == "true", rt.device)
-    if rt.device_type == "cuda":
-        enable_tf32()
-    else:
+    rt, shape, batch_size, compile_model = training_setup(args)
+    if rt.device_type == "cpu":
         keep_freed_cpu_memory()
     config = GPTConfig(**shape, pad_vocab_multiple=64 if rt.device_type == "cuda" else 1)
     T = shape["block_size"]

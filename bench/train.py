@@ -28,19 +28,15 @@ from nanogpt2.flops import mfu, training_flops_per_token  # noqa: E402
 from nanogpt2.flops.hardware import detect_gpu  # noqa: E402
 from nanogpt2.model import GPT, GPTConfig  # noqa: E402
 from nanogpt2.optim import make_optimizer  # noqa: E402
-from nanogpt2.runtime import enable_tf32, keep_freed_cpu_memory, resolve_runtime, want_compile  # noqa: E402
+from nanogpt2.runtime import keep_freed_cpu_memory  # noqa: E402
 from nanogpt2.train_setup import default_vocab_padding  # noqa: E402
 
-from common import median, print_table, time_call, write_result  # noqa: E402
-
-GPU_DEFAULTS = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, batch_size=8)  # GPT-2 small
-CPU_DEFAULTS = dict(n_layer=4, n_head=4, n_embd=256, block_size=256, batch_size=4)  # small: 2 cores
+from common import add_training_args, median, print_table, time_call, training_setup, write_result  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name in GPU_DEFAULTS:
-        p.add_argument(f"--{name}", type=int, default=None, help="default: GPT-2 small on a GPU, a small shape on CPU")
+    add_training_args(p)
     p.add_argument(
         "--pad_vocab_multiple",
         type=int,
@@ -55,9 +51,6 @@ def parse_args(argv=None):
         help="dropout in both models (embeddings, attention, residual branches); fine-tunes use 0.1",
     )
     p.add_argument("--impl", choices=["both", "ours", "hf"], default="both")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    p.add_argument("--compile", default="auto", help="auto (on for CUDA with Triton), true or false")
     p.add_argument(
         "--compile_mode",
         default="default",
@@ -137,14 +130,9 @@ def persistent_bytes(module, optimizer) -> int:
 
 def main(argv=None):
     args = parse_args(argv)
-    rt = resolve_runtime(args.device, args.dtype)
-    defaults = GPU_DEFAULTS if rt.device_type == "cuda" else CPU_DEFAULTS
-    shape = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
-    batch_size = shape.pop("batch_size")
-    compile_model = want_compile(None if args.compile == "auto" else args.compile.lower() == "true", rt.device)
+    rt, shape, batch_size, compile_model = training_setup(args)
     tuned_malloc = rt.device_type == "cpu" and not args.default_malloc and keep_freed_cpu_memory()
     if rt.device_type == "cuda":
-        enable_tf32()
         if args.mem_cap_gib:
             total = torch.cuda.get_device_properties(rt.device).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, args.mem_cap_gib * 2**30 / total), rt.device)
