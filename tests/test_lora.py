@@ -122,26 +122,20 @@ def test_adapter_state_dict_round_trip():
     assert torch.equal(fresh(tokens())[0], trained(tokens())[0])
 
 
-def run_step(model: torch.nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One forward and backward with fixed dropout draws: (loss, gradients by the GPT's parameter names)."""
+def run_step(model: GPT, call: torch.nn.Module | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One forward and backward through `call` (a wrapper of `model`, or the model itself) with fixed dropout
+    draws: (loss, gradients read from the plain model, by its parameter names)."""
     torch.manual_seed(0)
-    _, loss = model(tokens(), tokens(7))
+    _, loss = (model if call is None else call)(tokens(), tokens(7))
     loss.backward()
-    grads = {
-        n.removeprefix("_orig_mod.").removeprefix("module."): p.grad.clone()
-        for n, p in model.named_parameters()
-        if p.grad is not None
-    }
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
     return loss.detach(), grads
 
 
 def checkpointed(model: GPT) -> GPT:
-    """Each block recomputed in the backward pass (torch.utils.checkpoint), as memory-saving training does."""
-    for block in model.h:
-        block.forward = lambda x, cache=None, layer=0, f=block.forward: torch.utils.checkpoint.checkpoint(
-            f, x, cache, layer, use_reentrant=False
-        )
+    """Each block recomputed in the backward pass: the model's own activation checkpointing (train.py's)."""
+    model.checkpointing = True
     return model
 
 
@@ -178,7 +172,7 @@ def test_training_wrappers_match_eager(wrapper, tmp_path):
     wrap, tolerance = WRAPPERS[wrapper]
     torch._dynamo.reset()
     try:
-        got_loss, got_grads = run_step(wrap(model, tmp_path))
+        got_loss, got_grads = run_step(model, wrap(model, tmp_path))
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

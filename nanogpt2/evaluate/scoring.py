@@ -84,7 +84,8 @@ def count_windows(n: int, first: int, stride: int) -> int:
 class Scorer:
     """Runs windows through a model in batches; see the module docstring.
 
-    model: a GPT (or a compiled one: anything called as model(idx) -> (logits, loss)).
+    model: a GPT (compiled in place with model.compile() if wanted), or any module called as
+    model(idx) -> (logits, loss); one without a .config needs block_size.
     The model is put in eval mode while scoring and given back in the mode it came in,
     so a training loop can call a task on its live model.
     """
@@ -99,7 +100,7 @@ class Scorer:
         show_progress: bool = False,
     ):
         check_positive_int("batch_size", batch_size)
-        config = getattr(model, "config", None) or getattr(getattr(model, "_orig_mod", None), "config", None)
+        config = getattr(model, "config", None)
         self.model = model
         self.runtime = runtime or resolve_runtime("cpu", "float32")
         self.batch_size = batch_size
