@@ -19,6 +19,20 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+# train.py arguments for a run that takes a second on a CPU: one tiny block, short windows, no compile.
+TINY_RUN = [
+    "--init_from=scratch",
+    "--n_layer=1",
+    "--n_head=2",
+    "--n_embd=16",
+    "--block_size=16",
+    "--batch_size=2",
+    "--device=cpu",
+    "--compile=False",
+    "--eval_iters=1",
+    "--log_interval=1",
+]
 SHARED_CORPUS = REPO.parent / "shared" / "corpora" / "shakespeare"
 OWN_CORPUS = REPO / "tests" / "fixtures" / "shakespeare"
 # Training outputs (.gitignore's out*/ and wandb/) that a test forgetting its tmp_path would leave in the repo.
@@ -159,3 +173,65 @@ def shakespeare_data(tmp_path_factory, shakespeare_dir) -> Path:
         say=lambda *_: None,
     )
     return out
+
+
+def assert_trains_like_plain(data: Path, tmp_path: Path, *variant: str, dropout: float = 0.0) -> None:
+    """Three train.py steps with the `variant` settings end with the plain run's weights (1e-6) and log its
+    losses (1e-6): for settings that must change memory or speed, never the numbers."""
+    import json
+
+    from nanogpt2.checkpoint import read_checkpoint
+    from nanogpt2.trainer import train
+
+    common = [
+        "--init_from=scratch",
+        "--n_layer=2",
+        "--n_head=2",
+        "--n_embd=32",
+        "--block_size=32",
+        "--batch_size=2",
+        "--device=cpu",
+        "--compile=False",
+        "--eval_iters=1",
+        "--log_interval=1",
+        f"--dropout={dropout}",
+        f"--dataset={data}",
+        "--max_iters=3",
+        "--eval_interval=3",
+    ]
+    train([*common, f"--out_dir={tmp_path / 'plain'}"])
+    train([*common, f"--out_dir={tmp_path / 'variant'}", *variant])
+    a, b = read_checkpoint(tmp_path / "plain" / "ckpt.pt"), read_checkpoint(tmp_path / "variant" / "ckpt.pt")
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key], b["model"][key], rtol=0, atol=1e-6), key
+
+    def losses(run):
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in rows if r["kind"] == "train"]
+
+    assert losses("variant") == pytest.approx(losses("plain"), rel=0, abs=1e-6) and len(losses("plain")) == 3
+
+
+def assert_resume_is_exact(common: list[str], tmp_path: Path, steps: int) -> tuple[dict, dict]:
+    """`steps` steps straight, and steps/2 + resume + steps/2, with the train.py settings `common`: the two runs
+    end at the same step with bit-identical weights and log identical losses. Returns their checkpoints."""
+    import json
+
+    from nanogpt2.checkpoint import read_checkpoint
+    from nanogpt2.trainer import train
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train([*common, f"--out_dir={straight}", f"--max_iters={steps}"])
+    train([*common, f"--out_dir={split}", f"--max_iters={steps // 2}"])
+    train([f"--out_dir={split}", "--init_from=resume", f"--max_iters={steps}"])  # the saved settings
+    a, b = read_checkpoint(straight / "ckpt.pt"), read_checkpoint(split / "ckpt.pt")
+    assert a["step"] == b["step"] == steps and a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+    def losses(run: Path):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in rows if r["kind"] == "train"]
+
+    assert losses(straight) == losses(split) and len(losses(straight)) >= steps // 2
+    return a, b

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nanogpt2.checkpoint import read_checkpoint
 from nanogpt2.model import GPT, GPTConfig
-from nanogpt2.trainer import train
+
+from conftest import assert_trains_like_plain
 
 
 def loss_and_grads(model, x, y, seed):
@@ -58,23 +58,4 @@ def test_checkpointing_saves_less_for_backward():
 
 def test_a_checkpointed_run_trains_like_a_plain_one(shakespeare_data, tmp_path):
     """Three steps of train.py with checkpointing=True (dropout on) end with the plain run's weights (1e-6)."""
-    common = [
-        "--init_from=scratch",
-        "--n_layer=2",
-        "--n_head=2",
-        "--n_embd=32",
-        "--block_size=32",
-        "--batch_size=2",
-        "--device=cpu",
-        "--compile=False",
-        "--eval_iters=1",
-        "--dropout=0.1",
-        f"--dataset={shakespeare_data}",
-        "--max_iters=3",
-        "--eval_interval=3",
-    ]
-    train([*common, f"--out_dir={tmp_path / 'plain'}"])
-    train([*common, f"--out_dir={tmp_path / 'ckpt'}", "--checkpointing=True"])
-    a, b = read_checkpoint(tmp_path / "plain" / "ckpt.pt"), read_checkpoint(tmp_path / "ckpt" / "ckpt.pt")
-    for key in a["model"]:
-        assert torch.allclose(a["model"][key], b["model"][key], rtol=0, atol=1e-6), key
+    assert_trains_like_plain(shakespeare_data, tmp_path, "--checkpointing=True", dropout=0.1)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nanogpt2.checkpoint import read_checkpoint
 from nanogpt2.model import GPT, GPTConfig
-from nanogpt2.trainer import train
+
+from conftest import assert_trains_like_plain
 
 
 def loss_and_grads(model, x, y):
@@ -63,22 +63,4 @@ def test_chunked_loss_keeps_no_full_logits_for_backward():
 
 def test_training_with_chunked_loss_matches_plain(shakespeare_data, tmp_path):
     """Three train.py steps with loss_chunk_tokens end with the plain run's weights (1e-6) and losses."""
-    common = [
-        "--init_from=scratch",
-        "--n_layer=2",
-        "--n_head=2",
-        "--n_embd=32",
-        "--block_size=32",
-        "--batch_size=2",
-        "--device=cpu",
-        "--compile=False",
-        "--eval_iters=1",
-        f"--dataset={shakespeare_data}",
-        "--max_iters=3",
-        "--eval_interval=3",
-    ]
-    train([*common, f"--out_dir={tmp_path / 'plain'}"])
-    train([*common, f"--out_dir={tmp_path / 'chunked'}", "--loss_chunk_tokens=20"])
-    a, b = read_checkpoint(tmp_path / "plain" / "ckpt.pt"), read_checkpoint(tmp_path / "chunked" / "ckpt.pt")
-    for key in a["model"]:
-        assert torch.allclose(a["model"][key], b["model"][key], rtol=0, atol=1e-6), key
+    assert_trains_like_plain(shakespeare_data, tmp_path, "--loss_chunk_tokens=20")

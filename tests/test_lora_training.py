@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 
-from nanogpt2.checkpoint import load_model, read_checkpoint
+from nanogpt2.checkpoint import load_model
 from nanogpt2.errors import UserError
 from nanogpt2.lora import merge_lora
 from nanogpt2.model import GPT
 from nanogpt2.trainer import train
 
-from conftest import make_hf_model, save_hf_dir
+from conftest import assert_resume_is_exact, make_hf_model, save_hf_dir
 
 
 @pytest.fixture
@@ -25,11 +25,10 @@ def base(tmp_path):
     )
 
 
-def lora_args(base, data, out, *extra):
+def lora_args(base, data, *extra):
     return [
         f"--init_from={base}",
         f"--dataset={data}",
-        f"--out_dir={out}",
         "--block_size=32",
         "--batch_size=2",
         "--device=cpu",
@@ -48,8 +47,10 @@ def test_lora_run_trains_adapters_only_and_checkpoints_are_small(base, shakespea
     """A LoRA run lowers the loss, leaves every base weight bit-identical (the checkpoint's merged model minus
     its adapter update is the base), and its checkpoint is under 1/20 of a full fine-tune's."""
     out, full = tmp_path / "lora", tmp_path / "full"
-    train(lora_args(base, shakespeare_data, out, "--max_iters=6", "--eval_interval=6"))
-    train([*lora_args(base, shakespeare_data, full, "--max_iters=1", "--eval_interval=1"), "--lora_rank=0"])
+    train(lora_args(base, shakespeare_data, f"--out_dir={out}", "--max_iters=6", "--eval_interval=6"))
+    train(
+        [*lora_args(base, shakespeare_data, f"--out_dir={full}", "--max_iters=1", "--eval_interval=1"), "--lora_rank=0"]
+    )
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if r["kind"] == "eval"]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
@@ -64,20 +65,16 @@ def test_lora_run_trains_adapters_only_and_checkpoints_are_small(base, shakespea
 
 def test_lora_resume_is_exact(base, shakespeare_data, tmp_path):
     """4 steps straight equal 2 + resume + 2 for a LoRA run with dropout: bit-identical adapters and losses."""
-    common = ["--eval_interval=2", "--lr_decay_iters=4", "--dropout=0.1", "--lora_dropout=0.1"]
-    train(lora_args(base, shakespeare_data, tmp_path / "straight", *common, "--max_iters=4"))
-    train(lora_args(base, shakespeare_data, tmp_path / "split", *common, "--max_iters=2"))
-    train([f"--out_dir={tmp_path / 'split'}", "--init_from=resume", "--max_iters=4"])
-    a, b = read_checkpoint(tmp_path / "straight" / "ckpt.pt"), read_checkpoint(tmp_path / "split" / "ckpt.pt")
-    assert a["step"] == b["step"] == 4 and a["model"].keys() == b["model"].keys()
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    common = lora_args(
+        base, shakespeare_data, "--eval_interval=2", "--lr_decay_iters=4", "--dropout=0.1", "--lora_dropout=0.1"
+    )
+    assert_resume_is_exact(common, tmp_path, steps=4)
 
 
 def test_resuming_against_a_changed_base_is_refused(base, shakespeare_data, tmp_path):
     """If the base folder's weights change after training, resuming (or loading) the LoRA run is refused."""
     out = tmp_path / "run"
-    train(lora_args(base, shakespeare_data, out, "--max_iters=1", "--eval_interval=1"))
+    train(lora_args(base, shakespeare_data, f"--out_dir={out}", "--max_iters=1", "--eval_interval=1"))
     other = make_hf_model(n_layer=2, n_head=2, n_embd=64, block_size=32, vocab_size=50257, seed=1)
     save_hf_dir(other, base)  # same path, other weights
     with pytest.raises(UserError, match="trained on other weights"):
@@ -93,7 +90,7 @@ def test_sample_and_export_use_the_adapted_model(base, shakespeare_data, tmp_pat
     from nanogpt2.sample_cli import load_sampling_model
 
     out = tmp_path / "run"
-    train(lora_args(base, shakespeare_data, out, "--max_iters=3", "--eval_interval=3"))
+    train(lora_args(base, shakespeare_data, f"--out_dir={out}", "--max_iters=3", "--eval_interval=3"))
     model, _ = load_model(out)
     x = torch.randint(0, 50257, (1, 16))
     with torch.no_grad():
@@ -119,6 +116,8 @@ def test_lora_needs_pretrained_weights():
 def test_adding_lora_to_a_full_run_on_resume_is_refused(base, shakespeare_data, tmp_path):
     """Resuming a full fine-tune with lora_rank set is refused instead of silently training every weight."""
     out = tmp_path / "run"
-    train([*lora_args(base, shakespeare_data, out, "--max_iters=1", "--eval_interval=1"), "--lora_rank=0"])
+    train(
+        [*lora_args(base, shakespeare_data, f"--out_dir={out}", "--max_iters=1", "--eval_interval=1"), "--lora_rank=0"]
+    )
     with pytest.raises(UserError, match="trained every weight"):
         train([f"--out_dir={out}", "--init_from=resume", "--max_iters=2", "--lora_rank=4"])

@@ -12,6 +12,8 @@ from nanogpt2.checkpoint import read_checkpoint
 from nanogpt2.errors import UserError
 from nanogpt2.trainer import train
 
+from conftest import assert_resume_is_exact
+
 pytest.importorskip("torchao.optim", reason="optimizer=adamw8bit needs torchao (pip install 'nanogpt2[lowbit]')")
 
 # torchao quantizes a tensor's moments only when it has >= 4096 elements in whole blocks of 256: a width of 64
@@ -117,12 +119,7 @@ def test_8bit_resume_is_exact(shakespeare_data, tmp_path):
         "--dropout=0.1",
         "--optimizer=adamw8bit",
     ]
-    train([*common, f"--out_dir={tmp_path / 'straight'}", "--max_iters=6"])
-    train([*common, f"--out_dir={tmp_path / 'split'}", "--max_iters=3"])
-    train([f"--out_dir={tmp_path / 'split'}", "--init_from=resume", "--max_iters=6"])
-    a, b = read_checkpoint(tmp_path / "straight" / "ckpt.pt"), read_checkpoint(tmp_path / "split" / "ckpt.pt")
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert_resume_is_exact(common, tmp_path, steps=6)
 
 
 def test_switching_optimizer_on_resume_is_refused(shakespeare_data, tmp_path):

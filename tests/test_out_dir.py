@@ -15,19 +15,7 @@ from nanogpt2.checkpoint import read_checkpoint
 from nanogpt2.errors import run_main
 
 import train as train_script
-
-TINY = [
-    "--init_from=scratch",
-    "--n_layer=1",
-    "--n_head=2",
-    "--n_embd=16",
-    "--block_size=16",
-    "--batch_size=2",
-    "--device=cpu",
-    "--compile=False",
-    "--eval_iters=1",
-    "--log_interval=1",
-]
+from conftest import TINY_RUN as TINY
 
 
 def fails_with_one_line(argv, capsys) -> tuple[str, str]:

@@ -16,22 +16,9 @@ from nanogpt2.optim import lr_at
 from nanogpt2.trainer import train
 
 import train as train_script
-from conftest import REPO
+from conftest import REPO, TINY_RUN
 
-TINY = [
-    "--init_from=scratch",
-    "--n_layer=1",
-    "--n_head=2",
-    "--n_embd=16",
-    "--block_size=16",
-    "--batch_size=2",
-    "--device=cpu",
-    "--compile=False",
-    "--eval_iters=1",
-    "--log_interval=1",
-    "--warmup_iters=1",
-    "--learning_rate=1e-3",
-]
+TINY = TINY_RUN + ["--warmup_iters=1", "--learning_rate=1e-3"]
 
 
 def rows(out, kind=None):
@@ -130,8 +117,8 @@ def test_resuming_on_another_dataset_names_both(finished_run, shakespeare_data, 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_stopped_run_saves_and_exits_128_plus_the_signal(shakespeare_data, tmp_path, sig):
-    """SIGINT or SIGTERM mid-run saves a checkpoint and exits 130 or 143 (128 + the signal), so that a
-    scheduler can tell a stopped run from a finished one (exit 0)."""
+    """SIGINT (Ctrl-C) or SIGTERM mid-run finishes the step, saves a checkpoint at it, says how to continue, and
+    exits 130 or 143 (128 + the signal), so that a scheduler can tell a stopped run from a finished one (exit 0)."""
     out = tmp_path / "run"
     cmd = [
         sys.executable,
@@ -142,15 +129,16 @@ def test_a_stopped_run_saves_and_exits_128_plus_the_signal(shakespeare_data, tmp
         "--max_iters=1000000",
         "--eval_interval=1000000",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     try:
         while not ((out / "metrics.jsonl").is_file() and rows(out, "train")):  # wait until training is under way
             assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
             time.sleep(0.2)
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=120)
+        printed, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 128 + sig, err[-2000:]
-    assert read_checkpoint(out / "ckpt.pt")["step"] >= 1
+    step = read_checkpoint(out / "ckpt.pt")["step"]  # the step it stopped after: saved, and said
+    assert step >= 1 and f"stopped on request at step {step}; continue with --init_from=resume" in printed

@@ -11,22 +11,10 @@ from nanogpt2.errors import UserError
 from nanogpt2.evaluate import evaluate_model
 from nanogpt2.trainer import train
 
-from conftest import REPO
+from conftest import REPO, TINY_RUN
 
 FIXTURES = REPO / "tests" / "fixtures" / "eval"
-TINY = [
-    "--init_from=scratch",
-    "--n_layer=1",
-    "--n_head=2",
-    "--n_embd=16",
-    "--block_size=16",
-    "--batch_size=2",
-    "--device=cpu",
-    "--compile=False",
-    "--eval_iters=1",
-    "--log_interval=1",
-    "--learning_rate=1e-2",
-]
+TINY = TINY_RUN + ["--learning_rate=1e-2"]
 
 
 def test_eval_task_figures_equal_the_standalone_evaluation(shakespeare_data, tmp_path):

@@ -18,18 +18,8 @@ from nanogpt2.runtime import use_expandable_segments
 from nanogpt2.train_setup import build_run
 from nanogpt2.trainer import Trainer, train
 
-TINY = [
-    "--init_from=scratch",
-    "--n_layer=1",
-    "--n_head=2",
-    "--n_embd=16",
-    "--block_size=16",
-    "--batch_size=2",
-    "--device=cpu",
-    "--compile=False",
-    "--eval_iters=1",
-    "--log_interval=1",
-]
+from conftest import REPO
+from conftest import TINY_RUN as TINY
 
 
 def test_resume_checkpoint_is_released_after_setup(shakespeare_data, tmp_path, monkeypatch):
@@ -119,8 +109,6 @@ def test_train_help_answers_without_importing_torch():
     """`python train.py --help` prints every setting without importing PyTorch (which costs seconds)."""
     import subprocess
     import sys
-
-    from conftest import REPO
 
     script = str(REPO / "train.py")
     code = (
