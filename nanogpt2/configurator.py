@@ -1,4 +1,4 @@
-"""`python train.py config/x.py --key=value`: nanoGPT's configuration style, made safe.
+"""`python train.py config/x.py --key=value`: nanoGPT's configuration style, typed and typo-safe.
 
 A run's settings are a typed dataclass (`TrainConfig`, `SampleConfig`,
 `PrepareConfig`, ...). The command line may name Python config files and
@@ -9,7 +9,8 @@ overrides, in any order:
 
 Precedence is always defaults < config files (left to right) < command-line
 overrides (left to right), whatever order they are typed in. Each config file
-runs as plain Python in a namespace of its own; the names it leaves behind
+runs as plain Python in a namespace of its own (so a config file is code, able to do
+anything: use only config files you trust); the names it leaves behind
 (except modules, functions, classes and names starting with "_") are settings.
 Every setting must be a field of the dataclass: a typo is an error that
 suggests the closest field. Command-line values are strings coerced to the

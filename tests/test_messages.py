@@ -44,7 +44,7 @@ def test_hugging_face_folder_without_weights(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("import sys\nsys.exit()\n", "called exit(None) (line 2): a config file only sets values"),
+        ("import sys\nsys.exit(3)\n", "called exit(3) (line 2): a config file only sets values"),
         ("x = (\n", "is not valid Python: '(' was never closed (line 1)"),
     ],
 )
