@@ -20,10 +20,11 @@ and is rewritten after each. The suite ends with a markdown table for the README
 Steps:
   main     python train.py config/finetune_small.py under a 12 GiB cap (an RTX 4070 Ti's size):
            loss, tokens/s, MFU and peak memory from its metrics.jsonl
+  large    the same for config/finetune_large.py (gpt2-large, 8-bit AdamW, checkpointing; needs torchao)
   train    bench/train.py, GPT-2 124M, T=1024, bf16, compiled: ours vs transformers
   memory   bench/memory.py: measured peak against nanogpt2.flops.memory's estimate, every case
   eager    bench/train.py uncompiled (transformers' Trainer default)
-  sample   bench/sample.py on CUDA, KV cache
+  sample   bench/sample.py on CUDA: ours with the KV cache vs transformers' generate
   autotune bench/train.py, ours compiled with mode max-autotune-no-cudagraphs (compare with "train")
   chunked  bench/train.py, ours compiled with the chunked LM head + loss (compare with "train")
 """
@@ -43,8 +44,10 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 CAP_GIB = 12  # an RTX 4070 Ti
+RECIPES = {"large": "config/finetune_large.py"}  # suite step -> a 12 GB recipe run under the cap
 STEPS = (
     "main",
+    *RECIPES,
     "train",
     "memory",
     "eager",
@@ -58,16 +61,12 @@ def steps(work: Path, out: Path, dry: bool) -> dict[str, tuple[list[str], int]]:
     """name -> (command, seconds allowed). --dry-run swaps in tiny shapes on the CPU."""
     py = sys.executable
     cap = ["--mem_cap_gib", str(CAP_GIB)] if not dry else []
-    main_job = [
-        py,
-        str(BENCH / "gpu_main_job.py"),
-        "--folder",
-        str(work / "gpt2-random"),
-        "--out_dir",
-        str(work / "out-finetune-small"),
-        "--json",
-        str(out / "main.json"),
-    ]
+
+    def recipe_job(name: str, config: str, extra: list[str]) -> list[str]:
+        job = [py, str(BENCH / "gpu_main_job.py"), "--config", config, "--folder", str(work / f"{name}-random")]
+        job += ["--out_dir", str(work / f"out-{name}"), "--json", str(out / f"{name}.json")]
+        return job + (["--dry-run"] if dry else cap + extra)
+
     tiny_train = [
         "--device=cpu",
         "--n_layer=2",
@@ -80,7 +79,8 @@ def steps(work: Path, out: Path, dry: bool) -> dict[str, tuple[list[str], int]]:
         "--rounds=1",
     ]
     return {
-        "main": (main_job + (["--dry-run"] if dry else cap), 240),
+        "main": (recipe_job("main", "config/finetune_small.py", []), 240),
+        **{name: (recipe_job(name, config, ["--max_iters", "30"]), 300) for name, config in RECIPES.items()},
         "train": (
             [py, str(BENCH / "train.py"), "--json", str(out / "train-compiled.json")]
             + (tiny_train + ["--compile=false"] if dry else ["--compile=true"]),
@@ -125,7 +125,7 @@ def steps(work: Path, out: Path, dry: bool) -> dict[str, tuple[list[str], int]]:
                 str(BENCH / "sample.py"),
                 "--json",
                 str(out / "sample.json"),
-                "--modes=kv-cache",
+                "--modes=kv-cache,transformers",
                 "--new_tokens",
                 "8" if dry else "200",
             ]

@@ -1,11 +1,12 @@
-"""The main job, as a user runs it: `python train.py config/finetune_small.py`, measured.
+"""A fine-tuning recipe, as a user runs it (`python train.py config/finetune_small.py`), measured.
 
     python bench/gpu_main_job.py --folder=/tmp/gpt2-random --out_dir=/tmp/out --mem_cap_gib=12
+    python bench/gpu_main_job.py --config=config/finetune_large.py --folder=/tmp/large --out_dir=/tmp/o2 ...
     python bench/gpu_main_job.py --folder=/tmp/tiny --out_dir=/tmp/out --dry-run   # tiny, on the CPU
 
-"OpenAI's GPT-2" is a random-weight transformers GPT-2 written to --folder (GPT-2
-small's shape; tiny with --dry-run) and loaded with init_from=FOLDER, the same path
-init_from=gpt2 takes after download. The data is data/shakespeare/ (prepared from
+"OpenAI's GPT-2" is a random-weight transformers GPT-2 written to --folder, in the shape
+of the config's init_from (gpt2, gpt2-medium, ...; tiny with --dry-run), and loaded with
+init_from=FOLDER, the same path init_from=gpt2 takes after download. The data is data/shakespeare/ (prepared from
 --corpus first if missing). The run's metrics.jsonl is summarised into a JSON
 record: steady-state tokens/s, MFU and peak memory (the median over the logged
 intervals after the first, which includes compilation), and the losses.
@@ -28,16 +29,20 @@ from common import write_result  # noqa: E402
 REPO = BENCH.parent
 
 
-def write_random_gpt2(folder: Path, tiny: bool) -> None:
+def write_random_gpt2(folder: Path, size: str, tiny: bool) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    shape = dict(n_layer=2, n_head=2, n_embd=64, n_positions=64) if tiny else {}
+    from nanogpt2.model_config import GPT2_SIZES
+
+    n_layer, n_head, n_embd = (2, 2, 64) if tiny else GPT2_SIZES[size]
+    shape = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=64 if tiny else 1024)
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(**shape)).save_pretrained(folder)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="config/finetune_small.py", help="the recipe to run (relative to the repo)")
     p.add_argument("--folder", required=True, help="where to write the random-weight GPT-2")
     p.add_argument("--out_dir", required=True, help="the training run's folder (checkpoints are GBs: not bench/)")
     p.add_argument("--json", required=True, help="the JSON record to write")
@@ -47,13 +52,17 @@ def main(argv=None) -> None:
     p.add_argument("--dry-run", action="store_true", help="tiny model and shapes on the CPU")
     args, extra = p.parse_known_args(argv)  # anything else (--batch_size=8 ...) goes to train.py
 
-    folder = Path(args.folder)
-    if not (folder / "config.json").exists():
-        write_random_gpt2(folder, args.dry_run)
     if args.mem_cap_gib and torch.cuda.is_available():
         from nanogpt2.runtime import use_expandable_segments
 
-        use_expandable_segments()  # as train.py does, before the cap below starts CUDA
+        use_expandable_segments()  # as train.py does, before anything (writing the folder too) starts CUDA
+    from nanogpt2.configurator import read_config_file
+
+    recipe = read_config_file(REPO / args.config)
+    folder = Path(args.folder)
+    if not (folder / "config.json").exists():
+        write_random_gpt2(folder, recipe.get("init_from", "gpt2"), args.dry_run)
+    if args.mem_cap_gib and torch.cuda.is_available():
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.mem_cap_gib * 2**30 / total), 0)
     data = REPO / "data" / "shakespeare"
@@ -93,7 +102,7 @@ def main(argv=None) -> None:
     from nanogpt2.trainer import train
 
     overrides += extra
-    argv_train = [str(REPO / "config" / "finetune_small.py"), *overrides]
+    argv_train = [str(REPO / args.config), *overrides]
     train(argv_train)
 
     rows = [json.loads(line) for line in (Path(args.out_dir) / "metrics.jsonl").read_text().splitlines()]
@@ -105,7 +114,7 @@ def main(argv=None) -> None:
         return round(statistics.median(values), 4) if values else None
 
     result = {
-        "name": "finetune_small",
+        "name": Path(args.config).stem,
         "tokens_per_sec": med("tokens_per_sec"),
         "mfu": med("mfu"),
         "peak_mem_gib": max((r["peak_mem_gib"] for r in logged if r.get("peak_mem_gib")), default=None),
@@ -114,10 +123,10 @@ def main(argv=None) -> None:
         "last_val_loss": evals[-1].get("val_loss") if evals else None,
     }
     settings = {
-        "config": "config/finetune_small.py",
+        "config": args.config,
         "overrides": overrides,
         "mem_cap_gib": args.mem_cap_gib,
-        "weights": "random (transformers GPT2Config defaults)" if not args.dry_run else "random, tiny",
+        "weights": "random, tiny" if args.dry_run else f"random, {recipe.get('init_from', 'gpt2')}'s shape",
     }
     write_result("main-job", settings, [result], device="cuda" if torch.cuda.is_available() else "cpu", path=args.json)
     print(json.dumps(result))
