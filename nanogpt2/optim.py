@@ -16,6 +16,14 @@ Two AdamW implementations, by the memory their moments take (the `optimizer` set
   model while fp32 ones matched fp32 AdamW to 1e-4 (tests/test_optim_8bit.py). The embeddings are
   a small share of the moments of any but the smallest GPT. Needs `pip install 'nanogpt2[lowbit]'`.
 
+bf16 parameters (the `param_dtype` setting) halve the weights and gradients. The update is still
+computed in fp32, but storing it back in bf16 must round, and rounding to nearest drops every
+update smaller than half a bf16 step (2^-9 of the weight): a fine-tune at lr 3e-5 barely moves.
+Stochastic rounding rounds up with probability equal to the distance from the lower neighbour,
+so the expected stored weight is the exact one (Zamirai et al. 2020, "Revisiting BFloat16
+Training"); torchao's low-bit AdamW does it (`bf16_stochastic_round`). The moments that are not
+quantized stay fp32 even then: bf16 moments would round away the same small contributions.
+
 The schedule is linear warmup (Goyal et al. 2017: large steps on random
 weights blow up Adam's early updates) followed by cosine decay to min_lr
 (Loshchilov & Hutter 2017), or a constant rate after warmup.
@@ -49,17 +57,30 @@ OPTIMIZERS = ("adamw", "adamw8bit")
 
 
 def make_optimizer(
-    model: GPT, lr: float, weight_decay: float, betas: tuple[float, float], device_type: str, kind: str = "adamw"
+    model: GPT,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    device_type: str,
+    kind: str = "adamw",
+    stochastic_rounding: bool = True,
 ) -> torch.optim.Optimizer:
     """AdamW over param_groups(model). kind "adamw": PyTorch's, fused where it has a fused kernel (on
     CUDA it updates all parameters in a few launches instead of thousands; on the CPU it took 8 ms
-    instead of 48 (foreach) for a 14M model). kind "adamw8bit": torchao's, 8-bit moments."""
+    instead of 48 (foreach) for a 14M model). kind "adamw8bit": torchao's, 8-bit moments, and bf16
+    parameters rounded stochastically unless stochastic_rounding is False."""
     groups = param_groups(model, weight_decay)
+    low_precision = [p for group in groups for p in group["params"] if p.dtype != torch.float32]
     if kind == "adamw8bit":
         embeddings = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
-        return adamw_8bit(groups, embeddings, lr=lr, betas=betas)
+        return adamw_8bit(groups, embeddings, lr=lr, betas=betas, bf16_stochastic_round=stochastic_rounding)
     if kind != "adamw":
         raise UserError(f"optimizer={kind!r} is not one of {', '.join(OPTIMIZERS)}")
+    if low_precision:
+        raise UserError(
+            f"optimizer=adamw with {low_precision[0].dtype} parameters would round every update to nearest: "
+            f"use optimizer=adamw8bit (stochastic rounding) or float32 parameters"
+        )
     fused = device_type in ("cuda", "cpu") and "fused" in inspect.signature(torch.optim.AdamW).parameters
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
 
@@ -68,8 +89,10 @@ def adamw_8bit(groups: list[dict], full_precision: list[torch.Tensor], **setting
     """torchao's AdamW8bit, except that the parameters in `full_precision` keep fp32 moments.
 
     torchao decides per tensor when it first creates a moment (AdamW8bit._new_buffer): 8-bit
-    for tensors of >= 4096 values in whole 256-value blocks, fp32 otherwise. Overriding that
-    one method is the whole change (tests/test_optim_8bit.py checks which tensors get which)."""
+    for tensors of >= 4096 values in whole 256-value blocks, otherwise a tensor like the
+    parameter (bf16 for a bf16 parameter). Overriding that one method is the whole change: the
+    embeddings, and any tensor torchao does not quantize, get fp32 moments
+    (tests/test_optim_8bit.py checks which tensors get which)."""
     try:
         from torchao.optim import AdamW8bit
     except ImportError:
@@ -81,7 +104,22 @@ def adamw_8bit(groups: list[dict], full_precision: list[torch.Tensor], **setting
 
     class AdamW8bitFullPrecisionEmbeddings(AdamW8bit):
         def _new_buffer(self, p: torch.Tensor, signed: bool):
-            return torch.zeros_like(p) if id(p) in keep else super()._new_buffer(p, signed)
+            quantized = p.numel() >= 4096 and p.numel() % self.block_size == 0  # torchao's own rule
+            if id(p) in keep or not quantized:
+                return torch.zeros_like(p, dtype=torch.float32)
+            return super()._new_buffer(p, signed)
+
+        def load_state_dict(self, state_dict: dict) -> None:
+            # torch.optim's load_state_dict casts each moment to its parameter's dtype, so the fp32
+            # moments of a bf16 weight would come back bf16 and a resumed run would drift. Put back
+            # the moments as saved (fp32, or torchao's 8-bit codes), on the parameter's device.
+            super().load_state_dict(state_dict)
+            params = [p for group in self.param_groups for p in group["params"]]
+            indices = [i for group in state_dict["param_groups"] for i in group["params"]]
+            for index, p in zip(indices, params):
+                for key, value in state_dict["state"].get(index, {}).items():
+                    if key != "step":
+                        self.state[p][key] = value.to(device=p.device)
 
     return AdamW8bitFullPrecisionEmbeddings(groups, **settings)
 

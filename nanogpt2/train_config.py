@@ -106,6 +106,17 @@ class TrainConfig:
     """adamw: PyTorch's AdamW, fp32 moments (8 bytes per parameter). adamw8bit: torchao's AdamW8bit,
     8-bit block-wise quantized moments (~2 bytes per parameter; pip install 'nanogpt2[lowbit]')."""
 
+    param_dtype: str = "float32"
+    """float32: parameters and gradients in fp32, computed in the run's dtype by autocast (mixed precision).
+    bfloat16: parameters and gradients held in bf16 (2 + 2 bytes per parameter instead of 4 + 4), for models
+    too big for a card otherwise (gpt2-xl on 12 GB). Needs optimizer=adamw8bit, whose update rounds the bf16
+    weights stochastically (plain rounding loses every update below half a bf16 step); computes in bf16."""
+
+    stochastic_rounding: bool = True
+    """With param_dtype=bfloat16: round each updated weight up or down at random, in proportion to how close
+    it is (Zamirai et al. 2020), so small updates survive on average. False rounds to nearest, which stalls
+    fine-tuning: there only to measure why (bench/bf16_quality.py)."""
+
     weight_decay: float = 0.1
     """AdamW decoupled weight decay (Loshchilov & Hutter 2019) on every matrix and both embedding tables
     (token and position), as nanoGPT does; none on biases or LayerNorm gains (nanogpt2/optim.py)."""
@@ -206,6 +217,7 @@ class TrainConfig:
             check_positive_int("loss_chunk_tokens", self.loss_chunk_tokens)
         if self.optimizer not in ("adamw", "adamw8bit"):
             raise UserError(f"optimizer={self.optimizer!r}: use adamw or adamw8bit")
+        self._check_param_dtype()
         if self.lr_schedule not in ("cosine", "constant"):
             raise UserError(f"lr_schedule={self.lr_schedule!r}: use cosine or constant")
         if not 0.0 <= self.dropout < 1.0:
@@ -235,6 +247,29 @@ class TrainConfig:
                 raise UserError(
                     f"block_size={self.block_size} is above {self.init_from}'s 1024 positions; use block_size <= 1024"
                 )
+
+    def _check_param_dtype(self) -> None:
+        if self.param_dtype not in ("float32", "bfloat16"):
+            raise UserError(f"param_dtype={self.param_dtype!r}: use float32 or bfloat16")
+        if self.param_dtype == "float32":
+            return
+        if self.optimizer != "adamw8bit":
+            raise UserError(
+                "param_dtype=bfloat16 needs optimizer=adamw8bit: PyTorch's AdamW would round every bf16 update "
+                "to nearest, and updates below half a bf16 step would vanish"
+            )
+        if self.dtype not in ("auto", "bfloat16"):
+            raise UserError(f"param_dtype=bfloat16 computes in bfloat16: drop dtype={self.dtype} (or use auto)")
+        if self.lora_rank:
+            raise UserError(
+                "param_dtype=bfloat16 is for training every weight; a LoRA run keeps fp32 adapters "
+                "(its frozen base is bf16 by lora_base_dtype): drop param_dtype"
+            )
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype setting the runtime resolves: bfloat16 parameters compute in bfloat16 on every device."""
+        return "bfloat16" if self.param_dtype == "bfloat16" else self.dtype
 
     @property
     def pretrained(self) -> bool:

@@ -84,7 +84,7 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
     # Processes, device and precision. The CUDA allocator's settings must come before its first use.
     allocator = use_expandable_segments() if cfg.device in ("auto", "cuda") or cfg.device.startswith("cuda") else None
     dist = dist_utils.init_distributed(cfg.device)
-    rt = resolve_runtime(dist_utils.device_for(dist, cfg.device), cfg.dtype)
+    rt = resolve_runtime(dist_utils.device_for(dist, cfg.device), cfg.compute_dtype)
     if rt.device_type == "cuda":
         enable_tf32()
     else:
@@ -124,10 +124,18 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         lora = {"base": cfg.init_from, "fingerprint": base_fingerprint(raw_model), "settings": lora_settings(raw_model)}
     raw_model.checkpointing = cfg.checkpointing
     raw_model.loss_chunk_tokens = cfg.loss_chunk_tokens
+    if cfg.param_dtype == "bfloat16":  # cast on the host: the device never holds the fp32 copy
+        raw_model.to(torch.bfloat16)  # a resumed run's bf16 weights went into fp32 and come back unchanged
     raw_model.to(rt.device)
     seed_everything(cfg.seed + dist.rank)
     optimizer = make_optimizer(
-        raw_model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), rt.device_type, cfg.optimizer
+        raw_model,
+        cfg.learning_rate,
+        cfg.weight_decay,
+        (cfg.beta1, cfg.beta2),
+        rt.device_type,
+        cfg.optimizer,
+        stochastic_rounding=cfg.stochastic_rounding,
     )
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.needs_grad_scaler)
     train_batches = RandomBatches(
@@ -198,6 +206,9 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         allocator=allocator,
     ):
         logger.print(line)
+    if cfg.param_dtype == "bfloat16":
+        rounding = "stochastic rounding" if cfg.stochastic_rounding else "round-to-nearest (updates may vanish)"
+        logger.print(f"parameters and gradients in bfloat16; 8-bit AdamW updates them with {rounding}")
     if lora:
         trainable = sum(p.numel() for p in raw_model.parameters() if p.requires_grad)
         s = lora["settings"]

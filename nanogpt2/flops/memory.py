@@ -11,25 +11,9 @@ in Large Transformer Models", 4.1, for the activations):
                      log-probabilities (and under autocast the fp32 copy nll_loss keeps), and
                      the loss's gradient while it is formed
 
-The activation accounting follows Korthikanti et al.'s method (list each tensor
-a layer saves, in bytes) for what PyTorch autocast actually saves in
-nanogpt2/model.py, per token, per block, with C = n_embd, a = bytes per
-activation (2 under bf16/fp16 autocast, 4 in fp32):
-
-    2 x 4C   the inputs of ln_1 and ln_2: the residual stream, fp32 even under autocast
-             (embeddings are fp32 and LayerNorm runs in fp32), where Korthikanti et al. have 2 x 2C
-    2 x aC   LayerNorm outputs, cast for the c_attn and c_fc matmuls
-    3aC + aC q, k, v (views of c_attn's output) and the attention output, which fused
-             attention (FlashAttention, Dao et al. 2022) saves instead of the T x T
-             attention matrix, plus its 4-byte log-sum-exp per head (and 24 bytes of RNG state)
-    2 x 4aC  GELU's input and output (the MLP is 4C wide)
-    2 x C    dropout masks, 1 byte per element, when dropout > 0
-    16       LayerNorm means and reciprocal standard deviations (fp32)
-
-i.e. 8C + 14aC per token per layer: 36C bytes in bf16 where Korthikanti et al.,
-with a 16-bit residual stream, count 32C (34C with their two dropout masks).
-The unfused ("math") attention path instead saves the fp32 T x T probabilities
-of every head: the s^2 term of Korthikanti's 34sbh + 5as^2b.
+The activations saved for the backward pass are listed tensor by tensor in
+memory_activations.py (Korthikanti et al.'s method), the bytes that last the whole run
+(weights, gradients, moments; bf16 parameters, 8-bit moments, LoRA) in memory_state.py.
 
 The loss, with V = vocabulary size: cross_entropy runs log_softmax in the logits'
 dtype (it passes that dtype explicitly, which CUDA autocast respects) and saves its
@@ -68,11 +52,18 @@ saves fewer intermediates), so "fits" here is on the safe side.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from nanogpt2.errors import UserError, check_positive_int
-from nanogpt2.flops.counting import count_params
+from nanogpt2.flops.memory_activations import block_bytes, embedding_bytes, head_bytes, loss_saved_bytes
+from nanogpt2.flops.memory_state import (  # noqa: F401  (param_shapes, optimizer_state_bytes: re-exported)
+    LORA_TARGETS,
+    PARAM_BYTES,
+    optimizer_state_bytes,
+    param_shapes,
+    state_bytes,
+    update_transient_max,
+)
 from nanogpt2.model_config import GPTConfig
 
 GiB = 2**30
@@ -91,12 +82,12 @@ class MemoryEstimate:
 
     batch_size: int
     seq_len: int
-    weights: int  # fp32 parameters
-    gradients: int  # fp32 .grad
+    weights: int  # parameters (fp32, bf16, or a LoRA base and its fp32 adapters)
+    gradients: int  # .grad of every trained tensor
     gradients_live: bool  # do gradients exist during the backward pass (gradient accumulation)?
     optimizer: int  # AdamW's two moments (fp32, or 8-bit codes and block scales)
     ddp_buckets: int  # DistributedDataParallel's gradient buckets
-    low_precision_weights: int  # bf16 weight copies kept for the backward pass (autocast)
+    low_precision_weights: int  # bf16 weight copies autocast makes of fp32 weights, kept for the backward pass
     block_activations: int  # saved for backward by the transformer blocks (and embeddings)
     head_activations: int  # saved for backward by ln_f, the LM head and the loss
     logits: int  # the logits, if the training loop holds them through backward (hold_logits)
@@ -124,80 +115,6 @@ class MemoryEstimate:
         return self.device_bytes() <= memory_bytes
 
 
-def block_bytes(config: GPTConfig, batch_size: int, seq_len: int, act_bytes: int, attention: str = "flash") -> int:
-    """Bytes one transformer block saves for the backward pass over a micro-batch (see the module docstring)."""
-    C, nh, a, T = config.n_embd, config.n_head, act_bytes, seq_len
-    b = 2 * 4 * C  # per token: ln_1 and ln_2 inputs, the fp32 residual stream
-    b += 2 * 2 * 4  # their fp32 means and reciprocal standard deviations
-    b += 2 * a * C  # the LayerNorm outputs as the c_attn and c_fc matmuls' inputs
-    if attention == "flash":
-        b += 3 * a * C + a * C  # q, k, v; the output (c_proj's input)
-        # Log-sum-exp, fp32 per head and query, and the kernel's RNG seed and offset. For fp32 inputs
-        # CUDA runs the memory-efficient kernel instead of FlashAttention: it pads each row of
-        # log-sum-exp to a multiple of 32 queries, and its seed and offset are 8 bytes each, not 16 and 8.
-        lse = 4 * nh * (T if a < 4 else -(-T // 32) * 32)
-        rng = 24 if a < 4 else 16
-    else:  # math: scaled q, k and v in fp32, fp32 probabilities (nh, T) per query, the output
-        b += 3 * 4 * C + 4 * nh * T + a * C
-        if config.dropout > 0:
-            b += 5 * nh * T  # the probabilities' dropout mask (1 B) and dropped copy (4 B)
-        lse = rng = 0
-    b += 2 * 4 * a * C  # GELU's input and output
-    if config.dropout > 0:
-        b += 2 * C  # the two residual dropout masks (bool)
-    return b * batch_size * T + lse * batch_size + rng
-
-
-def param_shapes(config: GPTConfig) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, shape) of every parameter tensor of nanogpt2/model.py's GPT (the LM head is tied to wte)."""
-    C, T, Vp = config.n_embd, config.block_size, config.padded_vocab_size
-    block: list[tuple[str, tuple[int, ...]]] = [
-        ("ln_1.weight", (C,)),
-        ("attn.c_attn.weight", (3 * C, C)),
-        ("attn.c_proj.weight", (C, C)),
-        ("ln_2.weight", (C,)),
-        ("mlp.c_fc.weight", (4 * C, C)),
-        ("mlp.c_proj.weight", (C, 4 * C)),
-    ]
-    if config.bias:
-        block += [
-            ("ln_1.bias", (C,)),
-            ("attn.c_attn.bias", (3 * C,)),
-            ("attn.c_proj.bias", (C,)),
-            ("ln_2.bias", (C,)),
-            ("mlp.c_fc.bias", (4 * C,)),
-            ("mlp.c_proj.bias", (C,)),
-        ]
-    shapes: list[tuple[str, tuple[int, ...]]] = [("wte.weight", (Vp, C)), ("wpe.weight", (T, C))]
-    shapes += [(f"h.{i}.{name}", shape) for i in range(config.n_layer) for name, shape in block]
-    shapes += [("ln_f.weight", (C,))] + ([("ln_f.bias", (C,))] if config.bias else [])
-    return shapes
-
-
-# torchao's AdamW8bit (nanogpt2/optim.py) quantizes a moment block-wise when its tensor has at least
-# 4096 values in whole blocks of 256 (torchao/optim/adam.py, following bitsandbytes): 1 byte per value,
-# one fp32 scale per block, and a 256-entry fp32 code table per tensor (torchao OptimState8bit).
-# nanogpt2 keeps the embeddings' moments in fp32 (optim.adamw_8bit).
-BLOCK_8BIT, MIN_8BIT = 256, 4096
-
-
-def optimizer_state_bytes(config: GPTConfig, optimizer: str = "adamw") -> int:
-    """Bytes of AdamW's two moments: 8 per parameter in fp32; about 2 with adamw8bit."""
-    if optimizer not in ("adamw", "adamw8bit"):
-        raise UserError(f"optimizer={optimizer!r}: use adamw or adamw8bit")
-    total = 0
-    for name, shape in param_shapes(config):
-        numel = math.prod(shape)
-        quantized = (
-            optimizer == "adamw8bit"
-            and name not in ("wte.weight", "wpe.weight")
-            and numel >= MIN_8BIT
-            and numel % BLOCK_8BIT == 0
-        )
-        total += 2 * (numel + 4 * numel // BLOCK_8BIT + 4 * 256) if quantized else 8 * numel
-    return total
-
-
 def estimate_training_memory(
     config: GPTConfig,
     batch_size: int,
@@ -210,6 +127,12 @@ def estimate_training_memory(
     ddp: bool = False,
     hold_logits: bool = False,
     optimizer: str = "adamw",
+    param_dtype: str = "float32",
+    loss_chunk_tokens: int = 0,
+    optimizer_in_backward: bool = False,
+    lora_rank: int = 0,
+    lora_targets: str = "attn",
+    lora_base_dtype: str = "float32",
 ) -> MemoryEstimate:
     """Peak GPU memory of one AdamW training step of a GPT (nanogpt2/model.py), in the steady state.
 
@@ -221,70 +144,121 @@ def estimate_training_memory(
     ddp:           DistributedDataParallel's gradient buckets (gradient_as_bucket_view=False).
     hold_logits:   the training loop keeps the logits alive through backward (`logits, loss = model(x, y)`);
                    nanogpt2/trainer.py keeps only the loss, so the default is False.
-    optimizer:     adamw (fp32 moments) or adamw8bit (see optimizer_state_bytes).
+    optimizer:     adamw (fp32 moments) or adamw8bit (memory_state.optimizer_state_bytes).
+    param_dtype:   float32, or bfloat16: the whole model cast to bf16 (bf16 gradients too); needs adamw8bit.
+    loss_chunk_tokens: the model's chunked loss (GPT.chunked_loss): N tokens' logits at a time, recomputed.
+    optimizer_in_backward: each tensor updated by a post-accumulate-grad hook and its gradient freed at once
+                   (grad_accum 1, no DDP, no gradient clipping).
+    lora_rank, lora_targets, lora_base_dtype: LoRA adapters (nanogpt2.lora.apply_lora) on a frozen base.
     """
     seq_len = config.block_size if seq_len is None else seq_len
     _check(config, batch_size, seq_len, dtype, attention, grad_accum)
+    recipe = (optimizer, param_dtype, loss_chunk_tokens, optimizer_in_backward, lora_rank, lora_base_dtype)
+    _check_recipe(dtype, grad_accum, ddp, *recipe)
     a = ACT_BYTES[dtype]
+    autocast = a < 4
     C, L, V, Vp = config.n_embd, config.n_layer, config.vocab_size, config.padded_vocab_size
     n = batch_size * seq_len  # tokens per micro-step
-    count = count_params(config)
-    P = count.total
+    lora = lora_rank > 0
+    trained = not lora  # are the base weights (the tied embedding above all) trained?
+    bf16_stream = param_dtype == "bfloat16" or (lora and lora_base_dtype == "bfloat16")
+    rs = 2 if bf16_stream else 4  # bytes of the residual stream: the embeddings' dtype
+    chunk = min(loss_chunk_tokens, n)
+    lora_opts = dict(lora_rank=lora_rank, lora_targets=lora_targets)
 
-    weights, gradients, optimizer_bytes = 4 * P, 4 * P, optimizer_state_bytes(config, optimizer)
-    ddp_buckets = 4 * P if ddp else 0
-    # bf16 copies of every matmul weight (the LM head's is the tied embedding) that autocast makes
-    # and the backward pass needs; none in fp32.
-    head_lowp = 2 * Vp * C if a < 4 else 0
-    block_lowp = 2 * 12 * C * C if a < 4 else 0
-    all_lowp = L * block_lowp + head_lowp
+    weights, gradients, optimizer_bytes = state_bytes(
+        config, param_dtype=param_dtype, optimizer=optimizer, lora_base_dtype=lora_base_dtype, **lora_opts
+    )
+    gb = 4 if lora or param_dtype == "float32" else 2  # bytes per gradient value
+    ddp_buckets = gradients if ddp else 0
+    # bf16 copies autocast makes of fp32 weight matrices (the LM head's is the tied embedding). Of trained
+    # weights it caches them until the forward pass ends, checkpointed or not; of frozen ones (a LoRA base)
+    # it makes one per use, which lives only as long as a matmul saves it (its input needs a gradient: not
+    # c_attn's in the first block).
+    fp32_matrices = autocast and not bf16_stream
+    block_lowp = 2 * 12 * C * C if fp32_matrices else 0
+    head_lowp = 2 * Vp * C if fp32_matrices else 0
+    blocks_lowp_saved = L * block_lowp - (2 * 3 * C * C if lora and fp32_matrices else 0)
+    adapters_lowp = gradients // 2 if lora and autocast else 0  # the fp32 adapters' cached copies
+    lowp_through_forward = (blocks_lowp_saved if trained or not checkpointing else 0) + head_lowp + adapters_lowp
+    lowp_after_forward = (0 if checkpointing else blocks_lowp_saved + adapters_lowp) + head_lowp
 
-    # Embeddings: token ids (int64) saved by wte, position ids by wpe, the dropout mask if any.
-    embed = 8 * n + 8 * seq_len + (n * C if config.dropout > 0 else 0)
-    per_block = block_bytes(config, batch_size, seq_len, a, attention)
-    saved_blocks = L * 4 * C * n if checkpointing else L * per_block  # checkpointing keeps block inputs only
-    # Head: ln_f's fp32 input and statistics, the LM head's input, the targets, nll_loss's scalar total
-    # weight, and the loss. cross_entropy runs log_softmax in the logits' dtype (it passes that dtype
-    # explicitly, and CUDA autocast keeps an explicit dtype) and saves its output; under autocast,
-    # nll_loss (on CUDA autocast's fp32 list) makes an fp32 copy of those log-probabilities and saves it.
-    loss_saved = a * V * n + (4 * V * n if a < 4 else 0)
-    head = (4 * C + 8 + a * C + 8) * n + loss_saved + 4
-    logits = a * Vp * n if hold_logits else 0
-    # While cross-entropy runs, the logits (the LM head's output; a padded vocabulary's first V columns
-    # are a view of it) are alive too, and so is ln_f's fp32 output, which forward() holds in a variable.
-    forward_logits = a * Vp * n + 4 * C * n
-    # The backward pass starts with nll_loss's gradient, fp32 (n, V), beside what the loss saved. In fp32,
-    # log_softmax's backward then makes a second fp32 (n, V) gradient while the first is alive; under
-    # autocast the fp32 copy is freed first and the rest is 16-bit, so that moment is smaller.
-    loss_gradient = 4 * V * n if a < 4 else 8 * V * n
+    ln_copies = bf16_stream and autocast
+    per_block = block_bytes(config, batch_size, seq_len, a, attention, ln_copies=ln_copies, **lora_opts)
+    first_block = block_bytes(config, batch_size, seq_len, a, attention, ln_copies=ln_copies, first=True, **lora_opts)
+    embed = embedding_bytes(config, batch_size, seq_len, trained)
+    # With checkpointing, only each block's input (the residual stream) is kept.
+    saved_blocks = L * rs * C * n if checkpointing else (L - 1) * per_block + first_block
+    head = head_bytes(config, n, a, trained=trained, chunked=bool(chunk), ln_copies=ln_copies)
+    loss_saved = 0 if chunk else loss_saved_bytes(config, n, a)
+    logits = a * Vp * n if hold_logits and not chunk else 0
+    loss_gradient = 0 if chunk else (4 * V * n if autocast else 8 * V * n)
 
     grads_now = gradients if grad_accum > 1 else 0
-    other_ids = 16 * n * (grad_accum - 1)  # the step's other micro-batches (int64 inputs and targets), loaded
-    static = weights + optimizer_bytes + ddp_buckets + grads_now + other_ids
+    ids = 16 * n * grad_accum  # the step's micro-batches of int64 inputs and targets, all loaded
+    static = weights + optimizer_bytes + ddp_buckets + grads_now + ids
     acts = embed + saved_blocks + head
-    phases = {
-        # Autocast's weight cache holds every bf16 copy until the forward pass ends, checkpointed or not.
-        "forward (loss)": static + all_lowp + acts + forward_logits,
-        "backward (loss gradient)": static + (head_lowp if checkpointing else all_lowp) + acts + logits + loss_gradient,
-        "optimizer step": weights + gradients + optimizer_bytes + ddp_buckets + 16 * n * grad_accum + logits,
-    }
+    # The tied embedding's gradient from the LM head waits (in autograd's input buffer, beside any .grad)
+    # until the embedding's own arrives at the very end of the backward pass.
+    wte_grad = gb * Vp * C if trained else 0
+    phases: dict[str, int] = {}
+    if chunk:
+        # The largest chunk's loss in the forward pass: its LM-head input, logits, log-probabilities and
+        # their fp32 copy. In backward each chunk is recomputed (with a new bf16 copy of fp32 weights) and
+        # then its gradients formed: nll_loss's fp32 one; later the logits' and the chunk's share of the
+        # embedding's weight gradient (bf16, summed over chunks), while ln_f's output gradient fills up.
+        forward_chunk = (a * C + a * Vp + a * V + (4 * V if autocast else 0)) * chunk
+        phases["forward (loss chunk)"] = static + lowp_through_forward + acts + forward_chunk
+        saved_chunk = (a * C if trained else 0) * chunk + head_lowp + loss_saved_bytes(config, chunk, a)
+        nll_grad = (4 * V if autocast else 8 * V) * chunk
+        head_grad = (a * C * chunk if trained else 0) + a * Vp * chunk + a * C * chunk + head_lowp
+        head_grad += a * Vp * C if trained else 0
+        summed = a * Vp * C if trained and n > chunk else 0
+        phases["backward (loss chunk)"] = (
+            static + lowp_after_forward + acts + summed + 4 * C * (n - chunk) + max(saved_chunk + nll_grad, head_grad)
+        )
+    else:
+        # The forward pass ends inside cross-entropy: the logits (the LM head's output, of which a padded
+        # vocabulary's first V columns are a view), ln_f's fp32 output (which forward() holds in a
+        # variable), and what the loss saved.
+        forward_logits = a * Vp * n + (4 * C * n if autocast else 0)
+        phases["forward (loss)"] = static + lowp_through_forward + acts + forward_logits
+        # The backward pass starts with nll_loss's gradient, fp32 (n, V), beside what the loss saved. In fp32,
+        # log_softmax's backward then makes a second fp32 (n, V) gradient while the first is alive; under
+        # autocast the fp32 copy is freed first and the rest is 16-bit, so that moment is smaller.
+        phases["backward (loss gradient)"] = static + lowp_after_forward + acts + logits + loss_gradient
+        # Then the LM head: the logits' gradient (padded width) and ln_f's, and the embedding's weight
+        # gradient (bf16 under autocast, then an fp32 copy of it for fp32 weights).
+        if trained:
+            wgrad = max(a * Vp * n, (4 * Vp * C if fp32_matrices else 0)) + a * Vp * C
+            phases["backward (LM head)"] = static + lowp_after_forward + acts - loss_saved + logits + a * C * n + wgrad
+    if not optimizer_in_backward:
+        update = update_transient_max(config, optimizer, **lora_opts)
+        phases["optimizer step"] = weights + gradients + optimizer_bytes + ddp_buckets + ids + logits + update
     if checkpointing:
-        # Block i recomputed, from the last block to the first: its full activations and bf16 weights,
-        # (approximately) the gradients flowing through it (two fp32 residual-stream gradients and two
-        # of the 4C-wide MLP tensors), the inputs of blocks 0..i still saved, and, without gradient
-        # accumulation, the gradients formed so far: the head's (the tied embedding, ln_f) and those
-        # of blocks i+1 on. Both change linearly with i, so the first or the last block is the worst.
-        transient = (2 * 4 * C + 2 * 4 * a * C) * n
-        block_input = 4 * C * n
-        if grad_accum > 1:  # all gradients are in `static`
-            held = L * block_input
+        # Block i recomputed, from the last block to the first: its activations (and bf16 copies of its fp32
+        # weights), approximately the gradients flowing through it (two residual-stream gradients and two of
+        # the 4C-wide MLP tensors), the inputs of blocks 0..i still saved, and the gradients formed so far:
+        # all of them with accumulation, else the tied embedding's (waiting for the embedding's) and ln_f's
+        # and those of blocks i+1 on; with the update in backward, only the embedding's. Both change
+        # linearly with i, so the first or the last block is the worst.
+        transient = (2 * rs * C + 2 * 4 * a * C) * n
+        block_input = rs * C * n
+        if grad_accum > 1 or not trained:
+            held = L * block_input + wte_grad
+        elif optimizer_in_backward:
+            # A weight is updated once its gradient is complete, after the block's backward has used up the
+            # tensors it needed: the update's scratch stands in for those transients, it does not add to them.
+            held = L * block_input + wte_grad
+            transient = max(transient, update_transient_max(config, optimizer))
         else:
-            ln_f = 2 * C if config.bias else C
-            head_grads = 4 * (Vp * C + ln_f)
-            block_grads = (P - count.token_embedding - count.position_embedding - ln_f) // L * 4
-            held = head_grads + max(L * block_input, block_input + (L - 1) * block_grads)
+            ln_f = gb * (2 * C if config.bias else C)
+            block_grads = (gradients - gb * (Vp * C + config.block_size * C) - ln_f) // L
+            held = wte_grad + ln_f + max(L * block_input, block_input + (L - 1) * block_grads)
+        if lora and grad_accum == 1:
+            held += gradients
         phases["backward (recomputed block)"] = (
-            static + head_lowp + acts - saved_blocks - loss_saved + held + logits + per_block + block_lowp + transient
+            static + embed + held + logits + per_block + block_lowp + adapters_lowp // L + transient
         )
     return MemoryEstimate(
         batch_size=batch_size,
@@ -294,7 +268,7 @@ def estimate_training_memory(
         gradients_live=grad_accum > 1,
         optimizer=optimizer_bytes,
         ddp_buckets=ddp_buckets,
-        low_precision_weights=all_lowp,
+        low_precision_weights=lowp_through_forward,
         block_activations=embed + saved_blocks,
         head_activations=head,
         logits=logits,
@@ -335,3 +309,31 @@ def _check(config: GPTConfig, batch_size: int, seq_len: int, dtype: str, attenti
         raise UserError(f"dtype={dtype!r}: use one of {', '.join(ACT_BYTES)}")
     if attention not in ("flash", "math"):
         raise UserError(f"attention={attention!r}: use flash (fused) or math (explicit softmax(QK^T)V)")
+
+
+def _check_recipe(
+    dtype: str,
+    grad_accum: int,
+    ddp: bool,
+    optimizer: str,
+    param_dtype: str,
+    loss_chunk_tokens: int,
+    optimizer_in_backward: bool,
+    lora_rank: int,
+    lora_base_dtype: str,
+) -> None:
+    """The memory-saving options: each valid, and only in the combinations training runs."""
+    if optimizer not in ("adamw", "adamw8bit"):
+        raise UserError(f"optimizer={optimizer!r}: use adamw or adamw8bit")
+    for name, value in (("param_dtype", param_dtype), ("lora_base_dtype", lora_base_dtype)):
+        if value not in PARAM_BYTES:
+            raise UserError(f"{name}={value!r}: use float32 or bfloat16")
+    if param_dtype == "bfloat16" and (optimizer != "adamw8bit" or dtype != "bfloat16"):
+        raise UserError("param_dtype=bfloat16 trains with optimizer=adamw8bit under bfloat16 autocast; set both")
+    for name, value in (("loss_chunk_tokens", loss_chunk_tokens), ("lora_rank", lora_rank)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise UserError(f"{name}={value!r} must be a whole number >= 0 (0: off)")
+    if optimizer_in_backward and (grad_accum != 1 or ddp):
+        raise UserError("optimizer_in_backward frees each gradient at once: use grad_accum=1 and no DDP")
+    if lora_rank and param_dtype != "float32":
+        raise UserError("under LoRA the frozen base's dtype is lora_base_dtype; leave param_dtype at float32")
