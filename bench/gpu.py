@@ -21,6 +21,8 @@ Steps:
   main     python train.py config/finetune_small.py under a 12 GiB cap (an RTX 4070 Ti's size):
            loss, tokens/s, MFU and peak memory from its metrics.jsonl
   large    the same for config/finetune_large.py (gpt2-large, 8-bit AdamW, checkpointing; needs torchao)
+  xl_full  the same for config/finetune_xl_full.py (gpt2-xl, every weight: bf16 weights, 8-bit AdamW)
+  xl_lora  the same for config/finetune_xl_lora.py (gpt2-xl, LoRA adapters on a bf16 base)
   train    bench/train.py, GPT-2 124M, T=1024, bf16, compiled: ours vs transformers
   memory   bench/memory.py: measured peak against nanogpt2.flops.memory's estimate, every case
   eager    bench/train.py uncompiled (transformers' Trainer default)
@@ -44,7 +46,13 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 CAP_GIB = 12  # an RTX 4070 Ti
-RECIPES = {"large": "config/finetune_large.py"}  # suite step -> a 12 GB recipe run under the cap
+# suite step -> a 12 GB recipe run under the cap: (config, the random-weight folder's GPT-2 shape, overrides).
+# The gpt2-xl recipes run a few steps of 8 micro-steps (the peak is the same as with 32; compile takes minutes).
+RECIPES = {
+    "large": ("config/finetune_large.py", "gpt2-large", ["--max_iters", "30"]),
+    "xl_full": ("config/finetune_xl_full.py", "gpt2-xl", ["--max_iters", "6", "--gradient_accumulation_steps=8"]),
+    "xl_lora": ("config/finetune_xl_lora.py", "gpt2-xl", ["--max_iters", "6", "--gradient_accumulation_steps=8"]),
+}
 STEPS = (
     "main",
     *RECIPES,
@@ -62,8 +70,8 @@ def steps(work: Path, out: Path, dry: bool) -> dict[str, tuple[list[str], int]]:
     py = sys.executable
     cap = ["--mem_cap_gib", str(CAP_GIB)] if not dry else []
 
-    def recipe_job(name: str, config: str, extra: list[str]) -> list[str]:
-        job = [py, str(BENCH / "gpu_main_job.py"), "--config", config, "--folder", str(work / f"{name}-random")]
+    def recipe_job(name: str, config: str, size: str, extra: list[str]) -> list[str]:
+        job = [py, str(BENCH / "gpu_main_job.py"), "--config", config, "--folder", str(work / f"{size}-random")]
         job += ["--out_dir", str(work / f"out-{name}"), "--json", str(out / f"{name}.json")]
         return job + (["--dry-run"] if dry else cap + extra)
 
@@ -79,8 +87,8 @@ def steps(work: Path, out: Path, dry: bool) -> dict[str, tuple[list[str], int]]:
         "--rounds=1",
     ]
     return {
-        "main": (recipe_job("main", "config/finetune_small.py", []), 240),
-        **{name: (recipe_job(name, config, ["--max_iters", "30"]), 300) for name, config in RECIPES.items()},
+        "main": (recipe_job("main", "config/finetune_small.py", "gpt2", []), 240),
+        **{name: (recipe_job(name, *recipe), 300) for name, recipe in RECIPES.items()},
         "train": (
             [py, str(BENCH / "train.py"), "--json", str(out / "train-compiled.json")]
             + (tiny_train + ["--compile=false"] if dry else ["--compile=true"]),

@@ -27,12 +27,14 @@ def test_gpu_suite_dry_run_writes_every_record(tmp_path):
     suite = json.loads((out / "suite.json").read_text())
     assert suite["dry_run"] is True
     names = [s["step"] for s in suite["steps"]]
-    assert names == ["main", "large", "train", "memory", "eager", "sample", "autotune", "chunked"]
+    assert names == ["main", "large", "xl_full", "xl_lora", "train", "memory", "eager", "sample", "autotune", "chunked"]
     assert all(s["status"] == "ok" for s in suite["steps"]), suite["steps"]
     records = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json") if p.name != "suite.json"}
     assert set(records) == {
         "main",
         "large",
+        "xl_full",
+        "xl_lora",
         "train-compiled",
         "memory",
         "train-eager",
@@ -42,7 +44,8 @@ def test_gpu_suite_dry_run_writes_every_record(tmp_path):
     }
     main = records["main"]["results"][0]
     assert main["name"] == "finetune_small" and main["tokens_per_sec"] > 0
-    assert records["large"]["results"][0]["name"] == "finetune_large"
+    for step, config in (("large", "finetune_large"), ("xl_full", "finetune_xl_full"), ("xl_lora", "finetune_xl_lora")):
+        assert records[step]["results"][0]["name"] == config
     assert all(f"| {stem}:" in proc.stdout for stem in records)
 
 
@@ -56,5 +59,6 @@ def test_gpu_suite_refuses_unknown_steps(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown step(s) nope; choose from main, large, train, memory, eager, sample, autotune, chunked"
+        "error: unknown step(s) nope; choose from "
+        "main, large, xl_full, xl_lora, train, memory, eager, sample, autotune, chunked"
     ]
