@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Iterable
 
 import torch
 
@@ -122,6 +123,22 @@ def adamw_8bit(groups: list[dict], full_precision: list[torch.Tensor], **setting
                         self.state[p][key] = value.to(device=p.device)
 
     return AdamW8bitFullPrecisionEmbeddings(groups, **settings)
+
+
+def clip_grad_norm(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Scale the gradients so that their global L2 norm is at most max_norm; returns the norm before.
+
+    torch.nn.utils.clip_grad_norm_ returns each tensor's norm in the gradient's dtype, so bf16 gradients
+    (param_dtype=bfloat16) would give a global norm good to about 3 significant digits. For those the
+    norms are taken in fp32 here (then PyTorch scales the gradients by the same rule); fp32 gradients
+    go straight to PyTorch's, whose fused per-dtype norms are fastest."""
+    params = [p for p in parameters if p.grad is not None]
+    if all(p.grad.dtype == torch.float32 for p in params):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    norms = [torch.linalg.vector_norm(p.grad, dtype=torch.float32) for p in params]
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return total
 
 
 def lr_at(

@@ -35,7 +35,7 @@ from nanogpt2.data import RandomBatches, count_sequential_batches, sequential_ba
 from nanogpt2.errors import UserError
 from nanogpt2.flops import mfu as model_flops_utilization
 from nanogpt2.lora import adapter_state_dict
-from nanogpt2.optim import lr_at
+from nanogpt2.optim import clip_grad_norm, lr_at
 from nanogpt2.progress import format_duration, progress
 from nanogpt2.resume import RunComplete, rng_state
 from nanogpt2.train_config import TrainConfig
@@ -171,7 +171,7 @@ class Trainer:
                 group["lr"] = lr
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
-            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.grad_clip)
+            clip_grad_norm(self.raw_model.parameters(), self.cfg.grad_clip)  # fp32 norms for bf16 gradients too
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

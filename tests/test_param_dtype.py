@@ -110,3 +110,21 @@ def test_unknown_param_dtype_is_refused():
     """A param_dtype other than float32 or bfloat16 names the two choices."""
     with pytest.raises(UserError, match="use float32 or bfloat16"):
         TrainConfig(param_dtype="float16")
+
+
+def test_global_norm_of_bf16_gradients_is_taken_in_fp32():
+    """Clipping bf16 gradients: the returned global norm equals the fp32 norm of the same bf16 values to 1e-6
+    (PyTorch's own clip_grad_norm_ would round each tensor's norm to bf16), and afterwards the gradients'
+    global norm is max_norm up to bf16 rounding of the scaled values."""
+    from nanogpt2.optim import clip_grad_norm
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.zeros(n, dtype=torch.bfloat16)) for n in (1000, 37, 4096)]
+    for p, scale in zip(params, (3.0, 0.01, 0.5)):
+        p.grad = (torch.randn(p.shape) * scale).to(torch.bfloat16)
+    exact = torch.linalg.vector_norm(torch.cat([p.grad.float() for p in params]))
+    total = clip_grad_norm(params, max_norm=1.0)
+    assert total.dtype == torch.float32
+    assert abs(total.item() - exact.item()) < 1e-6 * exact.item()
+    after = torch.linalg.vector_norm(torch.cat([p.grad.float() for p in params]))
+    assert abs(after.item() - 1.0) < 2**-8
