@@ -29,7 +29,7 @@ from nanogpt2.configurator import config_dict
 from nanogpt2.data import Dataset, RandomBatches, open_dataset
 from nanogpt2.data.find import find_dataset
 from nanogpt2.errors import UserError
-from nanogpt2.flops import training_flops_per_token
+from nanogpt2.flops import lora_training_flops_per_token, training_flops_per_token
 from nanogpt2.lora import apply_lora, base_fingerprint, lora_settings
 from nanogpt2.metrics import MetricsLogger, describe_run, peak_for_mfu
 from nanogpt2.model import GPT
@@ -234,7 +234,13 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         step=step,
         best_val_loss=best_val_loss,
         resumed=cfg.init_from == "resume",
-        flops_per_token=training_flops_per_token(raw_model.config, cfg.block_size),
+        flops_per_token=(  # MFU counts the matmuls the step does: a frozen base computes no weight gradients
+            lora_training_flops_per_token(
+                raw_model.config, cfg.block_size, lora["settings"]["rank"], lora["settings"]["targets"]
+            )
+            if lora
+            else training_flops_per_token(raw_model.config, cfg.block_size)
+        ),
         peak_flops=peak_flops,
         logger=logger,
         eval_tasks=eval_tasks,

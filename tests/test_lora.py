@@ -330,3 +330,24 @@ def test_bad_input_is_one_clear_user_error(case):
     with pytest.raises(UserError, match=message) as e:
         call()
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("targets", ["attn", "all"])
+def test_lora_flop_count_matches_flop_counter(targets):
+    """MFU of a LoRA run counts what its step computes: lora_training_flops_per_token times the tokens equals
+    FlopCounterMode's count of a forward + backward pass of a LoRA model (frozen base: no weight gradients, and no
+    input gradient where none flows), to the FLOP, for attention-only and all-matrix adapters."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from nanogpt2.flops import lora_training_flops_per_token
+
+    config, batch, seq_len, rank = GPTConfig(n_layer=3, n_head=2, n_embd=32, block_size=64, vocab_size=97), 2, 48, 4
+    torch.manual_seed(0)
+    model = GPT(config)
+    apply_lora(model, rank, 8.0, targets=targets)
+    idx, targets_ids = (torch.randint(0, config.vocab_size, (batch, seq_len)) for _ in "xy")
+    counter = FlopCounterMode(display=False)
+    with sdpa_kernel([SDPBackend.MATH]), counter:  # the math backend's matmuls are visible to the counter
+        model(idx, targets_ids)[1].backward()
+    assert lora_training_flops_per_token(config, seq_len, rank, targets) * batch * seq_len == counter.get_total_flops()

@@ -106,6 +106,32 @@ def training_flops_per_token(config: GPTConfig, seq_len: int) -> int:
     return 3 * sum(forward_matmul_flops(config, seq_len).values()) // seq_len
 
 
+# The matrices LoRA adapts in each block (nanogpt2/lora.py's TARGETS), as (inputs, outputs) in units of n_embd.
+LORA_MATRICES = {"attn": [(1, 3), (1, 1)], "all": [(1, 3), (1, 1), (1, 4), (4, 1)]}
+
+
+def lora_training_flops_per_token(config: GPTConfig, seq_len: int, rank: int, targets: str = "attn") -> int:
+    """Exact matmul FLOPs per trained token of a LoRA run (frozen base, rank-`rank` adapters on `targets`).
+
+    A frozen weight gets no gradient, so its backward pass does one matmul (the input's gradient), not
+    two: 2x its forward FLOPs instead of 3x. The attention scores and values have no weights and keep
+    3x. Where no gradient flows into a matmul's input, autograd skips that one too: the first block's
+    c_attn (and its adapter's A) read the frozen embeddings through a frozen LayerNorm. Each adapter
+    (x @ A^T @ B^T, A: r x in, B: out x r) costs 3x its forward, like any trained layer."""
+    check_positive_int("rank", rank)
+    if targets not in LORA_MATRICES:
+        raise UserError(f"lora targets={targets!r}: use {' or '.join(LORA_MATRICES)}")
+    parts = forward_matmul_flops(config, seq_len)
+    T, C, L = seq_len, config.n_embd, config.n_layer
+    attention = parts["attention_scores"] + parts["attention_values"]
+    weights = sum(parts.values()) - attention
+    total = 3 * attention + 2 * weights - parts["qkv"] // L  # the first block's c_attn: no input gradient
+    for n_in, n_out in LORA_MATRICES[targets]:
+        total += L * 3 * 2 * T * rank * (n_in * C + n_out * C)
+    total -= 2 * T * C * rank  # the first block's adapter A on c_attn: no input gradient either
+    return total // seq_len
+
+
 def kaplan_flops_per_token(config: GPTConfig) -> int:
     """6N, N = non-embedding parameters (Kaplan et al. 2020, Table 1's C_forward ~ 2N, times 3)."""
     return 6 * count_params(config).non_embedding
