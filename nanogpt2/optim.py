@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -65,25 +65,31 @@ def make_optimizer(
     device_type: str,
     kind: str = "adamw",
     stochastic_rounding: bool = True,
+    in_backward: bool = False,
 ) -> torch.optim.Optimizer:
     """AdamW over param_groups(model). kind "adamw": PyTorch's, fused where it has a fused kernel (on
     CUDA it updates all parameters in a few launches instead of thousands; on the CPU it took 8 ms
     instead of 48 (foreach) for a 14M model). kind "adamw8bit": torchao's, 8-bit moments, and bf16
-    parameters rounded stochastically unless stochastic_rounding is False."""
+    parameters rounded stochastically unless stochastic_rounding is False. in_backward: one optimizer per
+    parameter, stepped during backward (OptimizerInBackward)."""
     groups = param_groups(model, weight_decay)
     low_precision = [p for group in groups for p in group["params"] if p.dtype != torch.float32]
-    if kind == "adamw8bit":
-        embeddings = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
-        return adamw_8bit(groups, embeddings, lr=lr, betas=betas, bf16_stochastic_round=stochastic_rounding)
-    if kind != "adamw":
+    if kind not in OPTIMIZERS:
         raise UserError(f"optimizer={kind!r} is not one of {', '.join(OPTIMIZERS)}")
-    if low_precision:
+    if kind == "adamw" and low_precision:
         raise UserError(
             f"optimizer=adamw with {low_precision[0].dtype} parameters would round every update to nearest: "
             f"use optimizer=adamw8bit (stochastic rounding) or float32 parameters"
         )
+    embeddings = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
     fused = device_type in ("cuda", "cpu") and "fused" in inspect.signature(torch.optim.AdamW).parameters
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+
+    def make(groups: list[dict]) -> torch.optim.Optimizer:
+        if kind == "adamw8bit":
+            return adamw_8bit(groups, embeddings, lr=lr, betas=betas, bf16_stochastic_round=stochastic_rounding)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+
+    return OptimizerInBackward(model, make, weight_decay) if in_backward else make(groups)  # type: ignore[return-value]
 
 
 def adamw_8bit(groups: list[dict], full_precision: list[torch.Tensor], **settings) -> torch.optim.Optimizer:
@@ -125,6 +131,55 @@ def adamw_8bit(groups: list[dict], full_precision: list[torch.Tensor], **setting
     return AdamW8bitFullPrecisionEmbeddings(groups, **settings)
 
 
+class OptimizerInBackward:
+    """One optimizer per parameter, each stepped by a hook the moment backward has finished that parameter's
+    gradient, which is then freed: the full set of gradients never exists at once (PyTorch's tutorial
+    "How to save memory by fusing the optimizer step into the backward pass"; for gpt2-xl in bf16 that
+    is 2.9 GiB). The hooks are Tensor.register_post_accumulate_grad_hook.
+
+    What it rules out, and why: gradient accumulation (the first micro-step would already update) and
+    global-norm clipping (the norm needs every gradient at once). It saves memory only without
+    torch.compile: a compiled backward is one autograd node that returns every gradient together, and
+    the hooks run after it. The trainer sees an optimizer whose step() and zero_grad() have nothing
+    left to do, and whose param_groups, state_dict() and load_state_dict() cover all parameters."""
+
+    def __init__(self, model: GPT, make: Callable[[list[dict]], torch.optim.Optimizer], weight_decay: float):
+        self.optimizers: list[torch.optim.Optimizer] = []
+        for group in param_groups(model, weight_decay):
+            for p in group["params"]:
+                optimizer = make([{"params": [p], "weight_decay": group["weight_decay"]}])
+                p.register_post_accumulate_grad_hook(self._stepper(optimizer))
+                self.optimizers.append(optimizer)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        # Collected afresh each time: load_state_dict replaces each optimizer's group dicts.
+        return [g for optimizer in self.optimizers for g in optimizer.param_groups]
+
+    @staticmethod
+    def _stepper(optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor], None]:
+        def step(_: torch.Tensor) -> None:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return step
+
+    def step(self) -> None:
+        """Nothing left to do: every parameter was updated during backward."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Nothing left to do: each gradient was freed right after its update."""
+
+    def state_dict(self) -> dict:
+        return {"per_parameter": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "per_parameter" not in state or len(state["per_parameter"]) != len(self.optimizers):
+            raise UserError("this checkpoint's optimizer state was not saved by optimizer_in_backward=True")
+        for optimizer, saved in zip(self.optimizers, state["per_parameter"]):
+            optimizer.load_state_dict(saved)
+
+
 def clip_grad_norm(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
     """Scale the gradients so that their global L2 norm is at most max_norm; returns the norm before.
 
@@ -133,9 +188,10 @@ def clip_grad_norm(parameters: Iterable[torch.nn.Parameter], max_norm: float) ->
     norms are taken in fp32 here (then PyTorch scales the gradients by the same rule); fp32 gradients
     go straight to PyTorch's, whose fused per-dtype norms are fastest."""
     params = [p for p in parameters if p.grad is not None]
-    if all(p.grad.dtype == torch.float32 for p in params):
+    grads = [p.grad for p in params if p.grad is not None]
+    if all(g.dtype == torch.float32 for g in grads):
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
-    norms = [torch.linalg.vector_norm(p.grad, dtype=torch.float32) for p in params]
+    norms = [torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]
     total = torch.linalg.vector_norm(torch.stack(norms))
     torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
     return total

@@ -56,6 +56,12 @@ def resume_config(argv: Sequence[str] | None) -> tuple[TrainConfig, dict | None,
         raise UserError(f"{path} holds weights only (no optimizer state or step), so it cannot be resumed")
     saved = ckpt.get("config", {})
     cfg = parse_config(TrainConfig, argv, base=saved)
+    fused_before = saved.get("optimizer_in_backward", False)
+    if cfg.optimizer_in_backward != fused_before:
+        raise UserError(
+            f"the run in {cfg.out_dir} was trained with optimizer_in_backward={fused_before}, whose optimizer "
+            f"state is laid out differently; drop that setting"
+        )
     if cfg.optimizer != saved.get("optimizer", "adamw"):
         raise UserError(
             f"the run in {cfg.out_dir} was trained with optimizer={saved.get('optimizer', 'adamw')}, "

@@ -117,6 +117,12 @@ class TrainConfig:
     it is (Zamirai et al. 2020), so small updates survive on average. False rounds to nearest, which stalls
     fine-tuning: there only to measure why (bench/bf16_quality.py)."""
 
+    optimizer_in_backward: bool = False
+    """Update each parameter during the backward pass, as soon as its gradient is complete, and free that
+    gradient at once, so that the model's gradients never all exist together (2 or 4 bytes per parameter
+    less at the peak). Needs gradient_accumulation_steps=1, grad_clip=0 (a global norm needs every gradient
+    at once) and compile off (a compiled backward returns all gradients together); one process."""
+
     weight_decay: float = 0.1
     """AdamW decoupled weight decay (Loshchilov & Hutter 2019) on every matrix and both embedding tables
     (token and position), as nanoGPT does; none on biases or LayerNorm gains (nanogpt2/optim.py)."""
@@ -218,6 +224,22 @@ class TrainConfig:
         if self.optimizer not in ("adamw", "adamw8bit"):
             raise UserError(f"optimizer={self.optimizer!r}: use adamw or adamw8bit")
         self._check_param_dtype()
+        if self.optimizer_in_backward:
+            needs = {
+                "gradient_accumulation_steps": (self.gradient_accumulation_steps, 1),
+                "grad_clip": (self.grad_clip, 0),
+            }
+            for name, (value, wanted) in needs.items():
+                if value != wanted:
+                    raise UserError(
+                        f"optimizer_in_backward=True updates each parameter during backward, so it needs "
+                        f"{name}={wanted} (got {value}); drop optimizer_in_backward or set {name}={wanted}"
+                    )
+            if self.compile:
+                raise UserError(
+                    "optimizer_in_backward=True saves no memory under compile (a compiled backward returns every "
+                    "gradient at once): set compile=False, or drop optimizer_in_backward"
+                )
         if self.lr_schedule not in ("cosine", "constant"):
             raise UserError(f"lr_schedule={self.lr_schedule!r}: use cosine or constant")
         if not 0.0 <= self.dropout < 1.0:

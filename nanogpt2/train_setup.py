@@ -136,8 +136,12 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         rt.device_type,
         cfg.optimizer,
         stochastic_rounding=cfg.stochastic_rounding,
+        in_backward=cfg.optimizer_in_backward,
     )
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.needs_grad_scaler)
+    if cfg.optimizer_in_backward and (rt.needs_grad_scaler or dist.enabled):
+        why = "float16's loss scaling must see every gradient" if rt.needs_grad_scaler else "DDP averages gradients"
+        raise UserError(f"optimizer_in_backward=True cannot run here: {why} before any update; drop it")
     train_batches = RandomBatches(
         data.split("train"),
         cfg.batch_size,
@@ -164,7 +168,8 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         del ckpt  # the host copy of weights and AdamW moments is not needed any more: let it go now
 
     # Speed: compile, then wrap for data parallelism. raw_model stays the plain module we save.
-    compiled = torch.compile(raw_model) if want_compile(cfg.compile, rt.device) else raw_model
+    compile_model = want_compile(cfg.compile, rt.device) and not cfg.optimizer_in_backward  # see its docstring
+    compiled = torch.compile(raw_model) if compile_model else raw_model
     model = (
         DDP(compiled, device_ids=[rt.device.index] if rt.device_type == "cuda" else None) if dist.enabled else compiled
     )
@@ -209,6 +214,8 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
     if cfg.param_dtype == "bfloat16":
         rounding = "stochastic rounding" if cfg.stochastic_rounding else "round-to-nearest (updates may vanish)"
         logger.print(f"parameters and gradients in bfloat16; 8-bit AdamW updates them with {rounding}")
+    if cfg.optimizer_in_backward:
+        logger.print("each parameter is updated during backward and its gradient freed at once (compile stays off)")
     if lora:
         trainable = sum(p.numel() for p in raw_model.parameters() if p.requires_grad)
         s = lora["settings"]

@@ -6,7 +6,7 @@ One optimizer step, in the order the code below runs it:
         forward under autocast -> loss / k    (so the k gradients sum to the mean)
         backward                              (DDP all-reduces on the last one only)
     clip the global gradient norm
-    AdamW step at this step's learning rate
+    AdamW step at this step's learning rate   (optimizer_in_backward: each parameter's, during backward)
 
 and around it: evaluation every eval_interval steps (train/val loss and
 perplexity), checkpoints (latest, and best by validation loss), logging every
@@ -143,6 +143,7 @@ class Trainer:
 
     def train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float) -> torch.Tensor:
         """One optimizer step over the micro-batches; returns their mean loss (on this rank)."""
+        self.set_lr(lr)  # before backward: with optimizer_in_backward the parameters are updated during it
         loss = self.accumulate_gradients(batches)
         self.optimizer_step(lr)
         return loss
@@ -163,18 +164,22 @@ class Trainer:
         return loss_sum
 
     def optimizer_step(self, lr: float) -> None:
-        """Clip, step AdamW at learning rate `lr`, and clear the gradients."""
-        for group in self.optimizer.param_groups:
-            if torch.is_tensor(group["lr"]):  # torchao's low-bit AdamW keeps lr as a tensor for its compiled step
-                group["lr"].fill_(lr)
-            else:
-                group["lr"] = lr
+        """Clip, step AdamW at learning rate `lr`, and clear the gradients (with optimizer_in_backward,
+        backward has done all three: clipping is refused there, and step and zero_grad have nothing left)."""
+        self.set_lr(lr)
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
             clip_grad_norm(self.raw_model.parameters(), self.cfg.grad_clip)  # fp32 norms for bf16 gradients too
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            if torch.is_tensor(group["lr"]):  # torchao's low-bit AdamW keeps lr as a tensor for its compiled step
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
 
     # -- evaluation ---------------------------------------------------------------
 

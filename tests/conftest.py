@@ -13,6 +13,7 @@ directory, and loaded through the same `GPT.from_pretrained` path as "gpt2".
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -175,9 +176,12 @@ def shakespeare_data(tmp_path_factory, shakespeare_dir) -> Path:
     return out
 
 
-def assert_trains_like_plain(data: Path, tmp_path: Path, *variant: str, dropout: float = 0.0) -> None:
+def assert_trains_like_plain(
+    data: Path, tmp_path: Path, *variant: str, dropout: float = 0.0, both: Sequence[str] = ()
+) -> None:
     """Three train.py steps with the `variant` settings end with the plain run's weights (1e-6) and log its
-    losses (1e-6): for settings that must change memory or speed, never the numbers."""
+    losses (1e-6): for settings that must change memory or speed, never the numbers. `both`: settings of
+    both runs."""
     import json
 
     from nanogpt2.checkpoint import read_checkpoint
@@ -198,6 +202,7 @@ def assert_trains_like_plain(data: Path, tmp_path: Path, *variant: str, dropout:
         f"--dataset={data}",
         "--max_iters=3",
         "--eval_interval=3",
+        *both,
     ]
     train([*common, f"--out_dir={tmp_path / 'plain'}"])
     train([*common, f"--out_dir={tmp_path / 'variant'}", *variant])
