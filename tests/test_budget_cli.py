@@ -125,31 +125,66 @@ def test_module_entry_point_runs():
     assert all(name in out.stdout for name in gpu_names())
 
 
-@pytest.mark.parametrize("model", ["gpt2", "gpt2-medium", "gpt2-large"])
+RECIPE_KEYS = ("checkpointing", "loss_chunk_tokens", "optimizer", "param_dtype", "optimizer_in_backward")
+RECIPE_KEYS += ("lora_rank", "lora_targets", "lora_base_dtype", "grad_accum")
+
+
+@pytest.mark.parametrize("model", ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"])
 def test_fit_lists_recipes_that_fit_cheapest_first(model, capsys):
     """--fit lists recipes in order of compute; each one's estimate at its micro-batch fits the card less the
-    display's share, and one more sequence would not (the micro-batch is the largest)."""
-    from nanogpt2.flops.cli import RECIPES
-
+    display's share, and one more sequence would not (the micro-batch is the largest); none is beaten by another
+    listed one that is as cheap, takes as big a micro-batch and gives up no more."""
     report = cli([f"--model={model}", "--finetune", "--gpu=4070ti", "--fit", "--dropout=0.1", "--json"])
     fit = report["fit"]
     usable = lookup_gpu("4070ti").memory_bytes - int(0.5 * 2**30)
     assert fit["usable_bytes"] == usable and fit["recipes"]
-    order = [(r["checkpointing"], r["optimizer"]) for r in RECIPES]
-    listed = [(r["checkpointing"], r["optimizer"]) for r in fit["recipes"]]
-    assert listed == sorted(listed, key=order.index)
+    computes = [r["compute"] for r in fit["recipes"]]
+    assert computes == sorted(computes)
     cfg = GPTConfig.gpt2(model, dropout=0.1)
     for r in fit["recipes"]:
-        options = dict(checkpointing=r["checkpointing"], optimizer=r["optimizer"])
+        options = {k: r[k] for k in RECIPE_KEYS}
         assert estimate_training_memory(cfg, r["batch_size"], **options).fits(usable)
         assert not estimate_training_memory(cfg, r["batch_size"] + 1, **options).fits(usable)
+        assert r["full"] == (r["lora_rank"] == 0)
+        assert r["grad_accum"] == (1 if r["optimizer_in_backward"] else 2)  # accumulation unless the step is fused
+
+
+def test_fit_finds_full_and_lora_recipes_for_gpt2_xl_on_a_4070_ti(capsys):
+    """gpt2-xl fine-tunes on a 12 GB card two ways: LoRA (rank 16, attention, bf16 base) and, training every weight
+    with gradient accumulation, bf16 weights + 8-bit AdamW + checkpointing + chunked loss at micro-batch >= 1 x 1024;
+    the table says which recipes train every weight and that the fused step gives up clipping."""
+    report = cli(["--model=gpt2-xl", "--finetune", "--gpu=4070ti", "--fit"])
+    out = capsys.readouterr().out
+    recipes = report["fit"]["recipes"]
+    assert any(r["lora_rank"] == 16 and r["lora_base_dtype"] == "bfloat16" and not r["full"] for r in recipes)
+    full = {"param_dtype": "bfloat16", "optimizer": "adamw8bit", "checkpointing": True, "loss_chunk_tokens": 1024}
+    assert any(
+        all(r[k] == v for k, v in full.items()) and r["grad_accum"] > 1 and r["batch_size"] >= 1 for r in recipes
+    )
+    assert "--param_dtype=bfloat16" in out and "every weight" in out and "gradient clipping" in out
+
+
+def test_fit_with_a_token_budget_times_the_cheapest_full_recipe(capsys):
+    """gpt2-xl from scratch (padded vocabulary, no LoRA) on one 4070 Ti: --tokens with --fit prints the recipes and
+    the budget's time with the cheapest recipe that trains every weight with gradient accumulation, its recompute
+    included (time x compute)."""
+    report = cli(["--model=gpt2-xl", "--tokens=10B", "--gpu=4070ti", "--fit"])
+    out = capsys.readouterr().out
+    assert report["model"]["padded_vocab_size"] == 50304
+    recipes = report["fit"]["recipes"]
+    assert recipes and all(r["full"] for r in recipes)
+    chosen = report["fit"]["chosen"]
+    accumulating = [r for r in recipes if not r["optimizer_in_backward"]]
+    assert chosen["compute"] == accumulating[0]["compute"] > 1  # with accumulation gpt2-xl needs checkpointing
+    assert chosen["seconds"] == pytest.approx(report["budget"]["seconds"] * chosen["compute"])
+    assert "the budget takes" in out
 
 
 def test_fit_says_when_nothing_fits_and_needs_a_gpu(capsys):
-    """gpt2-xl has no full fine-tuning recipe on a 12 GB card (the advice names LoRA); --fit without a GPU or
-    a memory figure is one clear error."""
-    report = cli(["--model=gpt2-xl", "--finetune", "--gpu=4070ti", "--fit"])
+    """Where no recipe fits (gpt2-xl in 4 GiB), --fit says so; --fit without a GPU or a memory figure is one
+    clear error."""
+    report = cli(["--model=gpt2-xl", "--finetune", "--memory-gib=4", "--fit"])
     assert report["fit"]["recipes"] == []
-    assert "none: use LoRA" in capsys.readouterr().out
+    assert "none:" in capsys.readouterr().out
     with pytest.raises(UserError, match="--fit needs the GPU's memory"):
         cli(["--model=gpt2", "--fit"])

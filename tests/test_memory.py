@@ -5,8 +5,10 @@ attention, dropout and cross-entropy taking the paths CUDA takes), so nothing is
 allocated. Checked: the bytes autograd saves for the backward pass, exactly (seen
 through torch.autograd.graph.saved_tensors_hooks, each storage once, parameters left
 out); the peak of live tensor bytes over a whole steady-state step (MemTracker); and the
-bytes AdamW keeps. bench/memory.py measures the same peak at GPT-2's real sizes, and on
-a GPU against torch.cuda.max_memory_allocated.
+bytes AdamW keeps. The same for each memory-saving option of training (bf16 weights, 8-bit
+AdamW, chunked loss, LoRA, the optimizer step in backward) and the combinations --fit lists.
+bench/memory.py measures the same peak at GPT-2's real sizes, and on a GPU against
+torch.cuda.max_memory_allocated.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from nanogpt2.errors import UserError
 from nanogpt2.flops.memory import estimate_training_memory, max_batch_size
+from nanogpt2.flops.memory_state import LORA_TARGETS
 from nanogpt2.model import GPT, GPTConfig
 
 GiB = 2**30
@@ -45,25 +48,25 @@ def load_bench_memory():
 bench_memory = load_bench_memory()
 
 
-def saved_for_backward(config: GPTConfig, batch: int, seq_len: int, autocast: bool, math: bool) -> int:
-    """Bytes of the non-parameter tensors autograd saves in one forward pass of our model, as CUDA runs it."""
+def saved_for_backward(config: GPTConfig, batch: int, seq_len: int, autocast: bool, math: bool, **options) -> int:
+    """Bytes of the tensors autograd saves in one forward pass of our model, as CUDA runs it, leaving out the
+    parameters and the batch (inputs and targets exist anyway). options: bench/memory.py's build."""
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         s = t.untyped_storage()
-        if s._cdata not in params:
+        if s._cdata not in excluded:
             storages[s._cdata] = s.nbytes()  # views of one tensor share a storage: count it once
         return t
 
     attention = sdpa_kernel([SDPBackend.MATH]) if math else contextlib.nullcontext()
     with FakeTensorMode(), bench_memory.as_on_cuda():
-        model = GPT(config).train()
-        params = {p.untyped_storage()._cdata for p in model.parameters()}
-        idx = torch.randint(0, config.vocab_size, (batch, seq_len))
-        targets = torch.randint(0, config.vocab_size, (batch, seq_len))
+        run = bench_memory.build(config, batch, seq_len, "cpu", fake=True, **options)
+        ((idx, targets),) = run.batches
+        excluded = {t.untyped_storage()._cdata for t in [*run.model.parameters(), idx, targets]}
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), attention:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                model(idx, targets)
+                run.model(idx, targets)
     return sum(storages.values())
 
 
@@ -120,6 +123,102 @@ def test_peak_matches_a_traced_training_step(config, batch, seq_len, attention, 
     traced = bench_memory.fake_peak(config, batch, seq_len, **options)
     est = estimate_training_memory(config, batch, seq_len, **options)
     assert abs(est.peak / traced - 1) <= 0.05, (est.peak_phase, est.phases, traced)
+
+
+# The memory-saving options (bench/memory.py traces each as training runs it), alone and in the combinations
+# the --fit recipes use.
+BF16_FULL = dict(param_dtype="bfloat16", optimizer="adamw8bit", checkpointing=True, loss_chunk_tokens=32)
+SAVED_RECIPES = {
+    "bf16 weights": dict(param_dtype="bfloat16", optimizer="adamw8bit"),
+    "chunked loss": dict(loss_chunk_tokens=32),
+    "chunked loss, bf16 weights": dict(loss_chunk_tokens=32, param_dtype="bfloat16", optimizer="adamw8bit"),
+    "LoRA attn, fp32 base": dict(lora_rank=4),
+    "LoRA all, bf16 base": dict(lora_rank=4, lora_targets="all", lora_base_dtype="bfloat16"),
+}
+
+
+@pytest.mark.parametrize("config,batch,seq_len", SHAPES)
+@pytest.mark.parametrize("recipe", SAVED_RECIPES)
+def test_saved_activations_match_autograd_with_memory_savers(config, batch, seq_len, recipe):
+    """With bf16 weights, a chunked loss or LoRA, the activation and weight-copy terms still equal, byte for byte,
+    what autograd saves: the frozen matmuls save nothing, the chunked loss only ln_f's output."""
+    config = dataclasses.replace(config, dropout=0.1)
+    options = SAVED_RECIPES[recipe]
+    got = saved_for_backward(config, batch, seq_len, autocast=True, math=False, **options)
+    est = estimate_training_memory(config, batch, seq_len, **options)
+    # Autocast's cached bf16 copy of the tied embedding lives through the forward pass, but a checkpointed loss
+    # chunk does not save it (its recompute makes a new one).
+    unsaved = (
+        2 * config.padded_vocab_size * config.n_embd
+        if "loss_chunk_tokens" in options and not options.get("param_dtype")
+        else 0
+    )
+    assert est.activations + est.low_precision_weights - unsaved == got
+
+
+PEAK_RECIPES = {  # (options, grad_accum values)
+    "bf16 weights + adamw8bit + checkpointing + chunked loss": (BF16_FULL, [1, 2]),
+    "the same, step in backward": ({**BF16_FULL, "optimizer_in_backward": True}, [1]),
+    "step in backward (fp32 AdamW)": ({"optimizer_in_backward": True}, [1]),
+    "adamw8bit": ({"optimizer": "adamw8bit"}, [2]),
+    "chunked loss": ({"loss_chunk_tokens": 32}, [1, 2]),
+    "LoRA, bf16 base": ({"lora_rank": 4, "lora_base_dtype": "bfloat16"}, [2]),
+    "LoRA, bf16 base, checkpointing": ({"lora_rank": 4, "lora_base_dtype": "bfloat16", "checkpointing": True}, [1]),
+    "LoRA all, fp32 base, checkpointing": ({"lora_rank": 4, "lora_targets": "all", "checkpointing": True}, [2]),
+}
+
+
+@pytest.mark.parametrize("config,batch,seq_len", PEAK_SHAPES)
+@pytest.mark.parametrize("recipe,grad_accum", [(name, k) for name, (_, accums) in PEAK_RECIPES.items() for k in accums])
+def test_peak_matches_a_traced_training_step_with_memory_savers(config, batch, seq_len, recipe, grad_accum):
+    """With each memory-saving option the training code has, alone or combined as --fit combines them, the
+    estimated peak is within 5% of the live tensor bytes of the traced step (the real code path: the model's
+    checkpointing and chunked loss, apply_lora, the 8-bit optimizer's states, the step in backward's hooks)."""
+    config = dataclasses.replace(config, dropout=0.1)
+    options = dict(PEAK_RECIPES[recipe][0], grad_accum=grad_accum)
+    traced = bench_memory.fake_peak(config, batch, seq_len, **options)
+    est = estimate_training_memory(config, batch, seq_len, **options)
+    assert abs(est.peak / traced - 1) <= 0.05, (est.peak_phase, est.phases, traced)
+
+
+def test_lora_targets_are_lora_py_s():
+    """The torch-free copy of LoRA's targets (memory_state.LORA_TARGETS) names the layers nanogpt2.lora adapts."""
+    from nanogpt2.lora import TARGETS
+
+    assert {k: tuple(v) for k, v in LORA_TARGETS.items()} == TARGETS
+
+
+@pytest.mark.slow  # torchao compiles its update on the first step: 4-7 s per case
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(param_dtype="bfloat16", optimizer="adamw8bit"),
+        dict(lora_rank=8, lora_targets="all", lora_base_dtype="bfloat16", optimizer="adamw8bit"),
+        dict(lora_rank=4),
+    ],
+    ids=["bf16 weights", "LoRA all 8-bit", "LoRA attn"],
+)
+def test_state_terms_match_a_real_step(options):
+    """Weights, gradients and moments of bf16 weights and of LoRA equal what a real optimizer step holds, byte
+    for byte: bf16 gradients, fp32 moments for what torchao does not quantize, none for a frozen base."""
+    pytest.importorskip("torchao")
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=32, vocab_size=50)
+    run = bench_memory.build(config, 2, 32, "cpu", **options)
+    bench_memory.train_step(run.model, run, run.batches, contextlib.nullcontext, "flash")
+    params = list(run.model.parameters())
+    _, loss = run.model(*run.batches[0])
+    loss.backward()  # gradients as they are before the step
+    est = estimate_training_memory(config, 2, 32, **options)
+    moments = [t for opt in run.optimizers for st in opt.state.values() for k, t in st.items() if k != "step"]
+    assert est.optimizer == sum(_tensor_bytes(t) for t in moments)
+    assert est.weights == sum(p.nbytes for p in params)
+    assert est.gradients == sum(p.grad.nbytes for p in params if p.grad is not None)
+
+
+def _tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes of a tensor, or of torchao's 8-bit state (codes, scales and code table)."""
+    inner = [getattr(t, name) for name in ("codes", "scale", "qmap") if hasattr(t, name)]
+    return sum(x.nbytes for x in inner) if inner else t.nbytes
 
 
 def test_math_attention_with_dropout_is_not_traced():
@@ -187,6 +286,23 @@ def test_terms_respond_to_their_settings():
     assert held.peak - base.peak == 2 * 4 * 1024 * config.padded_vocab_size
 
 
+def test_memory_savers_respond_as_they_should():
+    """bf16 weights halve weights and gradients; LoRA keeps gradients and moments for the adapters alone; the step
+    in backward has no optimizer-step moment and a lower peak; a chunked loss never forms the whole loss gradient."""
+    config = GPTConfig.gpt2("gpt2-xl")
+    fp32 = estimate_training_memory(config, 1, optimizer="adamw8bit", grad_accum=2)
+    bf16 = estimate_training_memory(config, 1, optimizer="adamw8bit", grad_accum=2, param_dtype="bfloat16")
+    assert (bf16.weights, bf16.gradients) == (fp32.weights // 2, fp32.gradients // 2)
+    lora = estimate_training_memory(config, 1, lora_rank=16, lora_base_dtype="bfloat16")
+    assert lora.gradients < fp32.gradients / 100 and lora.optimizer < fp32.optimizer / 50
+    fused = estimate_training_memory(
+        config, 1, param_dtype="bfloat16", optimizer="adamw8bit", optimizer_in_backward=True
+    )
+    assert "optimizer step" not in fused.phases and fused.peak < bf16.peak - fused.gradients / 2
+    chunked = estimate_training_memory(config, 4, loss_chunk_tokens=1024)
+    assert chunked.loss_gradient == 0 and chunked.peak < estimate_training_memory(config, 4).peak
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -196,10 +312,20 @@ def test_terms_respond_to_their_settings():
         {"dtype": "int8"},
         {"attention": "sparse"},
         {"grad_accum": 0},
+        {"param_dtype": "bfloat16"},  # bf16 weights need adamw8bit
+        {"param_dtype": "float16", "optimizer": "adamw8bit"},
+        {"optimizer_in_backward": True, "grad_accum": 4},
+        {"optimizer_in_backward": True, "ddp": True},
+        {"lora_rank": 8, "param_dtype": "bfloat16", "optimizer": "adamw8bit"},
+        {"lora_rank": -1},
+        {"lora_rank": 8, "lora_targets": "mlp"},
+        {"loss_chunk_tokens": 0.5},
+        {"optimizer": "sgd"},
     ],
 )
 def test_bad_settings_are_user_errors(kwargs):
-    """Impossible settings (no batch, longer than the context, unknown dtype or attention) raise UserError."""
+    """Impossible settings (no batch, longer than the context, unknown dtype or attention, options training does
+    not combine) raise UserError."""
     args = {"batch_size": 1, **kwargs}
     with pytest.raises(UserError):
         estimate_training_memory(GPTConfig.gpt2("gpt2"), args.pop("batch_size"), **args)

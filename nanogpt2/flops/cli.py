@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from nanogpt2.errors import UserError, run_main
 from nanogpt2.flops import counting as F
-from nanogpt2.flops import hardware, memory, scaling
+from nanogpt2.flops import fit, hardware, memory, scaling
 from nanogpt2.model_config import GPT2_SIZES, GPTConfig
 
 MODELS = tuple(GPT2_SIZES)
@@ -109,7 +109,11 @@ def make_parser() -> argparse.ArgumentParser:
     opt("--memory-gib", type=_positive(float), help="memory of your GPU, GiB (overrides the table)")
     opt("--dtype", choices=tuple(memory.ACT_BYTES), default="bfloat16", help="training precision (default bfloat16)")
     opt("--batch-size", type=_positive(int), help="micro-batch, sequences per GPU (default: the largest that fits)")
-    opt("--grad-accum", type=_positive(int), default=1, help="gradient accumulation micro-steps (default 1)")
+    opt(
+        "--grad-accum",
+        type=_positive(int),
+        help="gradient accumulation micro-steps (default 1; --fit assumes accumulation unless the step is in backward)",
+    )
     opt(
         "--optimizer",
         choices=["adamw", "adamw8bit"],
@@ -117,6 +121,21 @@ def make_parser() -> argparse.ArgumentParser:
         help="adamw: fp32 moments (8 bytes per parameter); adamw8bit: torchao's 8-bit moments (~2 bytes)",
     )
     opt("--checkpointing", action="store_true", help="activation checkpointing: recompute each block in backward")
+    opt(
+        "--param-dtype",
+        choices=tuple(memory.PARAM_BYTES),
+        default="float32",
+        help="weights and gradients in float32 (default) or bfloat16 (needs --optimizer=adamw8bit)",
+    )
+    opt("--loss-chunk-tokens", type=int, default=0, help="the LM head and loss N tokens at a time (0: all at once)")
+    opt(
+        "--optimizer-in-backward",
+        action="store_true",
+        help="update each weight as its gradient completes and free it (no accumulation, no clipping)",
+    )
+    opt("--lora-rank", type=int, default=0, help="LoRA adapters of this rank on a frozen base (0: train every weight)")
+    opt("--lora-targets", choices=tuple(memory.LORA_TARGETS), default="attn", help="matrices LoRA adapts (attn/all)")
+    opt("--lora-base-dtype", choices=tuple(memory.PARAM_BYTES), default="float32", help="LoRA's frozen base dtype")
     opt("--dropout", type=float, default=0.0, help="dropout probability (masks cost memory; default 0)")
     opt("--attention", choices=("flash", "math"), default="flash", help="fused (flash) or explicit attention")
     opt("--fit", action="store_true", help="list the training recipes that fit the GPU's memory, cheapest first")
@@ -246,38 +265,17 @@ def build_report(args: argparse.Namespace) -> dict:
             raise UserError("--fit needs the GPU's memory: add --gpu NAME or --memory-gib N")
         if not 0 <= args.display_gib < mem_bytes / 2**30:
             raise UserError(f"--display-gib={args.display_gib} must be at least 0 and below the GPU's memory")
-        report["fit"] = fit_recipes(cfg, args, int(mem_bytes - args.display_gib * 2**30))
+        usable = int(mem_bytes - args.display_gib * 2**30)
+        options = dict(dtype=args.dtype, attention=args.attention, ddp=args.gpus > 1)
+        recipes = fit.fit_recipes(cfg, usable, lora=args.finetune, grad_accum=args.grad_accum, **options)
+        report["fit"] = {"usable_bytes": usable, "display_gib": args.display_gib, "recipes": recipes}
+        # The budget's time with the cheapest recipe that trains every weight and keeps gradient accumulation
+        # and clipping (a real run's batch is many micro-batches: the step in backward cannot accumulate).
+        full = [r for r in recipes if r["full"] and not r["optimizer_in_backward"]]
+        budget = report["budget"]
+        if full and budget and budget["seconds"]:
+            report["fit"]["chosen"] = {**full[0], "seconds": budget["seconds"] * full[0]["compute"]}
     return report
-
-
-# Recipes, cheapest first. Recomputing every block in backward adds one forward pass: 8 instead of 6
-# FLOPs per parameter per token (Chen et al. 2016; Korthikanti et al. 2022). 8-bit moments cost no FLOPs
-# worth counting, but are an approximation of AdamW, so fp32 moments come first at equal compute.
-RECIPES = [
-    {"checkpointing": False, "optimizer": "adamw", "compute": 1.0},
-    {"checkpointing": False, "optimizer": "adamw8bit", "compute": 1.0},
-    {"checkpointing": True, "optimizer": "adamw", "compute": 4 / 3},
-    {"checkpointing": True, "optimizer": "adamw8bit", "compute": 4 / 3},
-]
-
-
-def fit_recipes(cfg: GPTConfig, args: argparse.Namespace, usable: int) -> dict:
-    """Every recipe (checkpointing x optimizer) with the largest micro-batch that fits in `usable` bytes."""
-    rows = []
-    for recipe in RECIPES:
-        options = dict(
-            dtype=args.dtype,
-            attention=args.attention,
-            grad_accum=args.grad_accum,
-            ddp=args.gpus > 1,
-            checkpointing=recipe["checkpointing"],
-            optimizer=recipe["optimizer"],
-        )
-        batch = memory.max_batch_size(cfg, usable, **options)
-        if batch:
-            est = memory.estimate_training_memory(cfg, batch, **options)
-            rows.append({**recipe, "batch_size": batch, "peak_allocated": est.peak, "device_total": est.device_bytes()})
-    return {"usable_bytes": usable, "display_gib": args.display_gib, "recipes": rows}
 
 
 def memory_report(cfg: GPTConfig, args: argparse.Namespace, mem_bytes: float | None) -> dict:
@@ -285,16 +283,26 @@ def memory_report(cfg: GPTConfig, args: argparse.Namespace, mem_bytes: float | N
         dtype=args.dtype,
         attention=args.attention,
         checkpointing=args.checkpointing,
-        grad_accum=args.grad_accum,
+        grad_accum=args.grad_accum or 1,
         ddp=args.gpus > 1,
         optimizer=args.optimizer,
+        param_dtype=args.param_dtype,
+        loss_chunk_tokens=args.loss_chunk_tokens,
+        optimizer_in_backward=args.optimizer_in_backward,
+        lora_rank=args.lora_rank,
+        lora_targets=args.lora_targets,
+        lora_base_dtype=args.lora_base_dtype,
     )
     largest = memory.max_batch_size(cfg, int(mem_bytes), **options) if mem_bytes else None
     batch = args.batch_size or largest or 1
     est = memory.estimate_training_memory(cfg, batch, **options)
+    held = est.gradients_live or est.peak_phase in ("optimizer step", "backward (embedding)")
+    weights = fit.SHORT[args.param_dtype]
+    if args.lora_rank:
+        weights = f"{fit.SHORT[args.lora_base_dtype]} base, fp32 adapters"
     terms = {
-        "weights (fp32)": est.weights,
-        "gradients (fp32)": est.gradients if est.gradients_live or est.peak_phase == "optimizer step" else 0,
+        f"weights ({weights})": est.weights,
+        "gradients": est.gradients if held else 0,
         "AdamW moments": est.optimizer,
         "DDP gradient buckets": est.ddp_buckets,
         "bf16 weight copies": est.low_precision_weights if est.peak_phase != "optimizer step" else 0,
@@ -304,6 +312,7 @@ def memory_report(cfg: GPTConfig, args: argparse.Namespace, mem_bytes: float | N
         "seq_len": est.seq_len,
         **options,
         "terms_at_peak": terms,
+        "state": est.weights + est.gradients + est.optimizer,
         "activations": est.activations,
         "logits_held": est.logits,
         "loss_gradient": est.loss_gradient,
@@ -325,27 +334,9 @@ def cli(argv: Sequence[str] | None = None) -> dict:
         print(format_gpu_table())
         return {"gpus": hardware.gpu_names()}
     report = build_report(args)
-    text = format_report(report) + ("\n\n" + format_fit(report["fit"]) if report.get("fit") else "")
+    text = format_report(report) + ("\n\n" + fit.format_fit(report["fit"]) if report.get("fit") else "")
     print(json.dumps(report, indent=2) if args.json else text)
     return report
-
-
-def format_fit(fit: dict) -> str:
-    """The --fit table: one line per recipe that fits, cheapest first."""
-    head = (
-        f"recipes that fit in {gib(fit['usable_bytes'])} (the card less {fit['display_gib']:g} GiB for a display; "
-        f"peaks below, plus allocator slack and the CUDA context), cheapest first:"
-    )
-    if not fit["recipes"]:
-        return head + "\n  none: use LoRA (--lora_rank in train.py), a shorter --block-size, or a bigger GPU"
-    lines = [head, f"  {'compute':>8}  {'checkpointing':<13}  {'optimizer':<10}  {'micro-batch':>11}  peak allocated"]
-    for r in fit["recipes"]:
-        lines.append(
-            f"  {r['compute']:>7.2f}x  {'yes' if r['checkpointing'] else 'no':<13}  {r['optimizer']:<10}  "
-            f"{r['batch_size']:>11}  {gib(r['peak_allocated'])}"
-        )
-    lines.append("  train.py settings: --checkpointing=True --optimizer=adamw8bit --batch_size=N as the row says")
-    return "\n".join(lines)
 
 
 # -- text ----------------------------------------------------------------------------------
@@ -447,6 +438,11 @@ def format_memory(mem: dict) -> list[str]:
         f"{mem['dtype']}{' autocast' if mem['dtype'] != 'float32' else ''}, {mem['attention']} attention"
         + (", activation checkpointing" if mem["checkpointing"] else "")
         + (f", {mem['grad_accum']} accumulation steps" if mem["grad_accum"] > 1 else "")
+        + (f", loss chunks of {mem['loss_chunk_tokens']}" if mem["loss_chunk_tokens"] else "")
+        + (f", {mem['optimizer']}" if mem["optimizer"] != "adamw" else "")
+        + (", bf16 weights" if mem["param_dtype"] == "bfloat16" else "")
+        + (", step in backward" if mem["optimizer_in_backward"] else "")
+        + (f", LoRA r={mem['lora_rank']} {mem['lora_targets']}" if mem["lora_rank"] else "")
     )
     out = [f"memory per GPU, micro-batch {mem['batch_size']} x {mem['seq_len']} tokens ({how}), eager PyTorch:"]
     low = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[mem["dtype"]]
@@ -465,8 +461,7 @@ def format_memory(mem: dict) -> list[str]:
         verdict = "fits" if mem["fits"] else "does NOT fit"
         advice = ""
         if not mem["max_batch_size"]:
-            terms = mem["terms_at_peak"]
-            state = terms["weights (fp32)"] * 2 + terms["AdamW moments"]  # weights, gradients, moments
+            state = mem["state"]  # weights, gradients, moments
             advice = (
                 f" (the weights, gradients and AdamW moments alone take {gib(state)}, plus the CUDA context: "
                 f"use a smaller model or a GPU with more memory)"

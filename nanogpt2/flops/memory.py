@@ -27,9 +27,13 @@ the log-probabilities and their fp32 copy are all alive, and so are every bf16
 weight copy (autocast caches them until the forward pass ends, also for checkpointed
 blocks) and ln_f's fp32 output; the start of the backward
 pass, when nll_loss's gradient joins what the loss saved: 10V bytes per token under
-bf16, 12V in fp32, which GPT-2's 50K-word vocabulary makes the usual peak; with
+bf16, 12V in fp32, which GPT-2's 50K-word vocabulary makes the usual peak; the LM
+head's backward, which forms the embedding's (V, C) weight gradient; with
 activation checkpointing (Chen et al. 2016, "Training Deep Nets with Sublinear
-Memory Cost") the backward of one recomputed block; and the optimizer step.
+Memory Cost") the backward of one recomputed block; the end of the backward pass,
+where the token embedding's two gradients (the LM head's, which autograd holds from
+the head's backward on, and the embedding's own) are summed into a third tensor; and
+the optimizer step, with the scratch of torchao's 8-bit update.
 Gradients exist during the backward pass only from the second micro-step of
 gradient accumulation on (zero_grad(set_to_none) frees them after each step), and
 the loop holds the step's micro-batches of token ids throughout. Without accumulation
@@ -37,17 +41,27 @@ and with checkpointing, the gradients of the blocks already done are alive while
 first block is recomputed. DDP keeps a second copy of the gradients in its all-reduce
 buckets.
 
+The memory-saving options of training change these moments: bf16 parameters
+(param_dtype) halve weights and gradients and leave autocast nothing to copy; a
+chunked loss (loss_chunk_tokens, GPT.chunked_loss) replaces the whole loss's
+tensors by one chunk's, in the forward pass and again in its recompute; LoRA keeps
+gradients and moments for the adapters only, and its frozen matmuls save nothing;
+the optimizer step in backward (optimizer_in_backward) frees each gradient as soon
+as it is formed, so gradients never add up.
+
 So the peak counts the bytes of live tensors. tests/test_memory.py checks the saved
 activations byte for byte, and the peak within 5%, against a training step traced
-as CUDA runs it, on fake tensors (bench/memory.py), at small shapes; bench/memory.py
-compares the peak at GPT-2's sizes with that trace, or with a GPU's
+as CUDA runs it, on fake tensors (bench/memory.py), at small shapes, for every option
+and the combinations --fit uses; bench/memory.py compares the peak at GPT-2's sizes with
+that trace (within 0.1% for the 12 GB recipes), or with a GPU's
 torch.cuda.max_memory_allocated. The latter also counts what is not a tensor:
 kernel workspaces (cuBLAS, FlashAttention's backward) and the allocator's rounding,
-0.07-0.31 GiB (1-2%) on an H100, left (with fragmentation) to ALLOCATOR_SLACK. The CUDA
+0.07-0.31 GiB (1-2.5%) on an H100, left (with fragmentation) to ALLOCATOR_SLACK. The CUDA
 context (kernels, cuBLAS) sits outside PyTorch's allocator and is allowed for separately.
 
-This is eager PyTorch; torch.compile usually needs less (it fuses the loss and
-saves fewer intermediates), so "fits" here is on the safe side.
+This is eager PyTorch. torch.compile can need more, not less: config/finetune_large.py's
+recipe (checkpointing, 8-bit AdamW) peaked at 11.32 GiB compiled against 10.35 GiB eager
+on an H100 (bench/results/memory-h100-recipes-20261126.json), 10.18 GiB estimated.
 """
 
 from __future__ import annotations
@@ -164,10 +178,14 @@ def estimate_training_memory(
     bf16_stream = param_dtype == "bfloat16" or (lora and lora_base_dtype == "bfloat16")
     rs = 2 if bf16_stream else 4  # bytes of the residual stream: the embeddings' dtype
     chunk = min(loss_chunk_tokens, n)
-    lora_opts = dict(lora_rank=lora_rank, lora_targets=lora_targets)
 
     weights, gradients, optimizer_bytes = state_bytes(
-        config, param_dtype=param_dtype, optimizer=optimizer, lora_base_dtype=lora_base_dtype, **lora_opts
+        config,
+        param_dtype=param_dtype,
+        optimizer=optimizer,
+        lora_base_dtype=lora_base_dtype,
+        lora_rank=lora_rank,
+        lora_targets=lora_targets,
     )
     gb = 4 if lora or param_dtype == "float32" else 2  # bytes per gradient value
     ddp_buckets = gradients if ddp else 0
@@ -179,13 +197,28 @@ def estimate_training_memory(
     block_lowp = 2 * 12 * C * C if fp32_matrices else 0
     head_lowp = 2 * Vp * C if fp32_matrices else 0
     blocks_lowp_saved = L * block_lowp - (2 * 3 * C * C if lora and fp32_matrices else 0)
-    adapters_lowp = gradients // 2 if lora and autocast else 0  # the fp32 adapters' cached copies
+    # The fp32 adapters' cached copies, saved by their matmuls but for the first block's c_attn lora_A: its input
+    # needs no gradient.
+    adapters_lowp = gradients // 2 - 2 * lora_rank * C if lora and autocast else 0
     lowp_through_forward = (blocks_lowp_saved if trained or not checkpointing else 0) + head_lowp + adapters_lowp
-    lowp_after_forward = (0 if checkpointing else blocks_lowp_saved + adapters_lowp) + head_lowp
+    # After it, those that matmuls saved: the head's is not, when the loss chunks are checkpointed.
+    lowp_after_forward = (0 if checkpointing else blocks_lowp_saved + adapters_lowp) + (0 if chunk else head_lowp)
 
     ln_copies = bf16_stream and autocast
-    per_block = block_bytes(config, batch_size, seq_len, a, attention, ln_copies=ln_copies, **lora_opts)
-    first_block = block_bytes(config, batch_size, seq_len, a, attention, ln_copies=ln_copies, first=True, **lora_opts)
+    per_block, first_block = (
+        block_bytes(
+            config,
+            batch_size,
+            seq_len,
+            a,
+            attention,
+            lora_rank=lora_rank,
+            lora_targets=lora_targets,
+            first=first,
+            ln_copies=ln_copies,
+        )
+        for first in (False, True)
+    )
     embed = embedding_bytes(config, batch_size, seq_len, trained)
     # With checkpointing, only each block's input (the residual stream) is kept.
     saved_blocks = L * rs * C * n if checkpointing else (L - 1) * per_block + first_block
@@ -232,8 +265,13 @@ def estimate_training_memory(
         if trained:
             wgrad = max(a * Vp * n, (4 * Vp * C if fp32_matrices else 0)) + a * Vp * C
             phases["backward (LM head)"] = static + lowp_after_forward + acts - loss_saved + logits + a * C * n + wgrad
+    if trained:
+        # The backward pass ends with the embeddings: the token embedding's own gradient joins the LM head's,
+        # and autograd adds them into a third tensor, beside every other gradient formed by then.
+        formed = 0 if optimizer_in_backward else gradients - (wte_grad if grad_accum == 1 else 0)
+        phases["backward (embedding)"] = weights + optimizer_bytes + ddp_buckets + ids + logits + formed + 3 * wte_grad
     if not optimizer_in_backward:
-        update = update_transient_max(config, optimizer, **lora_opts)
+        update = update_transient_max(config, optimizer, lora_rank, lora_targets)
         phases["optimizer step"] = weights + gradients + optimizer_bytes + ddp_buckets + ids + logits + update
     if checkpointing:
         # Block i recomputed, from the last block to the first: its activations (and bf16 copies of its fp32
@@ -330,9 +368,9 @@ def _check_recipe(
             raise UserError(f"{name}={value!r}: use float32 or bfloat16")
     if param_dtype == "bfloat16" and (optimizer != "adamw8bit" or dtype != "bfloat16"):
         raise UserError("param_dtype=bfloat16 trains with optimizer=adamw8bit under bfloat16 autocast; set both")
-    for name, value in (("loss_chunk_tokens", loss_chunk_tokens), ("lora_rank", lora_rank)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise UserError(f"{name}={value!r} must be a whole number >= 0 (0: off)")
+    for name, number in (("loss_chunk_tokens", loss_chunk_tokens), ("lora_rank", lora_rank)):
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            raise UserError(f"{name}={number!r} must be a whole number >= 0 (0: off)")
     if optimizer_in_backward and (grad_accum != 1 or ddp):
         raise UserError("optimizer_in_backward frees each gradient at once: use grad_accum=1 and no DDP")
     if lora_rank and param_dtype != "float32":

@@ -96,8 +96,8 @@ def head_bytes(config: GPTConfig, tokens: int, act_bytes: int, *, trained: bool,
     weight. With a chunked loss, each chunk is checkpointed: only ln_f's output is kept, for the recompute."""
     C, a, n = config.n_embd, act_bytes, tokens
     ln_f = (4 * C + 8) * n + (4 * C * (2 if config.bias else 1) if ln_copies else 0)
-    if chunked:
-        return ln_f + 4 * C * n
+    if chunked:  # and the mean's divisor, the count of targets (int64)
+        return ln_f + 4 * C * n + 8
     return ln_f + (a * C * n if trained else 0) + loss_saved_bytes(config, n, a)
 
 

@@ -18,16 +18,15 @@ from __future__ import annotations
 import math
 
 from nanogpt2.errors import UserError
+from nanogpt2.flops.counting import LORA_MATRICES
 from nanogpt2.model_config import GPTConfig
 
 PARAM_BYTES = {"float32": 4, "bfloat16": 2}
 
-# nanogpt2/lora.py's TARGETS with each matrix's (in, out) widths in units of n_embd (tests/test_memory.py
-# checks the names against lora.py, which this torch-free module cannot import).
-LORA_TARGETS = {
-    "attn": {"attn.c_attn": (1, 3), "attn.c_proj": (1, 1)},
-    "all": {"attn.c_attn": (1, 3), "attn.c_proj": (1, 1), "mlp.c_fc": (1, 4), "mlp.c_proj": (4, 1)},
-}
+# nanogpt2/lora.py's TARGETS, each matrix with its (in, out) widths in units of n_embd from counting.py
+# (tests/test_memory.py checks the names against lora.py, which this torch-free module cannot import).
+_LAYERS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+LORA_TARGETS = {k: dict(zip(_LAYERS, widths)) for k, widths in LORA_MATRICES.items()}
 
 
 def param_shapes(config: GPTConfig) -> list[tuple[str, tuple[int, ...]]]:
