@@ -81,7 +81,9 @@ class Case:
 
 
 # The memory-saving recipes for a 12 GB card (nanogpt2.flops --fit lists them), at full size.
-XL_FULL = dict(param_dtype="bfloat16", optimizer="adamw8bit", checkpointing=True, loss_chunk_tokens=1024)
+# config/finetune_xl_full.py and config/train_gpt2_xl.py. (At micro-batch 1 chunking the loss saves nothing: the
+# H100 record of 2026-11-26 took "xl-full" and "xl-scratch" with chunks of 1024, now the *-chunk1024 cases.)
+XL_FULL = dict(param_dtype="bfloat16", optimizer="adamw8bit", checkpointing=True)
 
 CASES = {
     "small-b1": Case("gpt2", 1),
@@ -101,13 +103,17 @@ CASES = {
     "xl-b2": Case("gpt2-xl", 2),  # fits an 80 GB card (weights, gradients and AdamW alone are 23 GiB)
     # config/finetune_large.py (accumulation 16 there; from 2 on, the gradients are held the same way)
     "large-recipe": Case("gpt2-large", 2, checkpointing=True, optimizer="adamw8bit"),
+    # config/finetune_large.py since bf16 weights: --fit's cheapest full-weight recipe for gpt2-large on a 4070 Ti
+    "large-bf16": Case("gpt2-large", 2, optimizer="adamw8bit", param_dtype="bfloat16"),
     # config/finetune_xl_lora.py: the cheapest recipe --fit finds for gpt2-xl on a 4070 Ti
     "xl-lora-b2": Case("gpt2-xl", 2, lora_rank=16, lora_base_dtype="bfloat16"),
     # the largest micro-batch --fit finds for LoRA with checkpointing on a 4070 Ti
     "xl-lora": Case("gpt2-xl", 11, checkpointing=True, lora_rank=16, lora_base_dtype="bfloat16"),
     "xl-full": Case("gpt2-xl", 1, **XL_FULL),
-    "xl-full-fused": Case("gpt2-xl", 1, grad_accum=1, optimizer_in_backward=True, **XL_FULL),
+    "xl-full-chunk1024": Case("gpt2-xl", 1, loss_chunk_tokens=1024, **XL_FULL),
+    "xl-full-fused": Case("gpt2-xl", 1, grad_accum=1, optimizer_in_backward=True, loss_chunk_tokens=1024, **XL_FULL),
     "xl-scratch": Case("gpt2-xl", 1, dropout=0.0, scratch=True, **XL_FULL),
+    "xl-scratch-chunk1024": Case("gpt2-xl", 1, dropout=0.0, scratch=True, loss_chunk_tokens=1024, **XL_FULL),
 }
 
 

@@ -159,9 +159,13 @@ def test_memory_model_counts_the_optimizer_state_exactly(kind):
     assert optimizer_state_bytes(config, kind) == real
 
 
-def test_finetune_large_recipe_runs_a_step(shakespeare_data, tmp_path):
-    """config/finetune_large.py's recipe (8-bit AdamW, activation checkpointing, accumulation, dropout) trains
-    a step on the CPU, here on a small random-weight stand-in for gpt2-large loaded as a local folder."""
+@pytest.mark.parametrize("recipe", ["finetune_large", "finetune_xl_full", "finetune_xl_lora"])
+def test_12gb_recipes_run_a_step(shakespeare_data, tmp_path, recipe):
+    """Each 12 GB recipe for the big GPT-2s (bf16 weights and 8-bit AdamW; checkpointing; LoRA on a bf16 base)
+    trains a step on the CPU with its own settings, here on a small random-weight stand-in for the GPT-2 it
+    names, loaded as a local folder, and its checkpoint records those settings."""
+    from nanogpt2.configurator import read_config_file
+
     from conftest import REPO, make_hf_model, save_hf_dir
 
     base = save_hf_dir(
@@ -170,7 +174,7 @@ def test_finetune_large_recipe_runs_a_step(shakespeare_data, tmp_path):
     out = tmp_path / "run"
     summary = train(
         [
-            str(REPO / "config" / "finetune_large.py"),
+            str(REPO / "config" / f"{recipe}.py"),
             f"--init_from={base}",
             f"--dataset={shakespeare_data}",
             f"--out_dir={out}",
@@ -185,4 +189,6 @@ def test_finetune_large_recipe_runs_a_step(shakespeare_data, tmp_path):
     )
     assert summary["step"] == 1
     saved = read_checkpoint(out / "ckpt.pt")["config"]
-    assert saved["checkpointing"] is True and saved["optimizer"] == "adamw8bit"
+    memory_settings = ("param_dtype", "optimizer", "checkpointing", "loss_chunk_tokens", "lora_rank", "lora_base_dtype")
+    wanted = {k: v for k, v in read_config_file(REPO / "config" / f"{recipe}.py").items() if k in memory_settings}
+    assert wanted and {k: saved[k] for k in wanted} == wanted
