@@ -15,6 +15,8 @@ Two AdamW implementations, by the memory their moments take (the `optimizer` set
   8-bit moments on GPT-2's token table cost 0.43 nats of validation loss after 40 steps of a small
   model while fp32 ones matched fp32 AdamW to 1e-4 (tests/test_optim_8bit.py). The embeddings are
   a small share of the moments of any but the smallest GPT. Needs `pip install 'nanogpt2[lowbit]'`.
+  Why torchao and not bitsandbytes: bitsandbytes' AdamW8bit (0.50.2, checked 2026-11-26) also steps on
+  the CPU and takes bf16 weights, but offers no stochastic rounding of them, which bf16 weights need (below).
 
 bf16 parameters (the `param_dtype` setting) halve the weights and gradients. The update is still
 computed in fp32, but storing it back in bf16 must round, and rounding to nearest drops every

@@ -1,11 +1,11 @@
-"""One real optimizer step of a gpt2-xl recipe on the CPU, from a random-weight folder, with its peak RAM.
+"""One real optimizer step of a big-GPT-2 recipe on the CPU, from a random-weight folder, with its peak RAM.
 
-    python bench/xl_cpu_step.py                                   # config/finetune_xl_full.py, 256 tokens
-    python bench/xl_cpu_step.py --config=config/finetune_xl_lora.py --block_size=128
+    python bench/cpu_step.py                                   # config/finetune_xl_full.py, 256 tokens
+    python bench/cpu_step.py --config=config/finetune_large.py --block_size=128
 
-Proof that the 12 GB recipes for the largest GPT-2 are real code paths and not only arithmetic:
+Proof that the 12 GB recipes for the big GPT-2s are real code paths and not only arithmetic:
 `python train.py CONFIG` runs as a user runs it (loading a transformers GPT-2 folder exactly as
-init_from=gpt2-xl does after download, bf16 cast, 8-bit AdamW with stochastic rounding, activation
+init_from=NAME does after download, bf16 cast, 8-bit AdamW with stochastic rounding, activation
 checkpointing, chunked loss, evaluation and the checkpoint), for one optimizer step of one micro-batch,
 on the CPU. The folder is written by a child process (transformers' random init of 1.56B fp32
 parameters), so the peak resident memory recorded (ru_maxrss) is the training process's alone: it
@@ -41,14 +41,17 @@ def main(argv=None) -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
-    work = Path(args.work or tempfile.mkdtemp(prefix="xl-cpu-step-"))
-    folder, out = work / "gpt2-xl-random", work / "out"
+    from nanogpt2.configurator import read_config_file
+
+    size = read_config_file(REPO / args.config).get("init_from", "gpt2-xl")  # the GPT-2 the recipe fine-tunes
+    work = Path(args.work or tempfile.mkdtemp(prefix="cpu-step-"))
+    folder, out = work / f"{size}-random", work / "out"
     shutil.rmtree(out, ignore_errors=True)
     if not (folder / "config.json").exists():
         start = time.perf_counter()
         code = "import sys; from pathlib import Path; from gpu_main_job import write_random_gpt2; "
-        code += "write_random_gpt2(Path(sys.argv[1]), 'gpt2-xl', False)"
-        subprocess.run([sys.executable, "-c", code, str(folder)], cwd=BENCH, check=True)
+        code += "write_random_gpt2(Path(sys.argv[1]), sys.argv[2], False)"
+        subprocess.run([sys.executable, "-c", code, str(folder), size], cwd=BENCH, check=True)
         print(f"wrote {folder} in {time.perf_counter() - start:.0f} s", flush=True)
 
     from nanogpt2.trainer import train
@@ -85,8 +88,8 @@ def main(argv=None) -> None:
         "peak_rss_gib": round(peak_rss / 2**30, 2),
         "checkpoint_gib": round((out / "ckpt.pt").stat().st_size / 2**30, 2) if (out / "ckpt.pt").exists() else None,
     }
-    settings = {"config": args.config, "overrides": overrides, "weights": "random, gpt2-xl's shape (transformers)"}
-    path = write_result("xl-cpu-step", settings, [result], path=args.json)
+    settings = {"config": args.config, "overrides": overrides, "weights": f"random, {size}'s shape (transformers)"}
+    path = write_result("cpu-step", settings, [result], path=args.json)
     print(json.dumps(result), f"\nwrote {path}")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
