@@ -5,8 +5,9 @@
 #
 # fp32 weights, gradients and AdamW moments alone would take 16 bytes per parameter, 23 GiB. This recipe
 # takes about 6: bf16 weights (2 B) and gradients (2 B, accumulated in bf16), 8-bit AdamW moments (~2 B; the
-# embeddings' fp32), and activation checkpointing, with one 1024-token sequence per micro-step. The bf16 weights are updated with stochastic rounding: rounded to nearest, most
-# fine-tuning updates would vanish (bench/bf16_quality.py measures both).
+# embeddings' fp32), and activation checkpointing, with one 1024-token sequence per micro-step. The bf16
+# weights are updated with stochastic rounding: rounded to nearest, most fine-tuning updates would vanish
+# (bench/bf16_quality.py measures both).
 # Predicted peak: 9.85 GiB allocated, 10.84 GiB with allocator slack and the CUDA context, of the 11.7 GiB a
 # 12 GB card reports (python -m nanogpt2.flops --model=gpt2-xl --finetune --gpu=4070ti --batch-size=1
 #  --grad-accum=32 --dropout=0.1 --checkpointing --optimizer=adamw8bit --param-dtype=bfloat16).

@@ -190,7 +190,8 @@ def format_fit(fit: dict) -> str:
         "  compute: matmul FLOPs per token relative to plain training (checkpointing recomputes the blocks' "
         "forward, +1/3,\n  or ~+1/5 without dropout; chunked loss the LM head; LoRA skips the frozen weights' "
         "gradients).\n  trains: all = every weight, LoRA = adapters only. The step in backward needs gradient "
-        "accumulation 1,\n  gives up gradient clipping and runs without torch.compile (which would keep every gradient)."
+        "accumulation 1,\n  gives up gradient clipping and runs without torch.compile (which would keep every "
+        "gradient)."
     )
     chosen = fit.get("chosen")
     if chosen:
