@@ -84,7 +84,15 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
     # Processes, device and precision. The CUDA allocator's settings must come before its first use.
     allocator = use_expandable_segments() if cfg.device in ("auto", "cuda") or cfg.device.startswith("cuda") else None
     dist = dist_utils.init_distributed(cfg.device)
-    rt = resolve_runtime(dist_utils.device_for(dist, cfg.device), cfg.compute_dtype)
+    try:
+        rt = resolve_runtime(dist_utils.device_for(dist, cfg.device), cfg.compute_dtype)
+    except UserError as e:
+        if cfg.param_dtype != "bfloat16":
+            raise
+        raise UserError(f"param_dtype=bfloat16 cannot run here ({e}); use param_dtype=float32") from None
+    if cfg.optimizer_in_backward and (rt.needs_grad_scaler or dist.enabled):
+        why = "float16's loss scaling must see every gradient" if rt.needs_grad_scaler else "DDP averages gradients"
+        raise UserError(f"optimizer_in_backward=True cannot run here: {why} before any update; drop it")
     if rt.device_type == "cuda":
         enable_tf32()
     else:
@@ -124,8 +132,9 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         lora = {"base": cfg.init_from, "fingerprint": base_fingerprint(raw_model), "settings": lora_settings(raw_model)}
     raw_model.checkpointing = cfg.checkpointing
     raw_model.loss_chunk_tokens = cfg.loss_chunk_tokens
-    if cfg.param_dtype == "bfloat16":  # cast on the host: the device never holds the fp32 copy
-        raw_model.to(torch.bfloat16)  # a resumed run's bf16 weights went into fp32 and come back unchanged
+    if not cfg.lora_rank:  # on the host, so that the device never holds two copies. A resumed run may change
+        # param_dtype: bf16 -> fp32 is exact, fp32 -> bf16 rounds once.
+        raw_model.to(torch.bfloat16 if cfg.param_dtype == "bfloat16" else torch.float32)
     raw_model.to(rt.device)
     seed_everything(cfg.seed + dist.rank)
     optimizer = make_optimizer(
@@ -139,9 +148,6 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         in_backward=cfg.optimizer_in_backward,
     )
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.needs_grad_scaler)
-    if cfg.optimizer_in_backward and (rt.needs_grad_scaler or dist.enabled):
-        why = "float16's loss scaling must see every gradient" if rt.needs_grad_scaler else "DDP averages gradients"
-        raise UserError(f"optimizer_in_backward=True cannot run here: {why} before any update; drop it")
     train_batches = RandomBatches(
         data.split("train"),
         cfg.batch_size,

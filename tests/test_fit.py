@@ -65,3 +65,18 @@ def test_candidates_are_the_combinations_training_accepts():
     assert any(r.optimizer_in_backward for r in everything)
     assert not any(r.optimizer_in_backward for r in candidate_recipes(grad_accum=4))
     assert any(r.lora_rank for r in everything) and not any(r.lora_rank for r in candidate_recipes(lora=False))
+
+
+def test_every_recipe_prints_settings_train_py_accepts():
+    """The train.py settings --fit prints under each candidate recipe are accepted by train.py's own config (for
+    a fine-tune of a GPT-2, as --fit assumes), and give back that recipe's memory settings."""
+    from nanogpt2.configurator import parse_config
+    from nanogpt2.train_config import TrainConfig
+
+    for recipe in candidate_recipes():
+        flags = [] if recipe.settings() == "(defaults)" else recipe.settings().split()
+        cfg = parse_config(TrainConfig, ["--init_from=gpt2", *flags])
+        for field in dataclasses.fields(Recipe):
+            if field.name.startswith("lora_") and not recipe.lora_rank:
+                continue  # no adapters: their settings mean nothing
+            assert getattr(cfg, field.name) == getattr(recipe, field.name), (recipe, field.name)

@@ -90,3 +90,19 @@ def test_switching_on_resume_is_refused(shakespeare_data, tmp_path):
         train(
             [f"--out_dir={out}", "--init_from=resume", "--max_iters=2", "--grad_clip=0", "--optimizer_in_backward=True"]
         )
+
+
+def test_dropping_the_optimizer_frees_the_model():
+    """The hooks reach their optimizers weakly: once the model and the optimizer are dropped, the parameters are
+    freed (a strong hook -> optimizer -> parameter chain, held in autograd's table, would keep them forever)."""
+    import gc
+    import weakref
+
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=64))
+    optimizer = make_optimizer(model, 1e-2, 0.1, (0.9, 0.95), "cpu", in_backward=True)
+    idx = torch.randint(0, 64, (2, 16))
+    model(idx, idx)[1].backward()
+    weight = weakref.ref(model.wte.weight)
+    del model, optimizer
+    gc.collect()
+    assert weight() is None

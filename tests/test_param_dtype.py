@@ -128,3 +128,16 @@ def test_global_norm_of_bf16_gradients_is_taken_in_fp32():
     assert abs(total.item() - exact.item()) < 1e-6 * exact.item()
     after = torch.linalg.vector_norm(torch.cat([p.grad.float() for p in params]))
     assert abs(after.item() - 1.0) < 2**-8
+
+
+def test_resuming_with_another_param_dtype_switches_the_weights(shakespeare_data, tmp_path):
+    """A bf16-weight run resumed with --param_dtype=float32 continues with fp32 weights equal to the saved bf16 ones
+    (the widening is exact), and its next checkpoint holds fp32 weights and says float32."""
+    out = tmp_path / "run"
+    train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=1", "--eval_interval=1"])
+    saved = read_checkpoint(out / "ckpt.pt")["model"]
+    train([f"--out_dir={out}", "--init_from=resume", "--max_iters=2", "--param_dtype=float32"])
+    resumed = read_checkpoint(out / "ckpt.pt")
+    assert resumed["config"]["param_dtype"] == "float32" and resumed["step"] == 2
+    assert {t.dtype for t in resumed["model"].values() if t.is_floating_point()} == {torch.float32}
+    assert all(saved[k].dtype == torch.bfloat16 for k in saved if saved[k].is_floating_point())

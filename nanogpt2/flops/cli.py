@@ -135,7 +135,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     opt("--lora-rank", type=int, default=0, help="LoRA adapters of this rank on a frozen base (0: train every weight)")
     opt("--lora-targets", choices=tuple(memory.LORA_TARGETS), default="attn", help="matrices LoRA adapts (attn/all)")
-    opt("--lora-base-dtype", choices=tuple(memory.PARAM_BYTES), default="float32", help="LoRA's frozen base dtype")
+    opt(
+        "--lora-base-dtype",
+        choices=tuple(memory.PARAM_BYTES),
+        default=None,
+        help="LoRA's frozen base dtype (default: as train.py's auto, bfloat16 under a bf16 --dtype, else float32)",
+    )
     opt("--dropout", type=float, default=0.0, help="dropout probability (masks cost memory; default 0)")
     opt("--attention", choices=("flash", "math"), default="flash", help="fused (flash) or explicit attention")
     opt("--fit", action="store_true", help="list the training recipes that fit the GPU's memory, cheapest first")
@@ -330,6 +335,8 @@ def memory_report(cfg: GPTConfig, args: argparse.Namespace, mem_bytes: float | N
 def cli(argv: Sequence[str] | None = None) -> dict:
     """Parse argv, print the report (text or --json), and return it."""
     args = make_parser().parse_args(argv)
+    if args.lora_base_dtype is None:  # train.py's lora_base_dtype=auto
+        args.lora_base_dtype = "bfloat16" if args.dtype == "bfloat16" else "float32"
     if args.list_gpus:
         print(format_gpu_table())
         return {"gpus": hardware.gpu_names()}

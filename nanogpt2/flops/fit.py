@@ -68,8 +68,11 @@ class Recipe:
         )
 
     def settings(self) -> str:
-        """The train.py command-line settings that differ from the defaults."""
-        return " ".join(f"--{k}={v}" for k, v in asdict(self).items() if v != getattr(Recipe, k)) or "(defaults)"
+        """The train.py command-line settings that differ from the defaults (and what the update in backward needs)."""
+        flags = [f"--{k}={v}" for k, v in asdict(self).items() if v != getattr(Recipe, k)]
+        if self.optimizer_in_backward:
+            flags += ["--gradient_accumulation_steps=1", "--grad_clip=0"]
+        return " ".join(flags) or "(defaults)"
 
     def describe(self) -> str:
         parts = (

@@ -59,8 +59,8 @@ kernel workspaces (cuBLAS, FlashAttention's backward) and the allocator's roundi
 0.07-0.31 GiB (1-2.5%) on an H100, left (with fragmentation) to ALLOCATOR_SLACK. The CUDA
 context (kernels, cuBLAS) sits outside PyTorch's allocator and is allowed for separately.
 
-This is eager PyTorch. torch.compile can need more, not less: config/finetune_large.py's
-recipe (checkpointing, 8-bit AdamW) peaked at 11.32 GiB compiled against 10.35 GiB eager
+This is eager PyTorch. torch.compile can need more, not less: gpt2-large with checkpointing
+and 8-bit AdamW (config/finetune_large.py's first recipe) peaked at 11.32 GiB compiled against 10.35 GiB eager
 on an H100 (bench/results/memory-h100-recipes-20261126.json), 10.18 GiB estimated.
 """
 
