@@ -10,7 +10,7 @@ Read in this order:
                   (what autograd saves)
     fit.py        which recipes (micro-batch, checkpointing, optimizer, bf16 weights, LoRA) fit a GPU
     scaling.py    compute-optimal model size and tokens (Chinchilla and its refits)
-    cli.py        the command line that puts them together
+    cli.py        the command line that puts them together, and text.py, which lays its report out
 
 None of it imports PyTorch: the calculator answers in a fraction of a second.
 """
