@@ -150,8 +150,6 @@ def measure(case: Case, rt, fake: bool, compile_model: bool, steps: int = 3) -> 
     except torch.cuda.OutOfMemoryError:
         row.update(measured_gib="OOM", error=None, reserved_over_allocated=None)
     finally:
-        if run is not None:
-            run.release()
         del run
         gc.collect()
         torch.cuda.empty_cache()

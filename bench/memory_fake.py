@@ -156,5 +156,4 @@ def fake_peak(
         with tracker:  # MemTracker follows one forward per module: forget the last micro-step's before the next
             train_step(run.model, run, run.batches, autocast, attention, before_micro_step=tracker.reset_mod_stats)
         (peak,) = tracker.get_tracker_snapshot("peak").values()
-        run.release()
     return peak["Total"]

@@ -4,9 +4,8 @@ build makes the model with the recipe's settings, through the training code's ow
 model's `checkpointing` and `loss_chunk_tokens` attributes, nanogpt2.lora.apply_lora, the whole model
 cast to bf16 (param_dtype=bfloat16; under FakeTensorMode, Module.to cannot swap fake parameters, so
 the fake model is built with bf16 as the default dtype instead: the same tensors), and
-nanogpt2.optim.make_optimizer's optimizers. The step fused into backward (optimizer_in_backward) is a
-post-accumulate-grad hook per parameter that updates it with its own optimizer and frees its gradient,
-without gradient clipping (which needs every gradient at once).
+nanogpt2.optim's optimizers, OptimizerInBackward included (a post-accumulate-grad hook per parameter that
+updates it with its own optimizer and frees its gradient, without gradient clipping).
 
 One thing is not run on fake tensors: torchao's AdamW8bit.step, whose update is torch.compile'd, which
 FakeTensorMode cannot run (DataDependentOutputException), and whose eager form would hold several fp32
@@ -23,7 +22,7 @@ optimizer but that transient; on a GPU the real, compiled step runs.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch._subclasses.fake_tensor import unset_fake_temporarily
@@ -32,7 +31,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from nanogpt2 import GPT, GPTConfig
 from nanogpt2.flops.memory_state import update_transient_bytes
 from nanogpt2.lora import apply_lora
-from nanogpt2.optim import adamw_8bit, make_optimizer, param_groups
+from nanogpt2.optim import OptimizerInBackward, make_optimizer, optimizer_factory
 
 
 def train_step(model, run, batches, autocast, attention: str, before_micro_step=lambda: None) -> None:
@@ -61,13 +60,6 @@ class Run:
     optimizers: list
     step: object
     batches: list
-    hooks: list = field(default_factory=list)
-
-    def release(self) -> None:
-        """Remove the step-in-backward hooks: a parameter's hook holds its optimizer, which holds the parameter,
-        through autograd's C++ hook table, which the garbage collector cannot see, so the cycle never frees."""
-        for handle in self.hooks:
-            handle.remove()
 
 
 def build(config: GPTConfig, batch_size: int, seq_len: int, device, *, fake: bool = False, **options) -> Run:
@@ -97,31 +89,14 @@ def build(config: GPTConfig, batch_size: int, seq_len: int, device, *, fake: boo
         tuple(torch.randint(0, config.vocab_size, (batch_size, seq_len), device=device) for _ in "xy")
         for _ in range(o["grad_accum"])
     ]
+    traced = fake and kind == "adamw8bit"  # torchao's compiled step cannot run on fake tensors
     if not o["optimizer_in_backward"]:
         optimizer = make_optimizer(model, 3e-5, 0.1, (0.9, 0.95), dev, kind)
-        step = (lambda: traced_8bit_step(optimizer)) if fake and kind == "adamw8bit" else optimizer.step
-        return Run(model, [optimizer], step, batches)
-    # One optimizer per parameter, stepped by a hook the moment its gradient is complete, which then frees it.
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
-    optimizers, hooks = [], []
-    for group in param_groups(model, 0.1):
-        for p in group["params"]:
-            one = [{"params": [p], "weight_decay": group["weight_decay"]}]
-            if kind == "adamw8bit":
-                keep = [p] if id(p) in embeddings else []
-                sr = p.dtype == torch.bfloat16
-                optimizer = adamw_8bit(one, keep, lr=3e-5, betas=(0.9, 0.95), bf16_stochastic_round=sr)
-            else:
-                optimizer = torch.optim.AdamW(one, lr=3e-5, betas=(0.9, 0.95), fused=dev in ("cuda", "cpu"))
-            update = (lambda opt=optimizer: traced_8bit_step(opt)) if fake and kind == "adamw8bit" else optimizer.step
-
-            def hook(param, update=update):
-                update()
-                param.grad = None
-
-            hooks.append(p.register_post_accumulate_grad_hook(hook))
-            optimizers.append(optimizer)
-    return Run(model, optimizers, None, batches, hooks)
+        return Run(model, [optimizer], (lambda: traced_8bit_step(optimizer)) if traced else optimizer.step, batches)
+    # The trainer's own OptimizerInBackward: one optimizer per parameter, stepped by a hook during backward.
+    make = optimizer_factory(model, 3e-5, (0.9, 0.95), dev, kind)
+    fused = OptimizerInBackward(model, make, 0.1, **({"update": traced_8bit_step} if traced else {}))
+    return Run(model, fused.optimizers, None, batches)
 
 
 RECIPE_DEFAULTS = dict(

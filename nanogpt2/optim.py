@@ -75,10 +75,20 @@ def make_optimizer(
     instead of 48 (foreach) for a 14M model). kind "adamw8bit": torchao's, 8-bit moments, and bf16
     parameters rounded stochastically unless stochastic_rounding is False. in_backward: one optimizer per
     parameter, stepped during backward (OptimizerInBackward)."""
-    groups = param_groups(model, weight_decay)
-    low_precision = [p for group in groups for p in group["params"] if p.dtype != torch.float32]
+    make = optimizer_factory(model, lr, betas, device_type, kind, stochastic_rounding)
+    if in_backward:
+        return OptimizerInBackward(model, make, weight_decay)  # type: ignore[return-value]
+    return make(param_groups(model, weight_decay))
+
+
+def optimizer_factory(
+    model: GPT, lr: float, betas: tuple[float, float], device_type: str, kind: str, stochastic_rounding: bool = True
+) -> Callable[[list[dict]], torch.optim.Optimizer]:
+    """A function that makes the `kind` AdamW for some of `model`'s parameter groups (all of them, or one
+    parameter's for OptimizerInBackward), after checking that the kind suits the parameters."""
     if kind not in OPTIMIZERS:
         raise UserError(f"optimizer={kind!r} is not one of {', '.join(OPTIMIZERS)}")
+    low_precision = [p for p in model.parameters() if p.requires_grad and p.dtype != torch.float32]
     if kind == "adamw" and low_precision:
         raise UserError(
             f"optimizer=adamw with {low_precision[0].dtype} parameters would round every update to nearest: "
@@ -92,7 +102,7 @@ def make_optimizer(
             return adamw_8bit(groups, embeddings, lr=lr, betas=betas, bf16_stochastic_round=stochastic_rounding)
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
 
-    return OptimizerInBackward(model, make, weight_decay) if in_backward else make(groups)  # type: ignore[return-value]
+    return make
 
 
 def adamw_8bit(groups: list[dict], full_precision: list[torch.Tensor], **settings) -> torch.optim.Optimizer:
@@ -150,12 +160,20 @@ class OptimizerInBackward:
     the hooks run after it. The trainer sees an optimizer whose step() and zero_grad() have nothing
     left to do, and whose param_groups, state_dict() and load_state_dict() cover all parameters."""
 
-    def __init__(self, model: GPT, make: Callable[[list[dict]], torch.optim.Optimizer], weight_decay: float):
+    def __init__(
+        self,
+        model: GPT,
+        make: Callable[[list[dict]], torch.optim.Optimizer],
+        weight_decay: float,
+        update: Callable[[torch.optim.Optimizer], object] = lambda optimizer: optimizer.step(),
+    ):
+        """make: optimizer_factory's function. update(optimizer) steps one parameter's optimizer (bench/memory.py
+        swaps in a stand-in that only allocates what torchao's compiled step would, on fake tensors)."""
         self.optimizers: list[torch.optim.Optimizer] = []
         for group in param_groups(model, weight_decay):
             for p in group["params"]:
                 optimizer = make([{"params": [p], "weight_decay": group["weight_decay"]}])
-                p.register_post_accumulate_grad_hook(self._stepper(optimizer))
+                p.register_post_accumulate_grad_hook(self._stepper(optimizer, update))
                 self.optimizers.append(optimizer)
 
     @property
@@ -164,7 +182,9 @@ class OptimizerInBackward:
         return [g for optimizer in self.optimizers for g in optimizer.param_groups]
 
     @staticmethod
-    def _stepper(optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor], None]:
+    def _stepper(
+        optimizer: torch.optim.Optimizer, update: Callable[[torch.optim.Optimizer], object]
+    ) -> Callable[[torch.Tensor], None]:
         # A weak reference: autograd's hook table is invisible to the garbage collector, and a strong one
         # (hook -> optimizer -> parameter) would keep the model and its moments alive after the run is gone.
         ref = weakref.ref(optimizer)
@@ -172,7 +192,7 @@ class OptimizerInBackward:
         def step(_: torch.Tensor) -> None:
             live = ref()
             if live is not None:
-                live.step()
+                update(live)
                 live.zero_grad(set_to_none=True)
 
         return step
