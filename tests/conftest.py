@@ -34,6 +34,28 @@ TINY_RUN = [
     "--eval_iters=1",
     "--log_interval=1",
 ]
+# A 2-layer GPT that trains a step in well under a second: the shape most training tests use.
+SMALL_RUN = [
+    "--init_from=scratch",
+    "--n_layer=2",
+    "--n_head=2",
+    "--n_embd=32",
+    "--block_size=32",
+    "--batch_size=4",
+    "--device=cpu",
+    "--compile=False",
+    "--log_interval=1",
+]
+# The same at width 64 (a later setting wins), with the vocabulary padded to 50304 rows: torchao quantizes a
+# tensor's moments only when it has >= 4096 values in whole blocks of 256, so every matrix here gets 8-bit
+# moments (biases and LayerNorm gains are too small and keep fp32 ones).
+TINY_8BIT = [
+    *SMALL_RUN,
+    "--n_embd=64",
+    "--pad_vocab_multiple=64",
+    "--eval_iters=8",
+    "--warmup_iters=2",
+]
 SHARED_CORPUS = REPO.parent / "shared" / "corpora" / "shakespeare"
 OWN_CORPUS = REPO / "tests" / "fixtures" / "shakespeare"
 # Training outputs (.gitignore's out*/ and wandb/) that a test forgetting its tmp_path would leave in the repo.

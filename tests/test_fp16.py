@@ -22,21 +22,9 @@ from nanogpt2.train_config import TrainConfig
 from nanogpt2.train_setup import build_run
 from nanogpt2.trainer import Trainer
 
-from conftest import assert_resume_is_exact
+from conftest import SMALL_RUN, assert_resume_is_exact
 
-TINY = [
-    "--init_from=scratch",
-    "--n_layer=2",
-    "--n_head=2",
-    "--n_embd=32",
-    "--block_size=32",
-    "--batch_size=4",
-    "--device=cpu",
-    "--dtype=float16",
-    "--compile=False",
-    "--log_interval=1",
-    "--eval_iters=2",
-]
+TINY = [*SMALL_RUN, "--dtype=float16", "--eval_iters=2"]
 INITIAL_SCALE = 2.0**16  # torch.amp.GradScaler's default init_scale
 
 

@@ -12,27 +12,11 @@ from nanogpt2.checkpoint import read_checkpoint
 from nanogpt2.errors import UserError
 from nanogpt2.trainer import train
 
-from conftest import assert_resume_is_exact
+from conftest import TINY_8BIT, assert_resume_is_exact
 
 pytest.importorskip("torchao.optim", reason="optimizer=adamw8bit needs torchao (pip install 'nanogpt2[lowbit]')")
 
-# torchao quantizes a tensor's moments only when it has >= 4096 elements in whole blocks of 256: a width of 64
-# and a vocabulary padded to 50304 rows give every matrix here 8-bit moments.
-TINY = [
-    "--init_from=scratch",
-    "--n_layer=2",
-    "--n_head=2",
-    "--n_embd=64",
-    "--pad_vocab_multiple=64",
-    "--block_size=32",
-    "--batch_size=4",
-    "--device=cpu",
-    "--compile=False",
-    "--eval_iters=8",
-    "--log_interval=1",
-    "--warmup_iters=2",
-    "--learning_rate=3e-3",
-]
+TINY = [*TINY_8BIT, "--learning_rate=3e-3"]
 
 
 def evals(out):

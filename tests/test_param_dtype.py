@@ -13,28 +13,11 @@ from nanogpt2.errors import UserError
 from nanogpt2.train_config import TrainConfig
 from nanogpt2.trainer import train
 
-from conftest import assert_resume_is_exact
+from conftest import TINY_8BIT, assert_resume_is_exact
 
 pytest.importorskip("torchao.optim", reason="param_dtype=bfloat16 needs torchao's AdamW8bit (nanogpt2[lowbit])")
 
-# Width 64 and a vocabulary padded to 50304 rows: every matrix has >= 4096 values in whole 256-value blocks, so
-# torchao quantizes its moments; biases and LayerNorm gains are too small and keep fp32 moments.
-TINY = [
-    "--init_from=scratch",
-    "--n_layer=2",
-    "--n_head=2",
-    "--n_embd=64",
-    "--pad_vocab_multiple=64",
-    "--block_size=32",
-    "--batch_size=4",
-    "--device=cpu",
-    "--compile=False",
-    "--eval_iters=8",
-    "--log_interval=1",
-    "--warmup_iters=2",
-    "--optimizer=adamw8bit",
-    "--param_dtype=bfloat16",
-]
+TINY = [*TINY_8BIT, "--optimizer=adamw8bit", "--param_dtype=bfloat16"]
 
 
 def test_weights_and_gradients_are_bf16_and_moments_never_are(shakespeare_data, tmp_path):

@@ -16,20 +16,9 @@ from nanogpt2.train_setup import build_run
 from nanogpt2.trainer import Trainer, TrainingDiverged, train
 
 import train as train_script
-from conftest import REPO, assert_resume_is_exact
+from conftest import REPO, SMALL_RUN, assert_resume_is_exact
 
-TINY = [
-    "--init_from=scratch",
-    "--n_layer=2",
-    "--n_head=2",
-    "--n_embd=32",
-    "--block_size=32",
-    "--batch_size=4",
-    "--device=cpu",
-    "--compile=False",
-    "--log_interval=1",
-    "--eval_iters=4",
-]
+TINY = [*SMALL_RUN, "--eval_iters=4"]
 
 
 def read_metrics(out_dir, kind):
