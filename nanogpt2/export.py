@@ -40,7 +40,7 @@ from pathlib import Path
 from nanogpt2.checkpoint import load_model
 from nanogpt2.errors import UserError, run_main
 from nanogpt2.files import atomic_write, temporary_name
-from nanogpt2.hf_layout import hf_config, hf_state_dict
+from nanogpt2.hf_layout import hf_config, hf_state_dict, require_biases
 from nanogpt2.model import GPT
 from nanogpt2.tokenizer import EOT_ID, EOT_TEXT, VOCAB_SIZE, get_tokenizer
 
@@ -50,12 +50,7 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
 
 def export_hf(model: GPT, hf_dir: str | Path, overwrite: bool = False) -> list[Path]:
     """Write `model` (and GPT-2's tokenizer) to hf_dir in Hugging Face's GPT-2 layout; returns the files."""
-    cfg = model.config
-    if not cfg.bias:
-        raise UserError(
-            "this model was trained with bias=False, but Hugging Face's GPT-2 layout always has biases "
-            "in its Linear and LayerNorm layers; only models trained with bias=True can be exported"
-        )
+    require_biases(model.config, "a transformers GPT-2 folder")
     hf_dir = Path(hf_dir)
     if hf_dir.exists() and not hf_dir.is_dir():
         raise UserError(f"{hf_dir} is a file; give a folder to export into")

@@ -70,6 +70,16 @@ def config_from_hf(hf: dict, source: Path | str = "config.json") -> GPTConfig:
     )
 
 
+def require_biases(config: GPTConfig, what: str) -> None:
+    """transformers' GPT2 always has biases in its Linear and LayerNorm layers: a bias=False model has no
+    place there. `what` names the thing that cannot be written, for the error."""
+    if not config.bias:
+        raise UserError(
+            f"this model was trained with bias=False, but Hugging Face's GPT-2 layout always has biases "
+            f"in its Linear and LayerNorm layers, so {what} cannot be written; only bias=True models can"
+        )
+
+
 def hf_config(model: GPT) -> dict:
     """config.json for transformers.GPT2Config: our shape plus GPT-2's fixed choices."""
     cfg = model.config

@@ -28,6 +28,7 @@ import torch
 
 from nanogpt2.errors import UserError
 from nanogpt2.files import atomic_write, write_json_atomic
+from nanogpt2.hf_layout import require_biases
 from nanogpt2.lora import TARGETS, adapter_state_dict, apply_lora, load_adapter_state_dict, lora_settings
 from nanogpt2.model import GPT
 
@@ -59,11 +60,7 @@ def save_peft_adapter(model: GPT, folder: str | Path, base_model_name_or_path: s
     settings = lora_settings(model)
     if settings is None:
         raise UserError("this model has no LoRA adapters to save; train with LoRA or call apply_lora first")
-    if not model.config.bias:
-        raise UserError(
-            "the base was trained with bias=False, which GPT2LMHeadModel cannot hold; "
-            "a PEFT adapter needs a base that transformers can load"
-        )
+    require_biases(model.config, "a PEFT adapter (its base must load in transformers)")
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file; give a folder to save the adapter into")

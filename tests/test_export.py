@@ -106,11 +106,20 @@ def test_byte_table_is_a_printable_bijection():
     assert table[ord(" ")] == "Ġ" and table[ord("A")] == "A"
 
 
-def test_no_bias_is_refused(tmp_path):
-    """A bias=False model is refused with a message saying why, and nothing is written."""
+@pytest.mark.parametrize("writer", ["export", "peft"])
+def test_no_bias_is_refused(tmp_path, writer):
+    """A bias=False model is refused, as a transformers folder and as a PEFT adapter alike, with a message saying
+    why, and nothing is written."""
+    from nanogpt2.lora import apply_lora
+    from nanogpt2.lora_peft import save_peft_adapter
+
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=64, bias=False))
     with pytest.raises(UserError, match="bias=False"):
-        export_hf(model, tmp_path / "hf")
+        if writer == "export":
+            export_hf(model, tmp_path / "hf")
+        else:
+            apply_lora(model, 4, 8.0)
+            save_peft_adapter(model, tmp_path / "hf", "gpt2")
     assert not (tmp_path / "hf").exists()
 
 
