@@ -145,7 +145,7 @@ class Trainer:
         """One optimizer step over the micro-batches; returns their mean loss (on this rank)."""
         self.set_lr(lr)  # before backward: with optimizer_in_backward the parameters are updated during it
         loss = self.accumulate_gradients(batches)
-        self.optimizer_step(lr)
+        self.optimizer_step()
         return loss
 
     def accumulate_gradients(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -163,10 +163,10 @@ class Trainer:
             loss_sum += loss.detach()
         return loss_sum
 
-    def optimizer_step(self, lr: float) -> None:
-        """Clip, step AdamW at learning rate `lr`, and clear the gradients (with optimizer_in_backward,
-        backward has done all three: clipping is refused there, and step and zero_grad have nothing left)."""
-        self.set_lr(lr)
+    def optimizer_step(self) -> None:
+        """Clip, step AdamW at the learning rate set_lr gave it, and clear the gradients (with
+        optimizer_in_backward, backward has done all three: clipping is refused there, and step and
+        zero_grad have nothing left)."""
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
             clip_grad_norm(self.raw_model.parameters(), self.cfg.grad_clip)  # fp32 norms for bf16 gradients too
@@ -175,6 +175,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def set_lr(self, lr: float) -> None:
+        """The learning rate of every parameter group from now on."""
         for group in self.optimizer.param_groups:
             if torch.is_tensor(group["lr"]):  # torchao's low-bit AdamW keeps lr as a tensor for its compiled step
                 group["lr"].fill_(lr)
