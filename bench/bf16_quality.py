@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -43,8 +42,9 @@ VARIANTS = {
 
 
 def val_curve(out: Path) -> list[tuple[int, float]]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["val_loss"]) for r in rows if r["kind"] == "eval"]
+    from nanogpt2.metrics import read_metrics
+
+    return [(r["step"], r["val_loss"]) for r in read_metrics(out, "eval")]
 
 
 def main(argv=None) -> None:

@@ -75,9 +75,9 @@ def main(argv=None) -> None:
     seconds = time.perf_counter() - start
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    train_rows = [r for r in rows if r["kind"] == "train"]
-    evals = [r for r in rows if r["kind"] == "eval"]
+    from nanogpt2.metrics import read_metrics
+
+    train_rows, evals = read_metrics(out, "train"), read_metrics(out, "eval")
     result = {
         "name": Path(args.config).stem,
         "steps": len(train_rows),

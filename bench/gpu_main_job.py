@@ -114,9 +114,10 @@ def main(argv=None) -> None:
     argv_train = [str(REPO / args.config), *overrides]
     train(argv_train)
 
-    rows = [json.loads(line) for line in (Path(args.out_dir) / "metrics.jsonl").read_text().splitlines()]
-    logged = [r for r in rows if r["kind"] == "train"][1:] or [r for r in rows if r["kind"] == "train"]
-    evals = [r for r in rows if r["kind"] == "eval"]
+    from nanogpt2.metrics import read_metrics
+
+    trained, evals = read_metrics(args.out_dir, "train"), read_metrics(args.out_dir, "eval")
+    logged = trained[1:] or trained  # the first interval includes compilation
 
     def med(key):
         values = [r[key] for r in logged if r.get(key) is not None]

@@ -22,6 +22,13 @@ from nanogpt2.files import atomic_write
 from nanogpt2.progress import is_tty, progress
 
 
+def read_metrics(out_dir: str | Path, kind: str | None = None) -> list[dict]:
+    """The records a run's MetricsLogger wrote to out_dir/metrics.jsonl, oldest first; only those of one
+    kind ("train", "eval", ...) if given. For plotting, comparing and benchmarking runs."""
+    rows = [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+    return rows if kind is None else [r for r in rows if r["kind"] == kind]
+
+
 class MetricsLogger:
     def __init__(
         self,

@@ -204,9 +204,9 @@ def assert_trains_like_plain(
     """Three train.py steps with the `variant` settings end with the plain run's weights (1e-6) and log its
     losses (1e-6): for settings that must change memory or speed, never the numbers. `both`: settings of
     both runs."""
-    import json
 
     from nanogpt2.checkpoint import read_checkpoint
+    from nanogpt2.metrics import read_metrics
     from nanogpt2.trainer import train
 
     common = [
@@ -233,8 +233,7 @@ def assert_trains_like_plain(
         assert torch.allclose(a["model"][key], b["model"][key], rtol=0, atol=1e-6), key
 
     def losses(run):
-        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-        return [r["loss"] for r in rows if r["kind"] == "train"]
+        return [r["loss"] for r in read_metrics(tmp_path / run, "train")]
 
     assert losses("variant") == pytest.approx(losses("plain"), rel=0, abs=1e-6) and len(losses("plain")) == 3
 
@@ -242,9 +241,9 @@ def assert_trains_like_plain(
 def assert_resume_is_exact(common: list[str], tmp_path: Path, steps: int) -> tuple[dict, dict]:
     """`steps` steps straight, and steps/2 + resume + steps/2, with the train.py settings `common`: the two runs
     end at the same step with bit-identical weights and log identical losses. Returns their checkpoints."""
-    import json
 
     from nanogpt2.checkpoint import read_checkpoint
+    from nanogpt2.metrics import read_metrics
     from nanogpt2.trainer import train
 
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -257,8 +256,7 @@ def assert_resume_is_exact(common: list[str], tmp_path: Path, steps: int) -> tup
         assert torch.equal(a["model"][key], b["model"][key]), key
 
     def losses(run: Path):
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        return [(r["step"], r["loss"]) for r in rows if r["kind"] == "train"]
+        return [(r["step"], r["loss"]) for r in read_metrics(run, "train")]
 
     assert losses(straight) == losses(split) and len(losses(straight)) >= steps // 2
     return a, b

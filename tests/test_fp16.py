@@ -10,7 +10,6 @@ the CPU too, so that path is tested here, slowly but exactly.
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -18,6 +17,7 @@ import torch
 
 from nanogpt2 import runtime
 from nanogpt2.errors import UserError
+from nanogpt2.metrics import read_metrics
 from nanogpt2.train_config import TrainConfig
 from nanogpt2.train_setup import build_run
 from nanogpt2.trainer import Trainer
@@ -58,11 +58,6 @@ def float16_on_the_cpu(monkeypatch):
             "pick_dtype",
             lambda name, device: torch.float16 if (name, device.type) == ("float16", "cpu") else refusing(name, device),
         )
-
-
-def read_metrics(out_dir, kind):
-    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if r["kind"] == kind]
 
 
 @pytest.mark.slow

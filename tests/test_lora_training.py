@@ -3,14 +3,13 @@ base is refused, and sample/export use the adapted model."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from nanogpt2.checkpoint import load_model
 from nanogpt2.errors import UserError
 from nanogpt2.lora import merge_lora
+from nanogpt2.metrics import read_metrics
 from nanogpt2.model import GPT
 from nanogpt2.trainer import train
 
@@ -51,8 +50,7 @@ def test_lora_run_trains_adapters_only_and_checkpoints_are_small(base, shakespea
     train(
         [*lora_args(base, shakespeare_data, f"--out_dir={full}", "--max_iters=1", "--eval_interval=1"), "--lora_rank=0"]
     )
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in rows if r["kind"] == "eval"]
+    evals = read_metrics(out, "eval")
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
     model, ckpt = load_model(out / "ckpt.pt")
     assert set(ckpt["model"]) == {k for k in model.state_dict() if ".lora_" in k}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 
 from nanogpt2.checkpoint import read_checkpoint
 from nanogpt2.errors import UserError
+from nanogpt2.metrics import read_metrics
 from nanogpt2.trainer import train
 
 from conftest import TINY_8BIT, assert_resume_is_exact
@@ -20,8 +20,7 @@ TINY = [*TINY_8BIT, "--learning_rate=3e-3"]
 
 
 def evals(out):
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if r["kind"] == "eval"]
+    return read_metrics(out, "eval")
 
 
 @pytest.mark.slow

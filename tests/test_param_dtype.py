@@ -3,13 +3,12 @@ resumes exactly, and refuses the combinations that cannot work."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from nanogpt2.checkpoint import read_checkpoint
 from nanogpt2.errors import UserError
+from nanogpt2.metrics import read_metrics
 from nanogpt2.train_config import TrainConfig
 from nanogpt2.trainer import train
 
@@ -45,8 +44,7 @@ def test_bf16_resume_is_exact(shakespeare_data, tmp_path):
 
 
 def _val_losses(out) -> list[float]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [r["val_loss"] for r in rows if r["kind"] == "eval"]
+    return [r["val_loss"] for r in read_metrics(out, "eval")]
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import torch
 
 from nanogpt2.checkpoint import read_checkpoint
 from nanogpt2.errors import run_main
+from nanogpt2.metrics import read_metrics
 from nanogpt2.train_config import TrainConfig
 from nanogpt2.train_setup import build_run
 from nanogpt2.trainer import Trainer, TrainingDiverged, train
@@ -19,11 +20,6 @@ import train as train_script
 from conftest import REPO, SMALL_RUN, assert_resume_is_exact
 
 TINY = [*SMALL_RUN, "--eval_iters=4"]
-
-
-def read_metrics(out_dir, kind):
-    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if r["kind"] == kind]
 
 
 @pytest.mark.slow

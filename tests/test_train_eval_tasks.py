@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from nanogpt2.checkpoint import load_model
 from nanogpt2.errors import UserError
 from nanogpt2.evaluate import evaluate_model
+from nanogpt2.metrics import read_metrics
 from nanogpt2.trainer import train
 
 from conftest import REPO, TINY_RUN
@@ -33,8 +32,7 @@ def test_eval_task_figures_equal_the_standalone_evaluation(shakespeare_data, tmp
             "--eval_tasks_limit=50",
         ]
     )
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    last = [r for r in rows if r["kind"] == "eval"][-1]
+    last = read_metrics(out, "eval")[-1]
     assert last["step"] == 2
     model, _ = load_model(out / "ckpt.pt")
     for task, data in (("choice", FIXTURES / "choice.jsonl"), ("perplexity", FIXTURES / "text.txt")):
