@@ -21,12 +21,14 @@ import importlib.util
 import random
 import sys
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from nanogpt2.errors import UserError
 
+M = TypeVar("M", bound=torch.nn.Module)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -49,6 +51,13 @@ class Runtime:
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def inference_model(self, model: M) -> M:
+        """`model` on this device, in eval mode. Weights held in bf16 (a param_dtype=bfloat16 run) are widened
+        when this runtime computes in float32 (no autocast), so that a model is run in the precision asked for."""
+        if self.dtype == torch.float32:
+            model = model.float()
+        return model.to(self.device).eval()
 
     def synchronize(self) -> None:
         """Wait for queued GPU work (for honest timings)."""

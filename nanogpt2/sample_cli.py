@@ -147,9 +147,7 @@ def sample(argv: Sequence[str], out: TextIO | None = None, log: TextIO | None = 
     rt = resolve_runtime(cfg.device, cfg.dtype)
     prompt = read_start(cfg.start)
     model, source = load_sampling_model(cfg.init_from)
-    if rt.dtype == torch.float32:  # a model trained with bf16 weights is sampled in the precision asked for
-        model = model.float()
-    model = model.to(rt.device).eval()
+    model = rt.inference_model(model)
     ids = encode_start(prompt, model.config.vocab_size)
     if want_compile(cfg.compile, rt.device):
         model.compile(dynamic=True)  # the cache grows one position per token: compile for any length

@@ -122,3 +122,17 @@ def test_resuming_with_another_param_dtype_switches_the_weights(shakespeare_data
     assert resumed["config"]["param_dtype"] == "float32" and resumed["step"] == 2
     assert {t.dtype for t in resumed["model"].values() if t.is_floating_point()} == {torch.float32}
     assert all(saved[k].dtype == torch.bfloat16 for k in saved if saved[k].is_floating_point())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_bf16_weights_are_run_in_the_precision_asked_for(dtype):
+    """Sampling and evaluation place a model with Runtime.inference_model: bf16-held weights (a param_dtype=bfloat16
+    run) are widened to fp32 when the runtime computes in float32, kept when it computes in bfloat16, and the model
+    is in eval mode either way."""
+    from nanogpt2.model import GPT, GPTConfig
+    from nanogpt2.runtime import resolve_runtime
+
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=64)).to(torch.bfloat16)
+    placed = resolve_runtime("cpu", dtype).inference_model(model)
+    assert {p.dtype for p in placed.parameters()} == {getattr(torch, dtype)}
+    assert not placed.training

@@ -108,7 +108,7 @@ def evaluate(argv: Sequence[str] | None = None, out: TextIO | None = None, log: 
         raise UserError(f"block_size={cfg.block_size} is larger than the model's {model.config.block_size}")
     if cfg.stride is not None and cfg.stride > block_size:
         raise UserError(f"stride={cfg.stride} must be between 1 and block_size={block_size}")
-    model = model.to(rt.device).eval()
+    model = rt.inference_model(model)
     compiled = want_compile(cfg.compile, rt.device)
     if compiled:
         model.compile()  # in place: calling the model now runs the compiled forward

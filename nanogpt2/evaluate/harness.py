@@ -70,7 +70,7 @@ class NanoGPT2LM(TemplateLM):
         self.runtime = resolve_runtime(device or "auto", dtype)
         if model is None:
             model, _ = load_sampling_model(str(init_from))
-        self.gpt = model.to(self.runtime.device).eval()
+        self.gpt = self.runtime.inference_model(model)
         compiled = want_compile(compile, self.runtime.device)
         if compiled:
             self.gpt.compile()
