@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nanogpt2.flops import mfu, training_flops_per_token  # noqa: E402
 from nanogpt2.flops.hardware import detect_gpu  # noqa: E402
+from nanogpt2.fused_loss import fused_loss_pays  # noqa: E402
 from nanogpt2.model import GPT, GPTConfig  # noqa: E402
 from nanogpt2.optim import make_optimizer  # noqa: E402
 from nanogpt2.runtime import keep_freed_cpu_memory  # noqa: E402
@@ -50,7 +51,12 @@ def parse_args(argv=None):
         default=0.0,
         help="dropout in both models (embeddings, attention, residual branches); fine-tunes use 0.1",
     )
-    p.add_argument("--impl", choices=["both", "ours", "hf"], default="both")
+    p.add_argument(
+        "--impl",
+        choices=["both", "ours", "hf", "all"],
+        default="both",
+        help="all: ours, ours with the plain (unfused) loss, and transformers, in the same alternating rounds",
+    )
     p.add_argument(
         "--compile_mode",
         default="default",
@@ -61,6 +67,12 @@ def parse_args(argv=None):
         type=int,
         default=0,
         help="ours only: LM head + loss this many positions at a time (0: plain; see GPT.chunked_loss)",
+    )
+    p.add_argument(
+        "--fused_loss",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="ours: LM head + loss in one buffer (nanogpt2/fused_loss.py); auto: as train.py (eager fp32 CPU)",
     )
     p.add_argument("--mem_cap_gib", type=float, default=None, help="cap this process's GPU memory (e.g. 12)")
     p.add_argument(
@@ -76,12 +88,22 @@ def parse_args(argv=None):
     return args
 
 
-def build(impl: str, config: GPTConfig, rt, compile_model: bool, mode: str = "default", loss_chunk: int = 0):
+def build(
+    impl: str,
+    config: GPTConfig,
+    rt,
+    compile_model: bool,
+    mode: str = "default",
+    loss_chunk: int = 0,
+    fused_loss: str = "auto",
+):
     """(model to call, module for bookkeeping, optimizer, step function) for one implementation."""
     torch.manual_seed(0)
-    if impl == "ours":
+    if impl in ("ours", "ours-unfused"):
         module = GPT(config).to(rt.device)
         module.loss_chunk_tokens = loss_chunk
+        auto = fused_loss_pays(rt.device_type, rt.dtype, module.lm_head.weight.dtype, compile_model)
+        module.fused_loss = impl == "ours" and (auto if fused_loss == "auto" else fused_loss == "true")
         forward = lambda m, x, y: m(x, y)[1]  # noqa: E731
     else:
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -150,12 +172,12 @@ def main(argv=None):
     spec = detect_gpu(torch.cuda.get_device_name(rt.device)) if rt.device_type == "cuda" else None
     peak = spec.peak_flops(str(rt.dtype).removeprefix("torch.")) if spec else None
 
-    impls = ["ours", "hf"] if args.impl == "both" else [args.impl]
+    impls = {"both": ["ours", "hf"], "all": ["ours", "ours-unfused", "hf"]}.get(args.impl, [args.impl])
     runs, times, mem = {}, {i: [] for i in impls}, {}
     for impl in impls:
         try:
             model, module, optimizer, forward = build(
-                impl, ours_config, rt, compile_model, args.compile_mode, args.loss_chunk_tokens
+                impl, ours_config, rt, compile_model, args.compile_mode, args.loss_chunk_tokens, args.fused_loss
             )
             step = make_step(model, module, optimizer, forward, batches, rt)
             time_call(step, warmup=args.warmup, repeat=0, sync=rt.synchronize)
@@ -174,7 +196,11 @@ def main(argv=None):
                 peak_mem = (torch.cuda.max_memory_allocated(rt.device) - others) / 2**30
                 mem[impl] = max(mem.get(impl, 0.0), peak_mem)
 
-    names = {"ours": "nanogpt2 GPT", "hf": "transformers GPT2LMHeadModel (sdpa)"}
+    names = {
+        "ours": "nanogpt2 GPT",
+        "ours-unfused": "nanogpt2 GPT, plain loss",
+        "hf": "transformers GPT2LMHeadModel (sdpa)",
+    }
     results = []
     for impl in impls:
         if impl not in runs:
@@ -193,9 +219,11 @@ def main(argv=None):
                 "peak_mem_gib": round(mem[impl], 3) if isinstance(mem.get(impl), float) else mem.get(impl),
             }
         )
-    if len(runs) == 2:
-        speedup = results[1]["ms_per_step"] / results[0]["ms_per_step"]
-        results[0]["vs_transformers"] = round(speedup, 3)
+    if "hf" in runs and len(runs) > 1:
+        hf_ms = results[impls.index("hf")]["ms_per_step"]
+        for impl, row in zip(impls, results):
+            if impl != "hf" and row["ms_per_step"]:
+                row["vs_transformers"] = round(hf_ms / row["ms_per_step"], 3)
 
     settings = {
         **shape,
@@ -208,6 +236,7 @@ def main(argv=None):
         "compile": compile_model,
         "compile_mode": args.compile_mode,
         "loss_chunk_tokens": args.loss_chunk_tokens,
+        "fused_loss": runs["ours"][1].fused_loss if "ours" in runs else None,  # ours-unfused: always False
         "tuned_cpu_malloc": tuned_malloc,
         "malloc_setting_for": "both models (process-wide)",
         "mem_cap_gib": args.mem_cap_gib,

@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+from nanogpt2.fused_loss import lm_head_loss
 from nanogpt2.model_config import GPTConfig  # the shape: sizes, widths, vocabulary (torch-free, read it first)
 from nanogpt2.sampling import check_generation, make_generator, next_token
 
@@ -226,9 +227,10 @@ class GPT(nn.Module):
         # Weight tying [Tying]: the output layer reuses the input embedding, as GPT-2 does.
         # It saves V*C parameters (38.6M in GPT-2 small) and trains as well or better.
         self.lm_head.weight = self.wte.weight
-        # Training settings, not part of the architecture: see forward and chunked_loss.
+        # Training settings, not part of the architecture: see forward, chunked_loss and fused_loss.py.
         self.checkpointing = False
         self.loss_chunk_tokens = 0
+        self.fused_loss = False
 
         self.apply(self._init_weights)
         # GPT-2 scales the init of each layer that writes into the residual stream by
@@ -263,7 +265,7 @@ class GPT(nn.Module):
         last_only: logits for the last position only, (B, 1, V): all that generation needs,
                    and it skips most of the LM head's work.
         Returns    logits (B, T, vocab_size) and the mean cross-entropy (or None). Training with
-                   loss_chunk_tokens set returns no logits (None): see chunked_loss.
+                   loss_chunk_tokens or fused_loss set returns no logits (None): see chunked_loss.
         """
         B, T = idx.shape
         start = 0 if cache is None else cache.length  # position of idx[:, 0]
@@ -286,8 +288,11 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, -1:, :]  # (B, 1, C)
         x = self.ln_f(x)  # (B, T or 1, C)
-        if targets is not None and self.loss_chunk_tokens and torch.is_grad_enabled():
-            return None, self.chunked_loss(x, targets)  # training without the (B, T, V) logits
+        if targets is not None and torch.is_grad_enabled():  # training may skip returning the (B, T, V) logits
+            if self.loss_chunk_tokens:
+                return None, self.chunked_loss(x, targets)  # never all of them at once
+            if self.fused_loss:  # LM head + loss in one buffer (nanogpt2/fused_loss.py)
+                return None, lm_head_loss(x, self.lm_head.weight, targets, self.config.vocab_size)
 
         logits = self.lm_head(x)  # (B, T, padded V): a score for every token id
         if self.config.padded_vocab_size != self.config.vocab_size:

@@ -1,0 +1,92 @@
+"""The LM head and cross-entropy as one autograd step, in one (N, V) buffer instead of four.
+
+For N positions and a vocabulary of V tokens, the last layer of a GPT step is
+
+    logits = x W^T                 (N, V)   x: (N, C) final hidden states, W: (V, C) the tied embedding
+    loss   = mean_i [ logsumexp(logits_i) - logits_i[t_i] ]      t_i: the token that follows position i
+
+and its derivative with respect to the logits is the well-known
+
+    dloss/dlogits = (softmax(logits) - onehot(t)) / n     (n: positions not ignored)
+
+(e.g. Goodfellow et al. 2016, "Deep Learning", 6.2.2.3). Written as separate PyTorch ops
+(F.linear, then F.cross_entropy = log_softmax + nll_loss), the step makes and walks over
+four tensors of N x V floats, which for GPT-2's V = 50,257 are the largest in the whole
+step: the logits, their log-softmax, nll_loss's gradient (a tensor of zeros with one
+entry per row) and log_softmax's gradient, three of them alive at the backward's peak.
+On a CPU, where every pass over them is a pass through main memory, that is a large
+part of a small model's step.
+
+LMHeadLoss does the same arithmetic with one buffer:
+    forward   the logits are written once, and turned into log-probabilities in place;
+    backward  exp() turns them into probabilities in place, 1 is subtracted at each target,
+              and the 1/n scale is applied to the (N, C) and (V, C) products' small
+              operands instead of to the (N, V) buffer.
+
+It is exact arithmetic rearranged (tests/test_fused_loss.py holds it to the plain path's
+loss and gradients). It is not used under torch.compile, which fuses the plain path itself,
+or under autocast: train_setup.use_fused_loss decides, and bench/train.py records the gain.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class LMHeadLoss(torch.autograd.Function):
+    """mean cross-entropy of x W[:vocab_size]^T against targets (-1: ignored), in one (N, V) buffer."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
+        # x (N, C), weight (padded V, C), targets (N,)
+        logp = F.linear(x, weight[:vocab_size])  # (N, V) logits; padding rows of W are never scored
+        torch.log_softmax(logp, dim=-1, out=logp)  # (N, V) log-probabilities, in place (row by row)
+        keep = targets != -1  # (N,) positions that count
+        n = keep.sum()
+        picked = logp.gather(1, targets.clamp(min=0)[:, None]).squeeze(1)  # (N,) log p(target)
+        loss = -(picked * keep).sum() / n  # NaN when nothing counts, as F.cross_entropy
+        ctx.save_for_backward(x, weight, targets, keep, n)
+        ctx.logp = logp  # not an input or output: kept on ctx so that backward may overwrite it
+        ctx.vocab_size = vocab_size
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):  # type: ignore[override]
+        x, weight, targets, keep, n = ctx.saved_tensors
+        if ctx.logp is None:
+            raise RuntimeError("LMHeadLoss reuses its buffer in backward: it cannot run backward twice")
+        grad = ctx.logp.exp_()  # (N, V) softmax, in place
+        ctx.logp = None
+        rows = torch.arange(grad.size(0), device=grad.device)
+        grad[rows, targets.clamp(min=0)] -= 1.0  # softmax - onehot(target)
+        if not bool(keep.all()):
+            grad[~keep] = 0.0  # ignored positions contribute nothing
+        scale = grad_loss / n  # d(mean)/d(sum), applied below to the small operands only
+        V = ctx.vocab_size
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad @ weight[:V]) * scale  # (N, C)
+        if ctx.needs_input_grad[1]:
+            grad_w = grad.t() @ (x * scale)  # (V, C)
+            if weight.size(0) > V:  # padding rows get no gradient
+                grad_w = F.pad(grad_w, (0, 0, 0, weight.size(0) - V))  # (padded V, C)
+        return grad_x, grad_w, None, None
+
+
+def lm_head_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The mean cross-entropy of the LM head's logits x W[:vocab_size]^T; x (..., C), targets (...)."""
+    C = x.size(-1)
+    loss = LMHeadLoss.apply(x.reshape(-1, C), weight, targets.reshape(-1), vocab_size)
+    assert isinstance(loss, torch.Tensor)
+    return loss
+
+
+def fused_loss_pays(device_type: str, compute_dtype: torch.dtype, weight_dtype: torch.dtype, compiled: bool) -> bool:
+    """Whether training should take LMHeadLoss: on the CPU, in float32 throughout, uncompiled.
+
+    That is where it is measured faster (bench/results/train-cpu-*-fused-*.json). A compiled step
+    fuses the plain path itself, and on CUDA the memory model (nanogpt2/flops/memory.py) and the
+    GPU measurements describe the plain path, so GPUs keep it.
+    """
+    return device_type == "cpu" and compute_dtype == weight_dtype == torch.float32 and not compiled

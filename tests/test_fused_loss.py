@@ -1,0 +1,118 @@
+"""fused_loss: the LM head and cross-entropy as one autograd step give the plain path's loss and gradients,
+in less memory, and training takes it where it pays (eager fp32 on the CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nanogpt2.fused_loss import lm_head_loss
+from nanogpt2.model import GPT, GPTConfig
+from nanogpt2.train_setup import build_run
+
+from conftest import TINY_RUN
+
+
+def loss_and_grads(model, x, y):
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(1)  # the same dropout masks for both paths
+    logits, loss = model(x, y)
+    loss.backward()
+    return logits, loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("pad", [1, 64])
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_fused_loss_equals_the_plain_path(pad, dropout):
+    """Loss and every parameter's gradient equal the plain path's (fp32, 1e-6), with ignored (-1) targets, a
+    padded vocabulary (whose rows get zero gradient from the head) and dropout; no logits come back."""
+    torch.manual_seed(0)
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=101, pad_vocab_multiple=pad)
+    model = GPT(config.__class__(**{**config.__dict__, "dropout": dropout}))
+    x, y = torch.randint(0, 101, (3, 16)), torch.randint(0, 101, (3, 16))
+    y[0, :5] = -1
+    y[2, -3:] = -1
+    _, plain_loss, plain = loss_and_grads(model, x, y)
+    model.fused_loss = True
+    logits, loss, fused = loss_and_grads(model, x, y)
+    assert logits is None
+    assert torch.allclose(loss, plain_loss, rtol=0, atol=1e-6)
+    for name in plain:
+        assert torch.allclose(plain[name], fused[name], rtol=0, atol=1e-6), name
+    if pad > 1:
+        assert fused["wte.weight"][101:].abs().sum() == 0
+
+
+def test_fused_loss_at_gpt2_vocabulary_size():
+    """At GPT-2's 50,257 tokens and a realistic logit spread the loss equals F.cross_entropy's (1e-6 relative)
+    and the gradients of x and W equal autograd's through F.linear + F.cross_entropy (1e-5 of their largest)."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 48, requires_grad=True)
+    w = (0.5 * torch.randn(50257, 48)).requires_grad_()
+    t = torch.randint(0, 50257, (64,))
+    plain = F.cross_entropy(F.linear(x, w), t)
+    gx, gw = torch.autograd.grad(plain, (x, w))
+    fused = lm_head_loss(x, w, t, 50257)
+    fx, fw = torch.autograd.grad(fused, (x, w))
+    assert torch.allclose(fused, plain, rtol=1e-6, atol=0)
+    for a, b in ((gx, fx), (gw, fw)):
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+
+
+def test_fused_loss_with_a_frozen_head_gives_only_the_input_gradient():
+    """With the head's weight frozen (LoRA), no weight gradient is made and the input's equals the plain one."""
+    torch.manual_seed(0)
+    x = torch.randn(10, 8, requires_grad=True)
+    w = torch.randn(30, 8)
+    t = torch.randint(0, 30, (10,))
+    (plain,) = torch.autograd.grad(F.cross_entropy(F.linear(x, w), t), x)
+    loss = lm_head_loss(x, w, t, 30)
+    loss.backward()
+    assert w.grad is None and torch.allclose(x.grad, plain, rtol=0, atol=1e-6)
+
+
+def test_fused_loss_refuses_a_second_backward():
+    """Backward reuses the forward's buffer, so a second backward (retain_graph) is refused with a clear error
+    rather than computing a wrong gradient from overwritten probabilities."""
+    x = torch.randn(4, 8, requires_grad=True)
+    loss = lm_head_loss(x, torch.randn(30, 8), torch.randint(0, 30, (4,)), 30)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="cannot run backward twice"):
+        loss.backward()
+
+
+def test_fused_loss_holds_less_memory():
+    """Measured with MemTracker on real CPU tensors, a forward + backward of the fused path peaks lower than
+    the plain path's by more than 1.5 (N, V) tensors: it holds one where the plain path's peak holds three."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, vocab_size=5000))
+    x = torch.randint(0, 5000, (4, 64))
+
+    def peak(fused: bool) -> int:
+        model.fused_loss = fused
+        model.zero_grad(set_to_none=True)
+        tracker = MemTracker()
+        tracker.track_external(model)
+        with tracker:
+            model(x, x)[1].backward()
+        return tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
+
+    logits_bytes = 4 * 64 * 5000 * 4
+    assert peak(False) - peak(True) >= 1.5 * logits_bytes
+
+
+@pytest.mark.parametrize(("settings", "fused"), [([], True), (["--dtype=bfloat16"], False)])
+def test_training_takes_the_fused_loss_where_it_pays(shakespeare_data, tmp_path, settings, fused):
+    """train.py on the CPU in fp32, uncompiled, trains through the fused loss (its forward returns no logits);
+    under autocast it keeps the plain path, whose precision autocast decides."""
+    setup = build_run([*TINY_RUN, f"--dataset={shakespeare_data}", f"--out_dir={tmp_path / 'run'}", *settings])
+    try:
+        x, y = torch.randint(0, 50257, (2, 2, 16))
+        with setup.rt.autocast():
+            logits, _ = setup.model(x, y)
+        assert setup.raw_model.fused_loss == fused and (logits is None) == fused
+    finally:
+        setup.logger.close()
