@@ -12,7 +12,9 @@ with the square of the length. With the cache (GPT.generate_tokens), the prompt
 is processed once and each new token costs one position attending to the stored
 keys and values. Both runs use the same model with random weights (no
 download; speed does not depend on the values), greedy decoding, and logits for
-the last position only, so the difference is the cache alone.
+the last position only, so the difference is the cache alone. On the CPU, greedy
+"kv-cache" finds the top token with GPT.generate_tokens' screened LM head (bf16
+screen, exact fp32 check); "kv-cache-full" scores every token in fp32, as before it.
 
 The "transformers" mode runs transformers' GPT2LMHeadModel (SDPA attention, its
 own KV cache) on the same weights through its `generate`, greedy, never stopping
@@ -32,7 +34,7 @@ from nanogpt2.runtime import enable_tf32, resolve_runtime
 
 from common import median, print_table, time_call, write_result
 
-MODES = ("kv-cache", "no-cache", "transformers")
+MODES = ("kv-cache", "kv-cache-full", "no-cache", "transformers")
 
 
 def transformers_generate(model: GPT):
@@ -111,6 +113,7 @@ def main(argv=None) -> None:
 
     generators = {
         "kv-cache": lambda p, n: model.generate(p, n, temperature=0.0),
+        "kv-cache-full": lambda p, n: model.generate(p, n, temperature=0.0, screen=False),
         "no-cache": lambda p, n: model.generate(p, n, temperature=0.0, use_cache=False),
     }
     if "transformers" in modes:

@@ -4,9 +4,9 @@ The network is the one OpenAI released in 2019, weight for weight, so that the
 checkpoints they published load into it and produce the same numbers as the
 reference implementation (tests/test_model.py checks this against
 `transformers`). Read it top to bottom; every shape is written next to the line
-that makes it. Generation (GPT.generate, at the end) adds two small things: a
-KVCache, beside the attention that fills it, so each new token costs one
-position's work instead of the whole text's; and Linear (first below) is
+that makes it. Generation (its loop is in generation.py) needs two small things
+here: a KVCache, beside the attention that fills it, so each new token costs one
+position's work instead of the whole text's; and Linear (first below), which is
 nn.Linear with a faster product order for the few rows of such a step.
 
     B  batch size              T  sequence length (<= block_size)
@@ -37,7 +37,6 @@ import torch.utils.checkpoint
 
 from nanogpt2.fused_loss import lm_head_loss
 from nanogpt2.model_config import GPTConfig  # the shape: sizes, widths, vocabulary (torch-free, read it first)
-from nanogpt2.sampling import check_generation, make_generator, next_token
 
 # ---------------------------------------------------------------------------
 # Linear layers (nn.Linear, with a faster product for a few rows)
@@ -255,6 +254,7 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
         last_only: bool = False,
+        head: bool = True,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Logits for the next token at every position, and the loss if targets are given.
 
@@ -264,6 +264,8 @@ class GPT(nn.Module):
                    holds (it sits at positions cache.length ...), and is added to it.
         last_only: logits for the last position only, (B, 1, V): all that generation needs,
                    and it skips most of the LM head's work.
+        head:      False returns the final hidden states (B, T, C) in place of the logits, for a
+                   caller that applies the LM head itself (generation's ScreenedHead).
         Returns    logits (B, T, vocab_size) and the mean cross-entropy (or None). Training with
                    loss_chunk_tokens or fused_loss set returns no logits (None): see chunked_loss.
         """
@@ -288,6 +290,8 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, -1:, :]  # (B, 1, C)
         x = self.ln_f(x)  # (B, T or 1, C)
+        if not head:
+            return x, None
         if targets is not None and torch.is_grad_enabled():  # training may skip returning the (B, T, V) logits
             if self.loss_chunk_tokens:
                 return None, self.chunked_loss(x, targets)  # never all of them at once
@@ -325,7 +329,7 @@ class GPT(nn.Module):
         logits = self.lm_head(x)[:, : self.config.vocab_size]  # (n, V): padding rows never count
         return F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum")
 
-    # -- generation -----------------------------------------------------------------
+    # -- generation: the loop itself is in nanogpt2/generation.py ----------------------
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **options) -> torch.Tensor:
@@ -333,71 +337,15 @@ class GPT(nn.Module):
         new = [token[:, None] for token in self.generate_tokens(idx, max_new_tokens, **options)]
         return torch.cat([idx, *new], dim=1)
 
-    @torch.no_grad()
-    def generate_tokens(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float = 1.0,
-        seed: int | torch.Generator | None = None,
-        eot_id: int | None = None,
-        use_cache: bool = True,
-        window_shift: int | None = None,
-    ) -> Iterator[torch.Tensor]:
+    def generate_tokens(self, idx: torch.Tensor, max_new_tokens: int, **options) -> Iterator[torch.Tensor]:
         """Continue each row of idx (B, P), yielding each new token (B,) as soon as it is chosen.
 
-        temperature, top_k, top_p: how the token is chosen (nanogpt2/sampling.py; 0 = greedy).
-        seed:         an int, or a torch.Generator to continue, makes the draws repeatable.
-        eot_id:       a row that produces this id (GPT-2: 50256) has ended and yields it from
-                      then on; generation stops when every row has ended.
-        use_cache:    False recomputes the whole window for every token (the slow reference).
-        window_shift: the model sees at most block_size tokens. A longer prompt is cut to its
-                      last block_size; when the text outgrows the window, the window jumps
-                      forward by window_shift tokens and the cache is rebuilt (every kept token
-                      has a new position). 1 gives every token a full window, as a model without
-                      a cache sees it, at the cost of a full forward pass per token; the default,
-                      block_size // 8, keeps at least 7/8 of the window and rebuilds the cache
-                      once every block_size // 8 tokens.
-        Dropout is off while generating, whatever the model's mode.
+        Options (temperature, top_k, top_p, seed, eot_id, use_cache, window_shift, screen): see
+        nanogpt2.generation.generate_tokens, which runs the prefill and one step per token.
         """
-        bs = self.config.block_size
-        shift = check_generation(idx, max_new_tokens, temperature, top_k, top_p, window_shift, bs)
-        generator = make_generator(seed, idx.device)
-        was_training = self.training
-        self.eval()
-        try:
-            B, P = idx.shape
-            seq = idx.new_empty(B, P + max_new_tokens)  # the whole text, filled in as tokens come
-            seq[:, :P] = idx
-            n = P  # tokens in seq so far
-            start = max(0, n - bs)  # the model sees seq[:, start:n]
-            cache = None
-            done = torch.zeros(B, dtype=torch.bool, device=idx.device)
-            for step in range(max_new_tokens):
-                if n - start > bs:  # the newest token does not fit: move the window on
-                    start = n - bs - 1 + shift
-                    cache = None  # every kept token has a new position: its keys and values are stale
-                if not use_cache:
-                    logits, _ = self(seq[:, start:n], last_only=True)
-                elif cache is None:  # prefill: the whole window in one pass, filling a new cache
-                    cache = KVCache(self.config.n_layer, capacity=min(bs, n - start + max_new_tokens - 1 - step))
-                    logits, _ = self(seq[:, start:n], cache=cache, last_only=True)
-                else:  # the cache holds every token of the window but the newest one
-                    logits, _ = self(seq[:, n - 1 : n], cache=cache)  # (B, 1, V)
-                token = next_token(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)
-                if eot_id is not None:
-                    token = token.masked_fill(done, eot_id)
-                    done |= token == eot_id
-                seq[:, n] = token
-                n += 1
-                yield token
-                if eot_id is not None and bool(done.all()):
-                    return
-        finally:
-            self.train(was_training)
+        from nanogpt2.generation import generate_tokens  # that module uses this one's KVCache
+
+        return generate_tokens(self, idx, max_new_tokens, **options)
 
     # -- bookkeeping --------------------------------------------------------------
 

@@ -1,0 +1,69 @@
+"""The LM head's highest logits, exactly, for half the memory traffic: screen with bf16, confirm in fp32.
+
+Generating one token at batch 1 on a CPU is bound by memory bandwidth: every weight is read
+once per token and used once. For GPT-2 small in fp32 the LM head alone is 50,257 x 768
+floats, 154 MB of the ~500 MB read per token. But greedy decoding needs only the largest
+logit, and top-k sampling only the k largest. So:
+
+1. **Screen.** Multiply by a bf16 copy of the head (half the bytes) to get approximate logits a_v.
+2. **Bound.** For each token, bound how far a_v can be from the fp32 logit z_v the plain head
+   computes, from |h| and |w_v| alone. Rounding to bf16 (round to nearest) moves each element
+   by at most 2^-9 of itself, so by Cauchy-Schwarz (|u . w| <= |u| |w|)
+       |h . w_v - h_b . w_b| <= |h| |w_v - w_b| + |h - h_b| |w_b| <= 2^-9 (2 + 2^-9) |h| |w_v|
+   where h_b, w_b are h and w_v in bf16. Add the rounding of the two products, fp32 sums of C
+   terms (each at most gamma_C times the sum of |terms|, gamma_C = C u / (1 - C u), u = 2^-24;
+   Higham 2002, "Accuracy and Stability of Numerical Algorithms", 3.1), and of a_v's storage
+   in bf16 (at most 2^-8 |a_v|):
+       |a_v - z_v| <= c |h| |w_v| + 2^-8 |a_v|,   c = 2^-9 (2 + 2^-9) + gamma_C (1 + (1 + 2^-9)^2).
+   Only the row norms |w_v| are computed ahead, once per generation.
+3. **Confirm.** A token can be among the k largest z only if its upper bound a_v + e_v reaches
+   the k-th largest lower bound a_u - e_u: if k tokens' lower bounds all lie above v's upper
+   bound, those k tokens beat v. Only those candidates (typically a handful) get their exact
+   fp32 logit, from the fp32 weights.
+
+The result equals the plain head's top k, up to the order of fp32 roundings between tokens
+whose logits agree to ~1e-6 (tests/test_screened_head.py; generation tests compare tokens with
+transformers'). Everything else is returned as -inf, which top-k and greedy never choose.
+It assumes bf16 products accumulate in fp32, as PyTorch's CPU kernels do; the tests check
+the bound against float64 arithmetic. bench/results/sample-*-screened-*.json has the speed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+U32 = 2.0**-24  # unit roundoff of float32
+BF16 = 2.0**-9  # unit roundoff of bfloat16: rounding moves a value by at most this fraction of itself
+BF16_STORE = 2.0**-8  # |stored bf16 - value| <= 2^-9 |value| <= 2^-8 |stored|
+MOST_CANDIDATES = 8  # beyond 1/8 of the vocabulary per row, computing every logit is cheaper
+
+
+class ScreenedHead:
+    """logits(h, k): the k largest of h W^T exactly (at least), -inf elsewhere; W (V, C) fp32."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight = weight  # (V, C) fp32, as the model holds it
+        self.low = weight.bfloat16()  # (V, C): half the bytes
+        self.norm = weight.norm(dim=1)  # (V,) |w_v|
+        C = weight.size(1)
+        gamma = C * U32 / (1 - C * U32)
+        self.c = BF16 * (2 + BF16) + gamma * (1 + (1 + BF16) ** 2)
+
+    def logits(self, h: torch.Tensor, k: int) -> torch.Tensor:
+        """h (B, C) fp32 final hidden states -> (B, V): exact logits for a superset of each row's k largest."""
+        V = self.weight.size(0)
+        k = min(k, V)
+        hb = h.bfloat16()
+        # (V, C) x (C, B): the product order that reads the bf16 head fastest on the CPU
+        approx = (torch.mv(self.low, hb[0])[None] if h.size(0) == 1 else (self.low @ hb.t()).t()).float()  # (B, V)
+        bound = torch.addcmul(BF16_STORE * approx.abs(), self.c * h.norm(dim=1, keepdim=True), self.norm)  # (B, V)
+        bound = bound * (1 + 1e-3) + 1e-30  # room for the rounding of this arithmetic itself
+        kth_lower = (approx - bound).topk(k, dim=1).values[:, -1:]  # (B, 1)
+        candidates = approx + bound >= kth_lower  # (B, V): every token that could be in the top k
+        if int(candidates.sum(dim=1).max()) * MOST_CANDIDATES > V:  # a flat screen: just compute them all
+            return h @ self.weight.t()
+        out = torch.full_like(approx, float("-inf"))  # (B, V)
+        for row in range(h.size(0)):
+            ids = candidates[row].nonzero().squeeze(1)  # (n,)
+            out[row, ids] = self.weight[ids] @ h[row]  # exact fp32 logits of the candidates
+        return out

@@ -1,0 +1,85 @@
+"""ScreenedHead: a bf16 screen with a proven error bound finds exactly the LM head's top tokens, so generation
+through it yields the tokens of the plain fp32 head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nanogpt2.model import GPT, GPTConfig
+from nanogpt2.screened_head import ScreenedHead
+
+U32 = 2.0**-24
+
+
+def hidden_states(kind: str, B: int, C: int, g: torch.Generator) -> torch.Tensor:
+    """Final hidden states of three kinds: unit-scale noise, large states, and states with a large shared
+    component (which makes every logit large and negative, as OpenAI's GPT-2 does: the bf16 storage
+    term of the bound then dominates)."""
+    h = torch.randn(B, C, generator=g)
+    if kind == "large":
+        return 40 * h
+    if kind == "shared":
+        return h + 30 * torch.randn(1, C, generator=g)
+    return h
+
+
+@pytest.mark.parametrize("kind", ["unit", "large", "shared"])
+@pytest.mark.parametrize("B", [1, 5])
+def test_screen_error_is_within_its_bound(kind, B):
+    """Against float64 arithmetic, the screen's approximate logits are within the bound the class derives,
+    and the plain fp32 head within gamma_C |h| |w| (the two facts the top-k proof rests on)."""
+    g = torch.Generator().manual_seed(0)
+    V, C = 3000, 96
+    w = 0.3 * torch.randn(V, C, generator=g)
+    head = ScreenedHead(w)
+    h = hidden_states(kind, B, C, g)
+    exact = h.double() @ w.double().t()
+    hb = h.bfloat16()
+    approx = (torch.mv(head.low, hb[0])[None] if B == 1 else (head.low @ hb.t()).t()).float()
+    bound = head.c * h.norm(dim=1, keepdim=True) * head.norm + 2.0**-8 * approx.abs()
+    assert ((approx.double() - exact).abs() <= bound.double()).all()
+    plain = h @ w.t()
+    gamma = C * U32 / (1 - C * U32)
+    assert ((plain.double() - exact).abs() <= gamma * h.norm(dim=1, keepdim=True) * head.norm).all()
+
+
+@pytest.mark.parametrize("kind", ["unit", "large", "shared"])
+@pytest.mark.parametrize("k", [1, 7, 100])
+def test_screen_keeps_exactly_the_plain_top_k(kind, k):
+    """For every row, the k largest screened logits are the plain head's k largest tokens with their fp32
+    values (1e-5 relative), while most of the vocabulary is never computed (-inf)."""
+    g = torch.Generator().manual_seed(1)
+    V, C = 5000, 64
+    w = 0.3 * torch.randn(V, C, generator=g)
+    h = hidden_states(kind, 4, C, g)
+    out = ScreenedHead(w).logits(h, k)
+    plain = h @ w.t()
+    top_plain, top_screened = plain.topk(k, dim=1), out.topk(k, dim=1)
+    assert torch.equal(top_plain.indices.sort(dim=1).values, top_screened.indices.sort(dim=1).values)
+    assert torch.allclose(top_plain.values, top_screened.values, rtol=1e-5, atol=0)
+    assert (out == float("-inf")).float().mean() > 0.5
+
+
+def test_a_flat_screen_computes_every_logit():
+    """When the bound cannot tell tokens apart (all logits equal), the head returns every fp32 logit."""
+    w = torch.randn(200, 16)
+    out = ScreenedHead(w).logits(torch.zeros(2, 16), 1)
+    assert torch.equal(out, torch.zeros(2, 200))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(temperature=0.0), dict(temperature=0.9, top_k=20, seed=3), dict(temperature=1.0, top_k=5, top_p=0.8, seed=4)],
+    ids=["greedy", "top-k", "top-k + top-p"],
+)
+def test_generation_through_the_screen_yields_the_plain_tokens(options):
+    """generate_tokens with the screened head (the CPU default) yields the same tokens as with every logit
+    computed in fp32 (screen=False), greedy and sampled with a seed, over 60 tokens at batch 3 and a padded
+    vocabulary."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=500, pad_vocab_multiple=64))
+    prompt = torch.randint(0, 500, (3, 4))
+    screened = model.generate(prompt, 60, **options)
+    plain = model.generate(prompt, 60, screen=False, **options)
+    assert torch.equal(screened, plain)
