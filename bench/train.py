@@ -3,6 +3,7 @@
     python bench/train.py                                   # defaults for the device (124M on a GPU)
     python bench/train.py --mem_cap_gib=12 --impl=ours      # stand in for a 12 GB card
     python bench/train.py --compile=false --dtype=float32 --batch_size=4 --block_size=256
+    python bench/train.py --impl=all --dropout=0.1          # CPU: ours, ours without its CPU paths, transformers
 
 Both models get the same shape, the same token batches, the same dropout, the same dtype (autocast),
 the same AdamW (fused on CUDA) and the same compile setting. After warm-up steps
@@ -26,10 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nanogpt2.flops import mfu, training_flops_per_token  # noqa: E402
 from nanogpt2.flops.hardware import detect_gpu  # noqa: E402
-from nanogpt2.fused_loss import fused_loss_pays  # noqa: E402
 from nanogpt2.model import GPT, GPTConfig  # noqa: E402
 from nanogpt2.optim import make_optimizer  # noqa: E402
-from nanogpt2.runtime import keep_freed_cpu_memory  # noqa: E402
+from nanogpt2.runtime import cpu_training_paths_pay, keep_freed_cpu_memory  # noqa: E402
 from nanogpt2.train_setup import default_vocab_padding  # noqa: E402
 
 from common import add_training_args, median, print_table, time_call, training_setup, write_result  # noqa: E402
@@ -55,7 +55,7 @@ def parse_args(argv=None):
         "--impl",
         choices=["both", "ours", "hf", "all"],
         default="both",
-        help="all: ours, ours with the plain (unfused) loss, and transformers, in the same alternating rounds",
+        help="all: ours, ours without its CPU training paths, and transformers, in the same alternating rounds",
     )
     p.add_argument(
         "--compile_mode",
@@ -69,10 +69,10 @@ def parse_args(argv=None):
         help="ours only: LM head + loss this many positions at a time (0: plain; see GPT.chunked_loss)",
     )
     p.add_argument(
-        "--fused_loss",
+        "--cpu_paths",
         choices=["auto", "true", "false"],
         default="auto",
-        help="ours: LM head + loss in one buffer (nanogpt2/fused_loss.py); auto: as train.py (eager fp32 CPU)",
+        help="ours: GPT.use_cpu_training_paths (fused LM head + loss, cheaper dropout mask); auto: as train.py",
     )
     p.add_argument("--mem_cap_gib", type=float, default=None, help="cap this process's GPU memory (e.g. 12)")
     p.add_argument(
@@ -95,15 +95,15 @@ def build(
     compile_model: bool,
     mode: str = "default",
     loss_chunk: int = 0,
-    fused_loss: str = "auto",
+    cpu_paths: str = "auto",
 ):
     """(model to call, module for bookkeeping, optimizer, step function) for one implementation."""
     torch.manual_seed(0)
-    if impl in ("ours", "ours-unfused"):
+    if impl in ("ours", "ours-plain"):
         module = GPT(config).to(rt.device)
         module.loss_chunk_tokens = loss_chunk
-        auto = fused_loss_pays(rt.device_type, rt.dtype, module.lm_head.weight.dtype, compile_model)
-        module.fused_loss = impl == "ours" and (auto if fused_loss == "auto" else fused_loss == "true")
+        auto = cpu_training_paths_pay(rt.device_type, rt.dtype, module.lm_head.weight.dtype, compile_model)
+        module.use_cpu_training_paths(impl == "ours" and (auto if cpu_paths == "auto" else cpu_paths == "true"))
         forward = lambda m, x, y: m(x, y)[1]  # noqa: E731
     else:
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -172,12 +172,12 @@ def main(argv=None):
     spec = detect_gpu(torch.cuda.get_device_name(rt.device)) if rt.device_type == "cuda" else None
     peak = spec.peak_flops(str(rt.dtype).removeprefix("torch.")) if spec else None
 
-    impls = {"both": ["ours", "hf"], "all": ["ours", "ours-unfused", "hf"]}.get(args.impl, [args.impl])
+    impls = {"both": ["ours", "hf"], "all": ["ours", "ours-plain", "hf"]}.get(args.impl, [args.impl])
     runs, times, mem = {}, {i: [] for i in impls}, {}
     for impl in impls:
         try:
             model, module, optimizer, forward = build(
-                impl, ours_config, rt, compile_model, args.compile_mode, args.loss_chunk_tokens, args.fused_loss
+                impl, ours_config, rt, compile_model, args.compile_mode, args.loss_chunk_tokens, args.cpu_paths
             )
             step = make_step(model, module, optimizer, forward, batches, rt)
             time_call(step, warmup=args.warmup, repeat=0, sync=rt.synchronize)
@@ -198,7 +198,7 @@ def main(argv=None):
 
     names = {
         "ours": "nanogpt2 GPT",
-        "ours-unfused": "nanogpt2 GPT, plain loss",
+        "ours-plain": "nanogpt2 GPT without its CPU paths",
         "hf": "transformers GPT2LMHeadModel (sdpa)",
     }
     results = []
@@ -236,7 +236,7 @@ def main(argv=None):
         "compile": compile_model,
         "compile_mode": args.compile_mode,
         "loss_chunk_tokens": args.loss_chunk_tokens,
-        "fused_loss": runs["ours"][1].fused_loss if "ours" in runs else None,  # ours-unfused: always False
+        "cpu_paths": runs["ours"][1].fused_loss if "ours" in runs else None,  # ours-plain: always off
         "tuned_cpu_malloc": tuned_malloc,
         "malloc_setting_for": "both models (process-wide)",
         "mem_cap_gib": args.mem_cap_gib,

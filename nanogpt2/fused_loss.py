@@ -24,8 +24,10 @@ LMHeadLoss does the same arithmetic with one buffer:
               operands instead of to the (N, V) buffer.
 
 It is exact arithmetic rearranged (tests/test_fused_loss.py holds it to the plain path's
-loss and gradients). It is not used under torch.compile, which fuses the plain path itself,
-or under autocast: train_setup.use_fused_loss decides, and bench/train.py records the gain.
+loss and gradients). train.py takes it for eager fp32 runs on the CPU, where it was measured
+faster (runtime.cpu_training_paths_pay; bench/results/train-cpu-*-fused-*.json). A compiled
+step fuses the plain path itself, and on CUDA the memory model (nanogpt2/flops/memory.py)
+and the GPU measurements describe the plain path.
 """
 
 from __future__ import annotations
@@ -80,13 +82,3 @@ def lm_head_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, v
     loss = LMHeadLoss.apply(x.reshape(-1, C), weight, targets.reshape(-1), vocab_size)
     assert isinstance(loss, torch.Tensor)
     return loss
-
-
-def fused_loss_pays(device_type: str, compute_dtype: torch.dtype, weight_dtype: torch.dtype, compiled: bool) -> bool:
-    """Whether training should take LMHeadLoss: on the CPU, in float32 throughout, uncompiled.
-
-    That is where it is measured faster (bench/results/train-cpu-*-fused-*.json). A compiled step
-    fuses the plain path itself, and on CUDA the memory model (nanogpt2/flops/memory.py) and the
-    GPU measurements describe the plain path, so GPUs keep it.
-    """
-    return device_type == "cpu" and compute_dtype == weight_dtype == torch.float32 and not compiled

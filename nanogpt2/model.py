@@ -39,7 +39,7 @@ from nanogpt2.fused_loss import lm_head_loss
 from nanogpt2.model_config import GPTConfig  # the shape: sizes, widths, vocabulary (torch-free, read it first)
 
 # ---------------------------------------------------------------------------
-# Linear layers (nn.Linear, with a faster product for a few rows)
+# Linear and dropout layers (torch.nn's, with faster CPU paths)
 # ---------------------------------------------------------------------------
 
 
@@ -66,6 +66,29 @@ class Linear(nn.Linear):
         else:
             y = torch.addmm(self.bias[:, None], self.weight, xt)  # (out, rows)
         return y.t().reshape(*x.shape[:-1], -1)  # (..., out)
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout, with a cheaper way to draw the mask on the CPU when cheap_cpu_mask is set.
+
+    PyTorch's CPU dropout draws its mask with bernoulli_, about 8 ms per million values, which is
+    ~10% of a small model's CPU training step. Drawing 31 random bits per value and keeping it when
+    they are >= p * 2^31 is the same Bernoulli(1 - p), to within 2^-31, in about half the time.
+    train.py sets cheap_cpu_mask for eager CPU runs (train_setup, with the fused loss); GPUs keep
+    PyTorch's fused kernel. Kept values are scaled by 1 / (1 - p), as nn.Dropout does.
+    """
+
+    cheap_cpu_mask = False
+
+    def cheap(self, x: torch.Tensor) -> bool:
+        """Whether this call takes the cheaper mask."""
+        return self.cheap_cpu_mask and self.training and self.p > 0 and x.device.type == "cpu"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.cheap(x):
+            return super().forward(x)
+        bits = torch.empty(x.shape, dtype=torch.int32, device=x.device).random_()  # uniform on [0, 2^31)
+        return x * (bits >= round(self.p * 2**31)) * (1.0 / (1.0 - self.p))
 
 
 # ---------------------------------------------------------------------------
@@ -122,7 +145,8 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         # Output projection: mixes the heads back into the residual stream.
         self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.attn_dropout = Dropout(config.dropout)  # on the attention weights: SDPA's dropout_p, or see forward
+        self.resid_dropout = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
@@ -133,7 +157,16 @@ class CausalSelfAttention(nn.Module):
         qkv = self.c_attn(x).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
         q, k, v = qkv.unbind(0)  # 3 x (B, nh, T, hs)
 
-        if cache is None:  # training, or any pass over a whole sequence
+        if cache is None and self.attn_dropout.cheap(x):  # CPU training with dropout and the cheaper mask
+            # The same attention written out, as PyTorch's CPU SDPA itself computes it whenever dropout
+            # is on (none of its fused CPU kernels takes dropout), so that the weights' dropout can draw
+            # the cheaper mask.
+            future = torch.full((T, T), float("-inf"), device=x.device).triu(1)  # -inf where key > query
+            # q k^T / sqrt(hs) + the mask as one batched matmul-and-add: (B*nh, T, T) scores
+            att = torch.baddbmm(future, q.reshape(B * nh, T, hs), k.reshape(B * nh, T, hs).mT, alpha=hs**-0.5)
+            att = self.attn_dropout(att.softmax(dim=-1))
+            y = (att @ v.reshape(B * nh, T, hs)).view(B, nh, T, hs)
+        elif cache is None:  # training, or any pass over a whole sequence
             # softmax(q k^T / sqrt(hs) + causal mask) v, computed by PyTorch's fused kernel
             # (FlashAttention [Flash] on GPUs): the (T, T) score matrix is never stored.
             y = F.scaled_dot_product_attention(
@@ -172,7 +205,7 @@ class MLP(nn.Module):
         # change every logit slightly and break equality with OpenAI's checkpoints.
         self.gelu = nn.GELU(approximate="tanh")
         self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.gelu(self.c_fc(x))  # (B, T, 4C)
@@ -219,7 +252,7 @@ class GPT(nn.Module):
         V, C = config.padded_vocab_size, config.n_embd
         self.wte = nn.Embedding(V, C)  # token embedding: id -> vector
         self.wpe = nn.Embedding(config.block_size, C)  # learned position embedding [GPT-1]
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(C, eps=1e-5, bias=config.bias)  # added by GPT-2 after the last block
         self.lm_head = Linear(C, V, bias=False)  # vector -> a score for every token
@@ -328,6 +361,14 @@ class GPT(nn.Module):
     def _loss_sum(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = self.lm_head(x)[:, : self.config.vocab_size]  # (n, V): padding rows never count
         return F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum")
+
+    def use_cpu_training_paths(self, on: bool = True) -> None:
+        """Train through the CPU's faster paths: the fused LM head + loss (fused_loss.py) and Dropout's
+        cheaper mask. Same numbers (the loss to rounding; dropout the same Bernoulli(1 - p))."""
+        self.fused_loss = on
+        for module in self.modules():
+            if isinstance(module, Dropout):
+                module.cheap_cpu_mask = on
 
     # -- generation: the loop itself is in nanogpt2/generation.py ----------------------
 

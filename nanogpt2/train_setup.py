@@ -30,7 +30,6 @@ from nanogpt2.data import Dataset, RandomBatches, open_dataset
 from nanogpt2.data.find import find_dataset
 from nanogpt2.errors import UserError
 from nanogpt2.flops import lora_training_flops_per_token, training_flops_per_token
-from nanogpt2.fused_loss import fused_loss_pays
 from nanogpt2.lora import apply_lora, base_fingerprint, lora_settings
 from nanogpt2.metrics import MetricsLogger, describe_run, peak_for_mfu
 from nanogpt2.model import GPT
@@ -39,6 +38,7 @@ from nanogpt2.optim import make_optimizer
 from nanogpt2.resume import model_for_resume, restore_training, resume_config
 from nanogpt2.runtime import (
     Runtime,
+    cpu_training_paths_pay,
     enable_tf32,
     keep_freed_cpu_memory,
     resolve_runtime,
@@ -176,8 +176,10 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
 
     # Speed: compile, then wrap for data parallelism. raw_model stays the plain module we save.
     compile_model = want_compile(cfg.compile, rt.device) and not cfg.optimizer_in_backward  # see its docstring
-    # Eager fp32 on the CPU: the LM head and the loss as one step, in one (N, V) buffer (fused_loss.py).
-    raw_model.fused_loss = fused_loss_pays(rt.device_type, rt.dtype, raw_model.lm_head.weight.dtype, compile_model)
+    # Eager fp32 on the CPU: the LM head and loss as one step (fused_loss.py), and cheaper dropout masks.
+    raw_model.use_cpu_training_paths(
+        cpu_training_paths_pay(rt.device_type, rt.dtype, raw_model.lm_head.weight.dtype, compile_model)
+    )
     compiled = torch.compile(raw_model) if compile_model else raw_model
     model = (
         DDP(compiled, device_ids=[rt.device.index] if rt.device_type == "cuda" else None) if dist.enabled else compiled

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from nanogpt2.fused_loss import lm_head_loss
-from nanogpt2.model import GPT, GPTConfig
+from nanogpt2.model import GPT, Dropout, GPTConfig
 from nanogpt2.train_setup import build_run
 
 from conftest import TINY_RUN
@@ -106,13 +106,15 @@ def test_fused_loss_holds_less_memory():
 
 @pytest.mark.parametrize(("settings", "fused"), [([], True), (["--dtype=bfloat16"], False)])
 def test_training_takes_the_fused_loss_where_it_pays(shakespeare_data, tmp_path, settings, fused):
-    """train.py on the CPU in fp32, uncompiled, trains through the fused loss (its forward returns no logits);
-    under autocast it keeps the plain path, whose precision autocast decides."""
+    """train.py on the CPU in fp32, uncompiled, trains through the fused loss (its forward returns no logits)
+    and the cheaper dropout masks; under autocast it keeps the plain paths, whose precision autocast decides."""
     setup = build_run([*TINY_RUN, f"--dataset={shakespeare_data}", f"--out_dir={tmp_path / 'run'}", *settings])
     try:
         x, y = torch.randint(0, 50257, (2, 2, 16))
         with setup.rt.autocast():
             logits, _ = setup.model(x, y)
         assert setup.raw_model.fused_loss == fused and (logits is None) == fused
+        dropouts = [m for m in setup.raw_model.modules() if isinstance(m, Dropout)]
+        assert dropouts and all(m.cheap_cpu_mask == fused for m in dropouts)
     finally:
         setup.logger.close()
