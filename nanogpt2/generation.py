@@ -65,7 +65,8 @@ def generate_tokens(
     generator = make_generator(seed, idx.device)
     weight = model.lm_head.weight[: model.config.vocab_size]  # (V, C)
     few = 1 if temperature == 0 else top_k  # how many top tokens decide the draw (None: all of them)
-    on_cpu_fp32 = weight.device.type == "cpu" and weight.dtype == torch.float32  # where it was measured faster
+    # Where it was measured faster, and where the plain head's logits are fp32 (autocast would compute them in bf16):
+    on_cpu_fp32 = weight.device.type == "cpu" and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
     screened = ScreenedHead(weight) if screen and use_cache and few is not None and on_cpu_fp32 else None
 
     def scores(ids: torch.Tensor, cache: KVCache | None) -> torch.Tensor:

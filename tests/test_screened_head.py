@@ -83,3 +83,15 @@ def test_generation_through_the_screen_yields_the_plain_tokens(options):
     screened = model.generate(prompt, 60, **options)
     plain = model.generate(prompt, 60, screen=False, **options)
     assert torch.equal(screened, plain)
+
+
+def test_generation_under_cpu_autocast_keeps_the_plain_head():
+    """Under CPU bf16 autocast the head's logits are bf16 products, outside the screen's fp32 bound: generation
+    then scores every token, as with screen=False, and yields the same tokens."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, vocab_size=300))
+    prompt = torch.randint(0, 300, (2, 3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        screened = model.generate(prompt, 20, temperature=0.0)
+        plain = model.generate(prompt, 20, temperature=0.0, screen=False)
+    assert torch.equal(screened, plain)
