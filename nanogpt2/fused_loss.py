@@ -23,9 +23,11 @@ LMHeadLoss does the same arithmetic with one buffer:
               and the 1/n scale is applied to the (N, C) and (V, C) products' small
               operands instead of to the (N, V) buffer.
 
-It is exact arithmetic rearranged (tests/test_fused_loss.py holds it to the plain path's
-loss and gradients). train.py takes it for eager fp32 runs on the CPU, where it was measured
-faster (runtime.cpu_training_paths_pay; bench/results/train-cpu-*-fused-*.json). A compiled
+It is the same arithmetic rearranged, equal to the plain path's loss and gradients up to
+fp32 rounding (tests/test_fused_loss.py). It takes eager fp32 only (fused_loss_applies), and
+its backward is not itself differentiable (no double backward). train.py takes it for eager
+fp32 runs on the CPU, where it was measured faster (runtime.cpu_training_paths_pay;
+bench/results/train-cpu-*-fused-*.json and *-cpu-paths-*.json). A compiled
 step fuses the plain path itself, and on CUDA the memory model (nanogpt2/flops/memory.py)
 and the GPU measurements describe the plain path.
 """
@@ -34,6 +36,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from nanogpt2.errors import UserError
 
 
 class LMHeadLoss(torch.autograd.Function):
@@ -47,13 +51,14 @@ class LMHeadLoss(torch.autograd.Function):
         keep = targets != -1  # (N,) positions that count
         n = keep.sum()
         picked = logp.gather(1, targets.clamp(min=0)[:, None]).squeeze(1)  # (N,) log p(target)
-        loss = -(picked * keep).sum() / n  # NaN when nothing counts, as F.cross_entropy
+        loss = -torch.where(keep, picked, 0.0).sum() / n  # NaN when nothing counts, as F.cross_entropy
         ctx.save_for_backward(x, weight, targets, keep, n)
         ctx.logp = logp  # not an input or output: kept on ctx so that backward may overwrite it
         ctx.vocab_size = vocab_size
         return loss
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # backward overwrites its buffer: no graph of it
     def backward(ctx, grad_loss: torch.Tensor):  # type: ignore[override]
         x, weight, targets, keep, n = ctx.saved_tensors
         if ctx.logp is None:
@@ -64,7 +69,7 @@ class LMHeadLoss(torch.autograd.Function):
         grad[rows, targets.clamp(min=0)] -= 1.0  # softmax - onehot(target)
         if not bool(keep.all()):
             grad[~keep] = 0.0  # ignored positions contribute nothing
-        scale = grad_loss / n  # d(mean)/d(sum), applied below to the small operands only
+        scale = grad_loss / n.clamp(min=1)  # d(mean)/d(sum), applied to the small operands only (0 if none count)
         V = ctx.vocab_size
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
@@ -76,9 +81,20 @@ class LMHeadLoss(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
+def fused_loss_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether lm_head_loss can run here: fp32 states and weights, no autocast, not being compiled
+    (torch.compile fuses the plain path itself)."""
+    fp32 = x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)
+    return fp32 and not torch.compiler.is_compiling()
+
+
 def lm_head_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """The mean cross-entropy of the LM head's logits x W[:vocab_size]^T; x (..., C), targets (...)."""
     C = x.size(-1)
+    if not fused_loss_applies(x, weight):
+        raise UserError(f"lm_head_loss runs eagerly in float32 only; got {x.dtype} states, {weight.dtype} weights")
+    if bool(((targets < -1) | (targets >= vocab_size)).any()):  # F.cross_entropy refuses them too
+        raise UserError(f"targets must be token ids in [0, {vocab_size}) or -1 (ignored)")
     loss = LMHeadLoss.apply(x.reshape(-1, C), weight, targets.reshape(-1), vocab_size)
     assert isinstance(loss, torch.Tensor)
     return loss

@@ -20,7 +20,7 @@ import torch
 
 from nanogpt2.model import KVCache
 from nanogpt2.sampling import check_generation, make_generator, next_token
-from nanogpt2.screened_head import ScreenedHead
+from nanogpt2.screened_head import WORTH_IT_TOKENS, ScreenedHead, fp32_matmuls_are_fp32
 
 if TYPE_CHECKING:
     from nanogpt2.model import GPT
@@ -55,9 +55,10 @@ def generate_tokens(
                   a cache sees it, at the cost of a full forward pass per token; the default,
                   block_size // 8, keeps at least 7/8 of the window and rebuilds the cache
                   once every block_size // 8 tokens.
-    screen:       on the CPU, when only the top tokens count (greedy, or top_k), find them with
-                  ScreenedHead: the same tokens for half the LM head's memory traffic. False
-                  scores every token in fp32 (as use_cache=False always does).
+    screen:       on the CPU, when only the top tokens count (greedy, or top_k) and at least
+                  WORTH_IT_TOKENS are asked for, find them with ScreenedHead: the plain head's
+                  tokens for half its memory traffic. False scores every token in fp32 (as
+                  use_cache=False always does).
     Dropout is off while generating, whatever the model's mode.
     """
     bs = model.config.block_size
@@ -65,9 +66,11 @@ def generate_tokens(
     generator = make_generator(seed, idx.device)
     weight = model.lm_head.weight[: model.config.vocab_size]  # (V, C)
     few = 1 if temperature == 0 else top_k  # how many top tokens decide the draw (None: all of them)
-    # Where it was measured faster, and where the plain head's logits are fp32 (autocast would compute them in bf16):
+    # The screen where it was measured faster (the CPU, and texts long enough to repay building it), and where
+    # the plain head's logits are fp32 products (not under autocast, nor with fp32 matmuls allowed to round).
+    worth_it = use_cache and few is not None and max_new_tokens >= WORTH_IT_TOKENS
     on_cpu_fp32 = weight.device.type == "cpu" and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-    screened = ScreenedHead(weight) if screen and use_cache and few is not None and on_cpu_fp32 else None
+    screened = ScreenedHead(weight) if screen and worth_it and on_cpu_fp32 and fp32_matmuls_are_fp32() else None
 
     def scores(ids: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         """(B, V) next-token logits after ids, through the cache if there is one."""

@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from nanogpt2.fused_loss import lm_head_loss
+from nanogpt2.fused_loss import fused_loss_applies, lm_head_loss
 from nanogpt2.model_config import GPTConfig  # the shape: sizes, widths, vocabulary (torch-free, read it first)
 
 # ---------------------------------------------------------------------------
@@ -139,13 +139,12 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head = config.n_head
-        self.dropout = config.dropout
         # One matmul makes queries, keys and values for all heads at once: C -> 3C.
         # (GPT-2 calls these layers c_attn/c_proj; keeping its names keeps weight loading obvious.)
         self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         # Output projection: mixes the heads back into the residual stream.
         self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.attn_dropout = Dropout(config.dropout)  # on the attention weights: SDPA's dropout_p, or see forward
+        self.attn_dropout = Dropout(config.dropout)  # on the attention weights (SDPA's dropout_p; see forward)
         self.resid_dropout = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
@@ -161,7 +160,7 @@ class CausalSelfAttention(nn.Module):
             # The same attention written out, as PyTorch's CPU SDPA itself computes it whenever dropout
             # is on (none of its fused CPU kernels takes dropout), so that the weights' dropout can draw
             # the cheaper mask.
-            future = torch.full((T, T), float("-inf"), device=x.device).triu(1)  # -inf where key > query
+            future = torch.full((T, T), float("-inf"), dtype=q.dtype, device=x.device).triu(1)  # key > query
             # q k^T / sqrt(hs) + the mask as one batched matmul-and-add: (B*nh, T, T) scores
             att = torch.baddbmm(future, q.reshape(B * nh, T, hs), k.reshape(B * nh, T, hs).mT, alpha=hs**-0.5)
             att = self.attn_dropout(att.softmax(dim=-1))
@@ -170,7 +169,7 @@ class CausalSelfAttention(nn.Module):
             # softmax(q k^T / sqrt(hs) + causal mask) v, computed by PyTorch's fused kernel
             # (FlashAttention [Flash] on GPUs): the (T, T) score matrix is never stored.
             y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+                q, k, v, is_causal=True, dropout_p=self.attn_dropout.p if self.training else 0.0
             )  # (B, nh, T, hs)
         else:  # generating: these T queries continue the L - T positions already cached
             k, v = cache.update(layer, qkv[1:])  # 2 x (B, nh, L, hs)
@@ -328,7 +327,7 @@ class GPT(nn.Module):
         if targets is not None and torch.is_grad_enabled():  # training may skip returning the (B, T, V) logits
             if self.loss_chunk_tokens:
                 return None, self.chunked_loss(x, targets)  # never all of them at once
-            if self.fused_loss:  # LM head + loss in one buffer (nanogpt2/fused_loss.py)
+            if self.fused_loss and fused_loss_applies(x, self.lm_head.weight):  # one buffer (fused_loss.py)
                 return None, lm_head_loss(x, self.lm_head.weight, targets, self.config.vocab_size)
 
         logits = self.lm_head(x)  # (B, T, padded V): a score for every token id
@@ -363,8 +362,8 @@ class GPT(nn.Module):
         return F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum")
 
     def use_cpu_training_paths(self, on: bool = True) -> None:
-        """Train through the CPU's faster paths: the fused LM head + loss (fused_loss.py) and Dropout's
-        cheaper mask. Same numbers (the loss to rounding; dropout the same Bernoulli(1 - p))."""
+        """Train through the CPU's faster paths: the fused LM head + loss (fused_loss.py; the same loss and
+        gradients to fp32 rounding) and Dropout's cheaper mask (other masks, from the same Bernoulli(1 - p))."""
         self.fused_loss = on
         for module in self.modules():
             if isinstance(module, Dropout):

@@ -36,6 +36,17 @@ U32 = 2.0**-24  # unit roundoff of float32
 BF16 = 2.0**-9  # unit roundoff of bfloat16: rounding moves a value by at most this fraction of itself
 BF16_STORE = 2.0**-8  # |stored bf16 - value| <= 2^-9 |value| <= 2^-8 |stored|
 MOST_CANDIDATES = 8  # beyond 1/8 of the vocabulary per row, computing every logit is cheaper
+WORTH_IT_TOKENS = 32  # building the screen costs ~5 fp32 head products and saves ~1/2 of one per token
+
+
+def fp32_matmuls_are_fp32() -> bool:
+    """Whether fp32 matmuls compute in fp32, as the bound assumes. torch.set_float32_matmul_precision
+    ("high"/"medium") lets oneDNN run them in bf16 on CPUs with AMX, far outside gamma_C."""
+    mkldnn = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)
+    return torch.get_float32_matmul_precision() == "highest" and getattr(mkldnn, "fp32_precision", "none") in (
+        "none",
+        "ieee",
+    )
 
 
 class ScreenedHead:
@@ -44,25 +55,33 @@ class ScreenedHead:
     def __init__(self, weight: torch.Tensor):
         self.weight = weight  # (V, C) fp32, as the model holds it
         self.low = weight.bfloat16()  # (V, C): half the bytes
-        self.norm = weight.norm(dim=1)  # (V,) |w_v|
+        self.norm = weight.norm(dim=1).double()  # (V,) |w_v|, to ~1e-4 (covered by the slack in screen)
+        tiny = self.norm < 1e-15  # fp32 squares of such rows' values may underflow: redo them in float64
+        if bool(tiny.any()):
+            self.norm[tiny] = weight[tiny].double().norm(dim=1)
         C = weight.size(1)
         gamma = C * U32 / (1 - C * U32)
         self.c = BF16 * (2 + BF16) + gamma * (1 + (1 + BF16) ** 2)
 
+    def screen(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (B, C) fp32 -> approximate logits a (B, V) and the bound e (B, V) on |a - z|, both float64."""
+        hb = h.bfloat16()
+        # (V, C) x (C, B): the product order that reads the bf16 head fastest on the CPU
+        low = torch.mv(self.low, hb[0])[None] if h.size(0) == 1 else (self.low @ hb.t()).t()  # (B, V) bf16
+        approx = low.double()
+        h_norm = torch.linalg.vector_norm(h, dim=1, keepdim=True, dtype=torch.float64)  # (B, 1)
+        bound = torch.addcmul(BF16_STORE * approx.abs(), self.c * h_norm, self.norm)  # (B, V)
+        return approx, bound * (1 + 1e-3) + 1e-300  # room for the rounding of the norms and of this arithmetic
+
     def logits(self, h: torch.Tensor, k: int) -> torch.Tensor:
         """h (B, C) fp32 final hidden states -> (B, V): exact logits for a superset of each row's k largest."""
         V = self.weight.size(0)
-        k = min(k, V)
-        hb = h.bfloat16()
-        # (V, C) x (C, B): the product order that reads the bf16 head fastest on the CPU
-        approx = (torch.mv(self.low, hb[0])[None] if h.size(0) == 1 else (self.low @ hb.t()).t()).float()  # (B, V)
-        bound = torch.addcmul(BF16_STORE * approx.abs(), self.c * h.norm(dim=1, keepdim=True), self.norm)  # (B, V)
-        bound = bound * (1 + 1e-3) + 1e-30  # room for the rounding of this arithmetic itself
-        kth_lower = (approx - bound).topk(k, dim=1).values[:, -1:]  # (B, 1)
+        approx, bound = self.screen(h)
+        kth_lower = (approx - bound).topk(min(k, V), dim=1).values[:, -1:]  # (B, 1)
         candidates = approx + bound >= kth_lower  # (B, V): every token that could be in the top k
         if int(candidates.sum(dim=1).max()) * MOST_CANDIDATES > V:  # a flat screen: just compute them all
             return h @ self.weight.t()
-        out = torch.full_like(approx, float("-inf"))  # (B, V)
+        out = h.new_full((h.size(0), V), float("-inf"))  # (B, V)
         for row in range(h.size(0)):
             ids = candidates[row].nonzero().squeeze(1)  # (n,)
             out[row, ids] = self.weight[ids] @ h[row]  # exact fp32 logits of the candidates

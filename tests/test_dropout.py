@@ -59,10 +59,12 @@ def test_written_out_attention_equals_sdpa(monkeypatch):
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
     for block in model.h:
-        block.attn.dropout = 0.0  # SDPA's own dropout_p: off, to compare the attention math alone
+        block.attn.attn_dropout.p = 0.0  # SDPA's dropout_p: off, to compare the attention math alone
     sdpa_loss, sdpa = loss_and_grads()  # cheap_cpu_mask off: SDPA
     model.use_cpu_training_paths(True)
     model.fused_loss = False
+    for block in model.h:
+        block.attn.attn_dropout.p = 0.1  # the written-out path is for dropout > 0 (its Dropout is the identity)
     assert len(sdpa_calls) == 2  # one per layer
     loss, written = loss_and_grads()  # the attention's Dropout has p = 0.1 > 0: the written-out path
     assert len(sdpa_calls) == 2, "the written-out attention was not taken"

@@ -118,3 +118,55 @@ def test_training_takes_the_fused_loss_where_it_pays(shakespeare_data, tmp_path,
         assert dropouts and all(m.cheap_cpu_mask == fused for m in dropouts)
     finally:
         setup.logger.close()
+
+
+def test_fused_loss_edge_batches_behave_as_cross_entropy():
+    """A batch whose targets are all ignored gives zero gradients (not NaN), as F.cross_entropy's; a non-finite
+    logit row that is ignored does not reach the loss; targets other than ids and -1 (e.g. transformers' -100)
+    are refused with a one-line error rather than trained as token 0."""
+    from nanogpt2.errors import UserError
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 8, requires_grad=True)
+    w = torch.randn(30, 8, requires_grad=True)
+    lm_head_loss(x, w, torch.full((6,), -1), 30).backward()
+    assert torch.equal(x.grad, torch.zeros_like(x)) and torch.equal(w.grad, torch.zeros_like(w))
+
+    bad = x.detach().clone()
+    bad[2] = float("nan")
+    t = torch.randint(0, 30, (6,))
+    t[2] = -1
+    assert torch.allclose(lm_head_loss(bad, w, t, 30), F.cross_entropy(F.linear(bad, w), t, ignore_index=-1))
+
+    for wrong in (-100, 30):
+        t[0] = wrong
+        with pytest.raises(UserError, match=r"targets must be token ids in \[0, 30\) or -1"):
+            lm_head_loss(x, w, t, 30)
+
+
+def test_fused_loss_is_fp32_eager_only():
+    """Its backward overwrites the forward's buffer, so a second-order gradient is refused rather than wrong;
+    bf16 inputs or autocast are refused by lm_head_loss, and the model then keeps the plain path (logits
+    returned) instead, written-out attention included."""
+    from nanogpt2.errors import UserError
+
+    x = torch.randn(4, 8, requires_grad=True)
+    w = torch.randn(30, 8)
+    (g,) = torch.autograd.grad(lm_head_loss(x, w, torch.randint(0, 30, (4,)), 30), x, create_graph=True)
+    assert not g.requires_grad  # no graph of the gradient: differentiating it again fails loudly
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        g.sum().backward()
+    with pytest.raises(UserError, match="float32 only"):
+        lm_head_loss(x.bfloat16(), w.bfloat16(), torch.zeros(4, dtype=torch.long), 30)
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=50, dropout=0.1))
+    model.use_cpu_training_paths(True)
+    idx = torch.randint(0, 50, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss = model(idx, idx)
+    assert logits is not None and torch.isfinite(loss)
+    model.to(torch.bfloat16)
+    logits, loss = model(idx, idx)
+    loss.backward()
+    assert logits is not None and logits.dtype == torch.bfloat16

@@ -35,13 +35,12 @@ def test_screen_error_is_within_its_bound(kind, B):
     head = ScreenedHead(w)
     h = hidden_states(kind, B, C, g)
     exact = h.double() @ w.double().t()
-    hb = h.bfloat16()
-    approx = (torch.mv(head.low, hb[0])[None] if B == 1 else (head.low @ hb.t()).t()).float()
-    bound = head.c * h.norm(dim=1, keepdim=True) * head.norm + 2.0**-8 * approx.abs()
-    assert ((approx.double() - exact).abs() <= bound.double()).all()
+    approx, bound = head.screen(h)
     plain = h @ w.t()
     gamma = C * U32 / (1 - C * U32)
-    assert ((plain.double() - exact).abs() <= gamma * h.norm(dim=1, keepdim=True) * head.norm).all()
+    plain_bound = gamma * h.double().norm(dim=1, keepdim=True) * w.double().norm(dim=1)
+    assert ((plain.double() - exact).abs() <= plain_bound).all()
+    assert ((approx - exact).abs() + plain_bound <= bound).all()  # a - z within the bound, via the exact value
 
 
 @pytest.mark.parametrize("kind", ["unit", "large", "shared"])
@@ -85,13 +84,34 @@ def test_generation_through_the_screen_yields_the_plain_tokens(options):
     assert torch.equal(screened, plain)
 
 
-def test_generation_under_cpu_autocast_keeps_the_plain_head():
-    """Under CPU bf16 autocast the head's logits are bf16 products, outside the screen's fp32 bound: generation
-    then scores every token, as with screen=False, and yields the same tokens."""
+@pytest.mark.parametrize("setting", ["autocast", "fp32 matmuls in bf16", "few tokens"])
+def test_generation_keeps_the_plain_head_where_the_screen_does_not_hold_or_pay(monkeypatch, setting):
+    """Under CPU bf16 autocast, or with fp32 matmuls allowed to run in bf16, the head's logits are not the fp32
+    products the bound is about; for fewer than WORTH_IT_TOKENS new tokens the screen would not repay its
+    building. In each case no ScreenedHead is built, and the tokens equal screen=False's."""
+    import contextlib
+
+    from nanogpt2 import generation
+
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, vocab_size=300))
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=64, vocab_size=300))
     prompt = torch.randint(0, 300, (2, 3))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        screened = model.generate(prompt, 20, temperature=0.0)
-        plain = model.generate(prompt, 20, temperature=0.0, screen=False)
+    new = generation.WORTH_IT_TOKENS - 1 if setting == "few tokens" else 40
+    plain = model.generate(prompt, new, temperature=0.0, screen=False)
+
+    def refuse(weight):
+        raise AssertionError("a ScreenedHead was built")
+
+    monkeypatch.setattr(generation, "ScreenedHead", refuse)
+    context = torch.autocast("cpu", dtype=torch.bfloat16) if setting == "autocast" else contextlib.nullcontext()
+    previous = torch.get_float32_matmul_precision()
+    if setting == "fp32 matmuls in bf16":
+        torch.set_float32_matmul_precision("medium")
+    try:
+        with context:
+            screened = model.generate(prompt, new, temperature=0.0)
+            if setting != "few tokens":  # the plain head under the same setting
+                plain = model.generate(prompt, new, temperature=0.0, screen=False)
+    finally:
+        torch.set_float32_matmul_precision(previous)
     assert torch.equal(screened, plain)
