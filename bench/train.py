@@ -224,6 +224,10 @@ def main(argv=None):
         for impl, row in zip(impls, results):
             if impl != "hf" and row["ms_per_step"]:
                 row["vs_transformers"] = round(hf_ms / row["ms_per_step"], 3)
+                # step by step: the i-th steps of both models ran in the same round, seconds apart, so slow load
+                # drifts cancel
+                paired = [hf / t for t, hf in zip(times[impl], times["hf"])]
+                row["paired_vs_transformers"] = round(median(paired), 3)
 
     settings = {
         **shape,
