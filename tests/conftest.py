@@ -198,6 +198,38 @@ def shakespeare_data(tmp_path_factory, shakespeare_dir) -> Path:
     return out
 
 
+def loss_and_grads(model, x, y, seed: int | None = None):
+    """(logits, loss, every parameter's gradient) of one forward and backward; seed fixes dropout's masks."""
+    model.zero_grad(set_to_none=True)
+    if seed is not None:
+        torch.manual_seed(seed)
+    logits, loss = model(x, y)
+    loss.backward()
+    return logits, loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def assert_loss_path_like_plain(switch_on, pad: int, dropout: float = 0.0) -> dict:
+    """A small GPT's loss and every gradient with switch_on(model) applied equal the plain path's (fp32, 1e-6),
+    with ignored (-1) targets and a padded vocabulary (pad 64: 101 -> 128 rows), and no logits come back:
+    for the savers that replace the LM head + loss. Returns the variant's gradients."""
+    from nanogpt2.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=101, pad_vocab_multiple=pad)
+    model = GPT(GPTConfig(**{**config.__dict__, "dropout": dropout}))
+    x, y = torch.randint(0, 101, (3, 16)), torch.randint(0, 101, (3, 16))
+    y[0, :5] = -1
+    y[2, -3:] = -1
+    _, plain_loss, plain = loss_and_grads(model, x, y, seed=1)
+    switch_on(model)
+    logits, loss, variant = loss_and_grads(model, x, y, seed=1)
+    assert logits is None
+    assert torch.allclose(loss, plain_loss, rtol=0, atol=1e-6)
+    for name in plain:
+        assert torch.allclose(plain[name], variant[name], rtol=0, atol=1e-6), name
+    return variant
+
+
 def assert_trains_like_plain(
     data: Path, tmp_path: Path, *variant: str, dropout: float = 0.0, both: Sequence[str] = ()
 ) -> None:

@@ -7,14 +7,7 @@ import torch
 
 from nanogpt2.model import GPT, GPTConfig
 
-from conftest import assert_trains_like_plain
-
-
-def loss_and_grads(model, x, y):
-    model.zero_grad(set_to_none=True)
-    logits, loss = model(x, y)
-    loss.backward()
-    return logits, loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+from conftest import assert_loss_path_like_plain, assert_trains_like_plain
 
 
 @pytest.mark.parametrize("pad", [1, 64])
@@ -22,18 +15,7 @@ def loss_and_grads(model, x, y):
 def test_chunked_loss_equals_the_plain_path(pad, chunk):
     """Loss and every gradient equal the plain path's (fp32, 1e-6), with ignored (-1) targets, a padded
     vocabulary, and chunks that do not divide the B*T = 48 positions (or exceed them); no logits come back."""
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=101, pad_vocab_multiple=pad))
-    x, y = torch.randint(0, 101, (3, 16)), torch.randint(0, 101, (3, 16))
-    y[0, :5] = -1
-    y[2, -3:] = -1
-    _, plain_loss, plain = loss_and_grads(model, x, y)
-    model.loss_chunk_tokens = chunk
-    logits, loss, chunked = loss_and_grads(model, x, y)
-    assert logits is None
-    assert torch.allclose(loss, plain_loss, rtol=0, atol=1e-6)
-    for name in plain:
-        assert torch.allclose(plain[name], chunked[name], rtol=0, atol=1e-6), name
+    assert_loss_path_like_plain(lambda model: setattr(model, "loss_chunk_tokens", chunk), pad)
 
 
 def test_chunked_loss_keeps_no_full_logits_for_backward():

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 from nanogpt2.model import GPT, Dropout, GPTConfig
 
+from conftest import loss_and_grads
+
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
 def test_cheap_mask_keeps_each_value_with_probability_one_minus_p(p):
@@ -52,21 +54,15 @@ def test_written_out_attention_equals_sdpa(monkeypatch):
     real_sdpa = F.scaled_dot_product_attention
     monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: sdpa_calls.append(1) or real_sdpa(*a, **k))
 
-    def loss_and_grads():
-        model.zero_grad(set_to_none=True)
-        _, loss = model(x, y)
-        loss.backward()
-        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
-
     for block in model.h:
         block.attn.attn_dropout.p = 0.0  # SDPA's dropout_p: off, to compare the attention math alone
-    sdpa_loss, sdpa = loss_and_grads()  # cheap_cpu_mask off: SDPA
+    _, sdpa_loss, sdpa = loss_and_grads(model, x, y)  # cheap_cpu_mask off: SDPA
     model.use_cpu_training_paths(True)
     model.fused_loss = False
     for block in model.h:
         block.attn.attn_dropout.p = 0.1  # the written-out path is for dropout > 0 (its Dropout is the identity)
     assert len(sdpa_calls) == 2  # one per layer
-    loss, written = loss_and_grads()  # the attention's Dropout has p = 0.1 > 0: the written-out path
+    _, loss, written = loss_and_grads(model, x, y)  # the attention's Dropout has p = 0.1 > 0: written out
     assert len(sdpa_calls) == 2, "the written-out attention was not taken"
     assert torch.allclose(loss, sdpa_loss, rtol=0, atol=1e-5)
     for name in sdpa:

@@ -11,15 +11,7 @@ from nanogpt2.fused_loss import lm_head_loss
 from nanogpt2.model import GPT, Dropout, GPTConfig
 from nanogpt2.train_setup import build_run
 
-from conftest import TINY_RUN
-
-
-def loss_and_grads(model, x, y):
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(1)  # the same dropout masks for both paths
-    logits, loss = model(x, y)
-    loss.backward()
-    return logits, loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+from conftest import TINY_RUN, assert_loss_path_like_plain
 
 
 @pytest.mark.parametrize("pad", [1, 64])
@@ -27,19 +19,7 @@ def loss_and_grads(model, x, y):
 def test_fused_loss_equals_the_plain_path(pad, dropout):
     """Loss and every parameter's gradient equal the plain path's (fp32, 1e-6), with ignored (-1) targets, a
     padded vocabulary (whose rows get zero gradient from the head) and dropout; no logits come back."""
-    torch.manual_seed(0)
-    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=101, pad_vocab_multiple=pad)
-    model = GPT(config.__class__(**{**config.__dict__, "dropout": dropout}))
-    x, y = torch.randint(0, 101, (3, 16)), torch.randint(0, 101, (3, 16))
-    y[0, :5] = -1
-    y[2, -3:] = -1
-    _, plain_loss, plain = loss_and_grads(model, x, y)
-    model.fused_loss = True
-    logits, loss, fused = loss_and_grads(model, x, y)
-    assert logits is None
-    assert torch.allclose(loss, plain_loss, rtol=0, atol=1e-6)
-    for name in plain:
-        assert torch.allclose(plain[name], fused[name], rtol=0, atol=1e-6), name
+    fused = assert_loss_path_like_plain(lambda model: setattr(model, "fused_loss", True), pad, dropout)
     if pad > 1:
         assert fused["wte.weight"][101:].abs().sum() == 0
 
