@@ -42,11 +42,9 @@ WORTH_IT_TOKENS = 32  # building the screen costs ~5 fp32 head products and save
 def fp32_matmuls_are_fp32() -> bool:
     """Whether fp32 matmuls compute in fp32, as the bound assumes. torch.set_float32_matmul_precision
     ("high"/"medium") lets oneDNN run them in bf16 on CPUs with AMX, far outside gamma_C."""
-    mkldnn = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)
-    return torch.get_float32_matmul_precision() == "highest" and getattr(mkldnn, "fp32_precision", "none") in (
-        "none",
-        "ieee",
-    )
+    onednn = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)  # its own setting, where torch has it
+    onednn_fp32 = getattr(onednn, "fp32_precision", "none") in ("none", "ieee")
+    return torch.get_float32_matmul_precision() == "highest" and onednn_fp32
 
 
 class ScreenedHead:
