@@ -6,20 +6,24 @@ floats, 154 MB of the ~500 MB read per token. But greedy decoding needs only the
 logit, and top-k sampling only the k largest. So:
 
 1. **Screen.** Multiply by a bf16 copy of the head (half the bytes) to get approximate logits a_v.
-2. **Bound.** For each token, bound how far a_v can be from the fp32 logit z_v the plain head
-   computes, from |h| and |w_v| alone. Rounding to bf16 (round to nearest) moves each element
-   by at most 2^-9 of itself, so by Cauchy-Schwarz (|u . w| <= |u| |w|)
+2. **Bound.** Bound how far each a_v can be from the fp32 logit z_v the plain head computes,
+   from |h| and |w_v| alone. Rounding to bf16 (round to nearest) moves each element by at most
+   2^-9 of itself, so by Cauchy-Schwarz (|u . w| <= |u| |w|)
        |h . w_v - h_b . w_b| <= |h| |w_v - w_b| + |h - h_b| |w_b| <= 2^-9 (2 + 2^-9) |h| |w_v|
    where h_b, w_b are h and w_v in bf16. Add the rounding of the two products, fp32 sums of C
    terms (each at most gamma_C times the sum of |terms|, gamma_C = C u / (1 - C u), u = 2^-24;
    Higham 2002, "Accuracy and Stability of Numerical Algorithms", 3.1), and of a_v's storage
    in bf16 (at most 2^-8 |a_v|):
        |a_v - z_v| <= c |h| |w_v| + 2^-8 |a_v|,   c = 2^-9 (2 + 2^-9) + gamma_C (1 + (1 + 2^-9)^2).
-   Only the row norms |w_v| are computed ahead, once per generation.
-3. **Confirm.** A token can be among the k largest z only if its upper bound a_v + e_v reaches
-   the k-th largest lower bound a_u - e_u: if k tokens' lower bounds all lie above v's upper
-   bound, those k tokens beat v. Only those candidates (typically a handful) get their exact
-   fp32 logit, from the fp32 weights.
+   We use one bound per row of h, the largest over the vocabulary:
+       E = c |h| max_v |w_v| + 2^-8 max_v |a_v|.
+   A bound per token is tighter, but computing it costs a few float64 passes over all V values
+   per token: ~4 ms of a ~40 ms batch-1 step here, most of what the screen saves. The looser E
+   only lets a few more candidates through. max_v |w_v| is computed once per generation.
+3. **Confirm.** The k tokens with the largest a each have z >= a - E >= a_(k) - E (a_(k): the
+   k-th largest a), so the k-th largest z is at least a_(k) - E. A token in the top k therefore
+   has a_v + E >= z_v >= a_(k) - E, that is a_v >= a_(k) - 2E. Only those candidates (typically
+   a handful) get their exact fp32 logit, from the fp32 weights.
 
 The result equals the plain head's top k, up to the order of fp32 roundings between tokens
 whose logits agree to ~1e-6 (tests/test_screened_head.py; generation tests compare tokens with
@@ -40,44 +44,59 @@ WORTH_IT_TOKENS = 32  # building the screen costs ~5 fp32 head products and save
 
 
 def fp32_matmuls_are_fp32() -> bool:
-    """Whether fp32 matmuls compute in fp32, as the bound assumes. torch.set_float32_matmul_precision
-    ("high"/"medium") lets oneDNN run them in bf16 on CPUs with AMX, far outside gamma_C."""
-    onednn = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)  # its own setting, where torch has it
-    onednn_fp32 = getattr(onednn, "fp32_precision", "none") in ("none", "ieee")
-    return torch.get_float32_matmul_precision() == "highest" and onednn_fp32
+    """Whether CPU fp32 matmuls compute in fp32, as the bound assumes. oneDNN runs them in bf16 on CPUs
+    with AMX when allowed to (torch.set_float32_matmul_precision("medium"), or the mkldnn backend's
+    fp32_precision), far outside gamma_C. Allowing TF32 on CUDA (torch.backends.cuda.matmul.allow_tf32)
+    changes nothing on the CPU, although it makes torch.get_float32_matmul_precision() say "high"."""
+    backends = torch.backends
+    onednn = getattr(getattr(backends, "mkldnn", None), "matmul", None)
+    if not hasattr(onednn, "fp32_precision"):  # a torch before per-backend settings (2.9): only the global one
+        return torch.get_float32_matmul_precision() == "highest"
+    # The most specific setting that is set applies ("none" defers to the next one out).
+    for setting in (onednn.fp32_precision, backends.mkldnn.fp32_precision, getattr(backends, "fp32_precision", "none")):
+        if setting != "none":
+            return setting == "ieee"
+    return True
+
+
+def at_most_in_bf16(x: torch.Tensor) -> torch.Tensor:
+    """x (float64) as bf16 values no larger than x, so that `bf16 >= result` keeps everything `>= x`.
+    Rounding to nearest moves x by at most 2^-9 |x| (or 2^-133 near zero), which the margin covers."""
+    return (x - x.abs() * BF16_STORE - 2.0**-120).bfloat16()
 
 
 class ScreenedHead:
     """logits(h, k): the k largest of h W^T exactly (at least), -inf elsewhere; W (V, C) fp32."""
 
     def __init__(self, weight: torch.Tensor):
+        weight = weight.detach()
         self.weight = weight  # (V, C) fp32, as the model holds it
         self.low = weight.bfloat16()  # (V, C): half the bytes
-        self.norm = weight.norm(dim=1).double()  # (V,) |w_v|, to ~1e-4 (covered by the slack in screen)
-        tiny = self.norm < 1e-15  # fp32 squares of such rows' values may underflow: redo them in float64
-        if bool(tiny.any()):
-            self.norm[tiny] = weight[tiny].double().norm(dim=1)
+        max_norm = torch.linalg.vector_norm(weight, dim=1).max().double()  # max |w_v|, to ~1e-4 (covered below)
+        if max_norm < 1e-15:  # fp32 squares of such rows' values may underflow: redo them in float64
+            max_norm = weight.double().norm(dim=1).max()
         C = weight.size(1)
         gamma = C * U32 / (1 - C * U32)
-        self.c = BF16 * (2 + BF16) + gamma * (1 + (1 + BF16) ** 2)
+        self.c_norm = (BF16 * (2 + BF16) + gamma * (1 + (1 + BF16) ** 2)) * max_norm  # c max_v |w_v|
 
     def screen(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h (B, C) fp32 -> approximate logits a (B, V) and the bound e (B, V) on |a - z|, both float64."""
+        """h (B, C) fp32 -> approximate logits a (B, V) bf16, and the bound E (B, 1) float64 on |a - z|."""
         hb = h.bfloat16()
         # (V, C) x (C, B): the product order that reads the bf16 head fastest on the CPU
         low = torch.mv(self.low, hb[0])[None] if h.size(0) == 1 else (self.low @ hb.t()).t()  # (B, V) bf16
-        approx = low.double()
         h_norm = torch.linalg.vector_norm(h, dim=1, keepdim=True, dtype=torch.float64)  # (B, 1)
-        bound = torch.addcmul(BF16_STORE * approx.abs(), self.c * h_norm, self.norm)  # (B, V)
-        return approx, bound * (1 + 1e-3) + 1e-300  # room for the rounding of the norms and of this arithmetic
+        smallest, largest = torch.aminmax(low, dim=1, keepdim=True)  # (B, 1) each
+        most = torch.maximum(largest.double(), -smallest.double())  # max_v |a_v|
+        bound = self.c_norm * h_norm + BF16_STORE * most  # (B, 1)
+        return low, bound * (1 + 1e-3) + 1e-300  # room for the rounding of the norms and of this arithmetic
 
     def logits(self, h: torch.Tensor, k: int) -> torch.Tensor:
         """h (B, C) fp32 final hidden states -> (B, V): exact logits for a superset of each row's k largest."""
         V = self.weight.size(0)
-        approx, bound = self.screen(h)
-        kth_lower = (approx - bound).topk(min(k, V), dim=1).values[:, -1:]  # (B, 1)
-        candidates = approx + bound >= kth_lower  # (B, V): every token that could be in the top k
-        if int(candidates.sum(dim=1).max()) * MOST_CANDIDATES > V:  # a flat screen: just compute them all
+        low, bound = self.screen(h)
+        kth = low.amax(dim=1, keepdim=True) if k == 1 else low.topk(min(k, V), dim=1).values[:, -1:]  # (B, 1)
+        candidates = low >= at_most_in_bf16(kth.double() - 2 * bound)  # (B, V): every token that could be in the top k
+        if int(candidates.count_nonzero(dim=1).max()) * MOST_CANDIDATES > V:  # a flat screen: just compute all
             return h @ self.weight.t()
         out = h.new_full((h.size(0), V), float("-inf"))  # (B, V)
         for row in range(h.size(0)):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nanogpt2.model import GPT, GPTConfig
-from nanogpt2.screened_head import ScreenedHead
+from nanogpt2.screened_head import ScreenedHead, at_most_in_bf16
 
 U32 = 2.0**-24
 
@@ -27,8 +27,8 @@ def hidden_states(kind: str, B: int, C: int, g: torch.Generator) -> torch.Tensor
 @pytest.mark.parametrize("kind", ["unit", "large", "shared"])
 @pytest.mark.parametrize("B", [1, 5])
 def test_screen_error_is_within_its_bound(kind, B):
-    """Against float64 arithmetic, the screen's approximate logits are within the bound the class derives,
-    and the plain fp32 head within gamma_C |h| |w| (the two facts the top-k proof rests on)."""
+    """Against float64 arithmetic, every approximate logit of a row is within the row's bound E, after
+    the plain fp32 head's own error (at most gamma_C |h| |w_v|): the fact the top-k proof rests on."""
     g = torch.Generator().manual_seed(0)
     V, C = 3000, 96
     w = 0.3 * torch.randn(V, C, generator=g)
@@ -40,7 +40,20 @@ def test_screen_error_is_within_its_bound(kind, B):
     gamma = C * U32 / (1 - C * U32)
     plain_bound = gamma * h.double().norm(dim=1, keepdim=True) * w.double().norm(dim=1)
     assert ((plain.double() - exact).abs() <= plain_bound).all()
-    assert ((approx - exact).abs() + plain_bound <= bound).all()  # a - z within the bound, via the exact value
+    assert bound.shape == (B, 1)
+    assert ((approx.double() - exact).abs() + plain_bound <= bound).all()  # a - z within E, via the exact value
+
+
+def test_thresholds_round_down_to_bf16():
+    """at_most_in_bf16 never rounds a threshold up, over random values of every scale, both signs, zero and
+    values near bf16's smallest, so that comparing bf16 logits with it keeps every token at or above it."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(100_000, generator=g, dtype=torch.float64) * torch.logspace(-40, 38, 100_000, dtype=torch.float64)
+    x = torch.cat([x, torch.tensor([0.0, 1e-45, -1e-45, 2.0**-133, 1.0, -1.0], dtype=torch.float64)])
+    below = at_most_in_bf16(x)
+    assert below.dtype == torch.bfloat16
+    assert (below.double() <= x).all()
+    assert ((x - below.double()).abs() <= 2.0**-6 * x.abs() + 2.0**-110).all()  # and not far below
 
 
 @pytest.mark.parametrize("kind", ["unit", "large", "shared"])
@@ -115,3 +128,45 @@ def test_generation_keeps_the_plain_head_where_the_screen_does_not_hold_or_pay(m
     finally:
         torch.set_float32_matmul_precision(previous)
     assert torch.equal(screened, plain)
+
+
+@pytest.fixture
+def matmul_settings():
+    """Restores every fp32 matmul precision setting a test changes (torch >= 2.9's per-backend settings)."""
+    b = torch.backends
+    if not hasattr(b.mkldnn.matmul, "fp32_precision"):
+        pytest.skip("this torch has no per-backend fp32 matmul settings")
+    saved = (b.cuda.matmul.fp32_precision, b.mkldnn.matmul.fp32_precision, b.mkldnn.fp32_precision)
+    yield
+    b.cuda.matmul.fp32_precision, b.mkldnn.matmul.fp32_precision, b.mkldnn.fp32_precision = saved
+
+
+def _set_matmul_precision(setting: str) -> None:
+    from nanogpt2.runtime import enable_tf32
+
+    if setting == "TF32 on CUDA":
+        enable_tf32()  # what train.py and the benches do on a GPU; it makes get_float32_matmul_precision() "high"
+    elif setting in ("high", "medium"):
+        torch.set_float32_matmul_precision(setting)
+    elif setting == "oneDNN in bf16":
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+
+
+@pytest.mark.parametrize(
+    "setting, fp32",
+    [("default", True), ("TF32 on CUDA", True), ("high", False), ("medium", False), ("oneDNN in bf16", False)],
+)
+def test_the_screen_follows_the_setting_that_governs_cpu_matmuls(matmul_settings, setting, fp32):
+    """fp32_matmuls_are_fp32 reads the CPU's own matmul setting: allowing TF32 on CUDA leaves CPU matmuls in
+    fp32 (checked against float64: within gamma_C |x| |w|), so the screen stays on; allowing oneDNN reduced
+    precision, directly or through set_float32_matmul_precision, turns it off."""
+    from nanogpt2.screened_head import fp32_matmuls_are_fp32
+
+    _set_matmul_precision(setting)
+    assert fp32_matmuls_are_fp32() == fp32
+    if fp32:
+        g = torch.Generator().manual_seed(3)
+        x, w = torch.randn(4, 512, generator=g), torch.randn(300, 512, generator=g)
+        gamma = 512 * U32 / (1 - 512 * U32)
+        error = (x @ w.t()).double() - x.double() @ w.double().t()
+        assert (error.abs() <= gamma * x.double().norm(dim=1, keepdim=True) * w.double().norm(dim=1)).all()
