@@ -48,12 +48,12 @@ def fp32_matmuls_are_fp32() -> bool:
     with AMX when allowed to (torch.set_float32_matmul_precision("medium"), or the mkldnn backend's
     fp32_precision), far outside gamma_C. Allowing TF32 on CUDA (torch.backends.cuda.matmul.allow_tf32)
     changes nothing on the CPU, although it makes torch.get_float32_matmul_precision() say "high"."""
-    backends = torch.backends
-    onednn = getattr(getattr(backends, "mkldnn", None), "matmul", None)
-    if not hasattr(onednn, "fp32_precision"):  # a torch before per-backend settings (2.9): only the global one
+    onednn = torch.backends.mkldnn
+    onednn_matmul = getattr(onednn, "matmul", None)  # set up at run time, unknown to type stubs
+    if not hasattr(onednn_matmul, "fp32_precision"):  # torch before per-backend settings (2.9)
         return torch.get_float32_matmul_precision() == "highest"
     # The most specific setting that is set applies ("none" defers to the next one out).
-    for setting in (onednn.fp32_precision, backends.mkldnn.fp32_precision, getattr(backends, "fp32_precision", "none")):
+    for setting in (getattr(level, "fp32_precision", "none") for level in (onednn_matmul, onednn, torch.backends)):
         if setting != "none":
             return setting == "ieee"
     return True
