@@ -29,7 +29,7 @@ The result equals the plain head's top k, up to the order of fp32 roundings betw
 whose logits agree to ~1e-6 (tests/test_screened_head.py; generation tests compare tokens with
 transformers'). Everything else is returned as -inf, which top-k and greedy never choose.
 It assumes bf16 products accumulate in fp32, as PyTorch's CPU kernels do; the tests check
-the bound against float64 arithmetic. bench/results/sample-*-screened-*.json has the speed.
+the bound against float64 arithmetic. bench/results/sample-*-screen-on-*.json has the speed.
 """
 
 from __future__ import annotations
