@@ -15,8 +15,13 @@ logit, and top-k sampling only the k largest. So:
    Higham 2002, "Accuracy and Stability of Numerical Algorithms", 3.1), and of a_v's storage
    in bf16 (at most 2^-8 |a_v|):
        |a_v - z_v| <= c |h| |w_v| + 2^-8 |a_v|,   c = 2^-9 (2 + 2^-9) + gamma_C (1 + (1 + 2^-9)^2).
+   That holds for values in the normal float range. CPU kernels may flush values and products
+   below 2^-126 to zero (the bf16 product does); each such flush moves a logit by at most 2^-126
+   times the other factor, or 2^-126 for a product, so the screen's and the plain head's products
+   together move by at most
+       t = 2^-125 (C + 1 + sqrt(C) (|h| + max_v |w_v|)),   ~1e-34 for GPT-2 small: nothing in practice.
    We use one bound per row of h, the largest over the vocabulary:
-       E = c |h| max_v |w_v| + 2^-8 max_v |a_v|.
+       E = c |h| max_v |w_v| + 2^-8 max_v |a_v| + t.
    A bound per token is tighter, but computing it costs a few float64 passes over all V values
    per token: ~4 ms of a ~40 ms batch-1 step here, most of what the screen saves. The looser E
    only lets a few more candidates through. max_v |w_v| is computed once per generation.
@@ -72,12 +77,13 @@ class ScreenedHead:
         weight = weight.detach()
         self.weight = weight  # (V, C) fp32, as the model holds it
         self.low = weight.bfloat16()  # (V, C): half the bytes
-        max_norm = torch.linalg.vector_norm(weight, dim=1).max().double()  # max |w_v|, to ~1e-4 (covered below)
+        max_norm = float(torch.linalg.vector_norm(weight, dim=1).max())  # max |w_v|, to ~1e-4 (covered below)
         if max_norm < 1e-15:  # fp32 squares of such rows' values may underflow: redo them in float64
-            max_norm = weight.double().norm(dim=1).max()
+            max_norm = float(weight.double().norm(dim=1).max())
         C = weight.size(1)
         gamma = C * U32 / (1 - C * U32)
         self.c_norm = (BF16 * (2 + BF16) + gamma * (1 + (1 + BF16) ** 2)) * max_norm  # c max_v |w_v|
+        self.flushed = (2.0**-125 * C**0.5, 2.0**-125 * (C + 1 + C**0.5 * max_norm))  # t = [0] |h| + [1]
 
     def screen(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h (B, C) fp32 -> approximate logits a (B, V) bf16, and the bound E (B, 1) float64 on |a - z|."""
@@ -87,8 +93,9 @@ class ScreenedHead:
         h_norm = torch.linalg.vector_norm(h, dim=1, keepdim=True, dtype=torch.float64)  # (B, 1)
         smallest, largest = torch.aminmax(low, dim=1, keepdim=True)  # (B, 1) each
         most = torch.maximum(largest.double(), -smallest.double())  # max_v |a_v|
-        bound = self.c_norm * h_norm + BF16_STORE * most  # (B, 1)
-        return low, bound * (1 + 1e-3) + 1e-300  # room for the rounding of the norms and of this arithmetic
+        flushed = self.flushed[0] * h_norm + self.flushed[1]  # (B, 1): t, values below 2^-126 flushed to zero
+        bound = self.c_norm * h_norm + BF16_STORE * most + flushed  # (B, 1)
+        return low, bound * (1 + 1e-3)  # room for the rounding of the norms and of this arithmetic
 
     def logits(self, h: torch.Tensor, k: int) -> torch.Tensor:
         """h (B, C) fp32 final hidden states -> (B, V): exact logits for a superset of each row's k largest."""

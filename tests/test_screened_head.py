@@ -24,21 +24,25 @@ def hidden_states(kind: str, B: int, C: int, g: torch.Generator) -> torch.Tensor
     return h
 
 
-@pytest.mark.parametrize("kind", ["unit", "large", "shared"])
+@pytest.mark.parametrize("kind", ["unit", "large", "shared", "tiny"])
 @pytest.mark.parametrize("B", [1, 5])
 def test_screen_error_is_within_its_bound(kind, B):
     """Against float64 arithmetic, every approximate logit of a row is within the row's bound E, after
-    the plain fp32 head's own error (at most gamma_C |h| |w_v|): the fact the top-k proof rests on."""
+    the plain fp32 head's own error (at most gamma_C |h| |w_v|, plus the flush-to-zero term for values
+    below 2^-126): the fact the top-k proof rests on. "tiny" puts every product below fp32's normal
+    range, where the bf16 product flushes them all to zero."""
     g = torch.Generator().manual_seed(0)
     V, C = 3000, 96
-    w = 0.3 * torch.randn(V, C, generator=g)
+    scale = 1e-20 if kind == "tiny" else 1.0
+    w = 0.3 * scale * torch.randn(V, C, generator=g)
     head = ScreenedHead(w)
-    h = hidden_states(kind, B, C, g)
+    h = scale * hidden_states(kind, B, C, g)
     exact = h.double() @ w.double().t()
     approx, bound = head.screen(h)
     plain = h @ w.t()
     gamma = C * U32 / (1 - C * U32)
-    plain_bound = gamma * h.double().norm(dim=1, keepdim=True) * w.double().norm(dim=1)
+    h_norm, w_norm = h.double().norm(dim=1, keepdim=True), w.double().norm(dim=1)
+    plain_bound = gamma * h_norm * w_norm + 2.0**-126 * (C + 1 + C**0.5 * (h_norm + w_norm))
     assert ((plain.double() - exact).abs() <= plain_bound).all()
     assert bound.shape == (B, 1)
     assert ((approx.double() - exact).abs() + plain_bound <= bound).all()  # a - z within E, via the exact value
