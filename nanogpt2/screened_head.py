@@ -83,7 +83,8 @@ class ScreenedHead:
         C = weight.size(1)
         gamma = C * U32 / (1 - C * U32)
         self.c_norm = (BF16 * (2 + BF16) + gamma * (1 + (1 + BF16) ** 2)) * max_norm  # c max_v |w_v|
-        self.flushed = (2.0**-125 * C**0.5, 2.0**-125 * (C + 1 + C**0.5 * max_norm))  # t = [0] |h| + [1]
+        # t = flush_per_h |h| + flush_rest: what values flushed to zero (below 2^-126) can move a logit
+        self.flush_per_h, self.flush_rest = 2.0**-125 * C**0.5, 2.0**-125 * (C + 1 + C**0.5 * max_norm)
 
     def screen(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h (B, C) fp32 -> approximate logits a (B, V) bf16, and the bound E (B, 1) float64 on |a - z|."""
@@ -93,8 +94,7 @@ class ScreenedHead:
         h_norm = torch.linalg.vector_norm(h, dim=1, keepdim=True, dtype=torch.float64)  # (B, 1)
         smallest, largest = torch.aminmax(low, dim=1, keepdim=True)  # (B, 1) each
         most = torch.maximum(largest.double(), -smallest.double())  # max_v |a_v|
-        flushed = self.flushed[0] * h_norm + self.flushed[1]  # (B, 1): t, values below 2^-126 flushed to zero
-        bound = self.c_norm * h_norm + BF16_STORE * most + flushed  # (B, 1)
+        bound = (self.c_norm + self.flush_per_h) * h_norm + BF16_STORE * most + self.flush_rest  # (B, 1): E
         return low, bound * (1 + 1e-3)  # room for the rounding of the norms and of this arithmetic
 
     def logits(self, h: torch.Tensor, k: int) -> torch.Tensor:
