@@ -7,11 +7,11 @@
     torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py
     python train.py --help                                   # every setting, with its meaning
 
-The command line is nanogpt2/train_cli.py, the loop nanogpt2/trainer.py, the settings nanogpt2/train_config.py.
+The command line is nanogpt2/train/cli.py, the loop nanogpt2/train/trainer.py, the settings nanogpt2/train/config.py.
 """
 
 from nanogpt2.errors import run_main
-from nanogpt2.train_cli import main
+from nanogpt2.train.cli import main
 
 if __name__ == "__main__":
     run_main(main)

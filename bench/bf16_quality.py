@@ -42,7 +42,7 @@ VARIANTS = {
 
 
 def val_curve(out: Path) -> list[tuple[int, float]]:
-    from nanogpt2.metrics import read_metrics
+    from nanogpt2.train.metrics import read_metrics
 
     return [(r["step"], r["val_loss"]) for r in read_metrics(out, "eval")]
 
@@ -56,7 +56,7 @@ def main(argv=None) -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
-    from nanogpt2.trainer import train
+    from nanogpt2.train.trainer import train
 
     shape = ["--n_layer=2", "--n_head=2", "--n_embd=64", "--pad_vocab_multiple=64", "--block_size=64"]
     common = [*shape, "--batch_size=8", "--device=cpu", "--compile=False", "--eval_iters=10", "--log_interval=50"]

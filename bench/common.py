@@ -49,7 +49,7 @@ def add_training_args(p) -> None:
 
 def training_setup(args):
     """(runtime, model shape, micro-batch, compile?) from add_training_args' arguments; TF32 on CUDA."""
-    from nanogpt2.runtime import enable_tf32, resolve_runtime, want_compile
+    from nanogpt2.common.runtime import enable_tf32, resolve_runtime, want_compile
 
     rt = resolve_runtime(args.device, args.dtype)
     defaults = GPU_SHAPE if rt.device_type == "cuda" else CPU_SHAPE

@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
-    from nanogpt2.configurator import read_config_file
+    from nanogpt2.common.configurator import read_config_file
 
     size = read_config_file(REPO / args.config).get("init_from", "gpt2-xl")  # the GPT-2 the recipe fine-tunes
     work = Path(args.work or tempfile.mkdtemp(prefix="cpu-step-"))
@@ -54,7 +54,7 @@ def main(argv=None) -> None:
         subprocess.run([sys.executable, "-c", code, str(folder), size], cwd=BENCH, check=True)
         print(f"wrote {folder} in {time.perf_counter() - start:.0f} s", flush=True)
 
-    from nanogpt2.trainer import train
+    from nanogpt2.train.trainer import train
 
     overrides = [
         f"--init_from={folder}",
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
     seconds = time.perf_counter() - start
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
-    from nanogpt2.metrics import read_metrics
+    from nanogpt2.train.metrics import read_metrics
 
     train_rows, evals = read_metrics(out, "train"), read_metrics(out, "eval")
     result = {

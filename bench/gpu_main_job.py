@@ -32,16 +32,16 @@ REPO = BENCH.parent
 def write_random_gpt2(folder: Path, size: str, tiny: bool) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from nanogpt2.model_config import GPT2_SIZES
+    from nanogpt2.hf.layout import hf_config
+    from nanogpt2.model_config import GPTConfig
 
-    n_layer, n_head, n_embd = (2, 2, 64) if tiny else GPT2_SIZES[size]
-    shape = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=64 if tiny else 1024)
+    shape = GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=64) if tiny else GPTConfig.gpt2(size)
     torch.manual_seed(0)
     # Initialising gpt2-xl's 1.56B values takes the CPU most of a minute and a GPU a second; the memory the
     # GPU used for it is returned, and its peak forgotten, before training starts.
     device = "cuda" if torch.cuda.is_available() and not tiny else "cpu"
     with torch.device(device):
-        model = GPT2LMHeadModel(GPT2Config(**shape))
+        model = GPT2LMHeadModel(GPT2Config(**hf_config(shape)))
     model.save_pretrained(folder)
     del model
     if device == "cuda":
@@ -62,10 +62,10 @@ def main(argv=None) -> None:
     args, extra = p.parse_known_args(argv)  # anything else (--batch_size=8 ...) goes to train.py
 
     if args.mem_cap_gib and torch.cuda.is_available():
-        from nanogpt2.runtime import use_expandable_segments
+        from nanogpt2.common.runtime import use_expandable_segments
 
         use_expandable_segments()  # as train.py does, before anything (writing the folder too) starts CUDA
-    from nanogpt2.configurator import read_config_file
+    from nanogpt2.common.configurator import read_config_file
 
     recipe = read_config_file(REPO / args.config)
     folder = Path(args.folder)
@@ -108,13 +108,13 @@ def main(argv=None) -> None:
             Path(args.corpus).write_text(" ".join(f"word{i % 97}" for i in range(20000)))
         prepare(PrepareConfig(inputs=[args.corpus], out=str(data), quiet=True), say=lambda *_: None)
 
-    from nanogpt2.trainer import train
+    from nanogpt2.train.trainer import train
 
     overrides += extra
     argv_train = [str(REPO / args.config), *overrides]
     train(argv_train)
 
-    from nanogpt2.metrics import read_metrics
+    from nanogpt2.train.metrics import read_metrics
 
     trained, evals = read_metrics(args.out_dir, "train"), read_metrics(args.out_dir, "eval")
     logged = trained[1:] or trained  # the first interval includes compilation

@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nanogpt2.common.runtime import keep_freed_cpu_memory  # noqa: E402
 from nanogpt2.lora import TARGETS, apply_lora  # noqa: E402
 from nanogpt2.model import GPT, GPTConfig  # noqa: E402
-from nanogpt2.optim import make_optimizer  # noqa: E402
-from nanogpt2.runtime import keep_freed_cpu_memory  # noqa: E402
+from nanogpt2.train.optim import make_optimizer  # noqa: E402
 
 from common import add_training_args, median, print_table, time_call, training_setup, write_result  # noqa: E402
 
@@ -64,7 +64,7 @@ def build(mode: str, config: GPTConfig, args, rt, compile_model: bool):
 
 
 def make_step(run, model, optimizer, x, y, rt):
-    """One optimizer step the way nanogpt2/trainer.py takes it."""
+    """One optimizer step the way nanogpt2/train/trainer.py takes it."""
 
     def step():
         with rt.autocast():

@@ -5,7 +5,7 @@
     python bench/memory.py --cases=small-b8,medium-b2 --compile
 
 For each case it builds the GPT-2 shape with random weights (memory does not depend
-on the values), then runs training steps exactly as nanogpt2/trainer.py does: for
+on the values), then runs training steps exactly as nanogpt2/train/trainer.py does: for
 each micro-batch, forward under autocast keeping only the loss, loss /
 accumulation, backward; then gradient clipping, fused AdamW, zero_grad(set_to_none).
 The first step allocates AdamW's moments; the peak is measured over a later step
@@ -43,9 +43,9 @@ from memory_fake import as_on_cuda, fake_peak  # noqa: F401  (as_on_cuda: for te
 from memory_step import RECIPE_DEFAULTS, build, train_step
 
 from nanogpt2 import GPTConfig
+from nanogpt2.common.runtime import enable_tf32, resolve_runtime
 from nanogpt2.errors import UserError, run_main
 from nanogpt2.flops.memory import ALLOCATOR_SLACK, CUDA_CONTEXT_BYTES, estimate_training_memory
-from nanogpt2.runtime import enable_tf32, resolve_runtime
 
 from common import print_table, write_result
 

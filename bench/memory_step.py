@@ -1,10 +1,10 @@
-"""A training step as nanogpt2/trainer.py runs it, with every memory-saving option, for bench/memory.py.
+"""A training step as nanogpt2/train/trainer.py runs it, with every memory-saving option, for bench/memory.py.
 
 build makes the model with the recipe's settings, through the training code's own switches: the
 model's `checkpointing` and `loss_chunk_tokens` attributes, nanogpt2.lora.apply_lora, the whole model
 cast to bf16 (param_dtype=bfloat16; under FakeTensorMode, Module.to cannot swap fake parameters, so
 the fake model is built with bf16 as the default dtype instead: the same tensors), and
-nanogpt2.optim's optimizers, OptimizerInBackward included (a post-accumulate-grad hook per parameter that
+nanogpt2.train.optim's optimizers, OptimizerInBackward included (a post-accumulate-grad hook per parameter that
 updates it with its own optimizer and frees its gradient, without gradient clipping).
 
 One thing is not run on fake tensors: torchao's AdamW8bit.step, whose update is torch.compile'd, which
@@ -31,11 +31,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from nanogpt2 import GPT, GPTConfig
 from nanogpt2.flops.memory_state import update_transient_bytes
 from nanogpt2.lora import apply_lora
-from nanogpt2.optim import OptimizerInBackward, make_optimizer, optimizer_factory
+from nanogpt2.train.optim import OptimizerInBackward, make_optimizer, optimizer_factory
 
 
 def train_step(model, run, batches, autocast, attention: str, before_micro_step=lambda: None) -> None:
-    """One optimizer step over the micro-batches, as nanogpt2/trainer.py's train_step does it. run.step is None
+    """One optimizer step over the micro-batches, as nanogpt2/train/trainer.py's train_step does it. run.step is None
     when the optimizer steps inside backward (then there is no gradient clipping either)."""
     k = len(batches)
     for x, y in batches:

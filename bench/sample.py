@@ -10,12 +10,16 @@ Without a cache, every new token runs the whole text so far through the model
 again: token n costs a forward pass over n positions, so the total work grows
 with the square of the length. With the cache (GPT.generate_tokens), the prompt
 is processed once and each new token costs one position attending to the stored
-keys and values. Both runs use the same model with random weights (no
-download; speed does not depend on the values), greedy decoding, and logits for
-the last position only, so the difference is the cache alone. On the CPU, greedy
-"kv-cache" finds the top token with GPT.generate_tokens' screened LM head (bf16
-screen, exact fp32 check: the same tokens, up to the order of logits equal to ~1e-6);
-"kv-cache-full" scores every token in fp32, as before it.
+keys and values. Every mode uses the same weights (random: no download, and speed
+does not depend on the values), greedy decoding, and logits for the last position only.
+
+The modes of our model, to see what each CPU path of nanogpt2/fast is worth on this machine:
+    kv-cache  as sample.py runs it: the fast paths that pay here (fast.for_cpu_generation where
+              fast.generation_paths_pay, and the screened head where screened_head_for takes it)
+    plain     the plain model.py, every logit in the plain head
+    few-rows  the plain model with FewRowsLinear only
+    screen    the plain model with the screened head forced on (screen=True), wherever it is exact
+    no-cache  the plain model recomputing the whole window for every token
 
 The "transformers" mode runs transformers' GPT2LMHeadModel (SDPA attention, its
 own KV cache) on the same weights through its `generate`, greedy, never stopping
@@ -27,43 +31,26 @@ best round, and whether each mode produced the same tokens as the first.
 from __future__ import annotations
 
 import argparse
+import copy
 
 import torch
 
-from nanogpt2 import GPT, GPTConfig
-from nanogpt2.runtime import enable_tf32, resolve_runtime
+from nanogpt2 import GPT, GPTConfig, fast
+from nanogpt2.common.runtime import enable_tf32, resolve_runtime
 
 from common import median, print_table, time_call, write_result
 
-MODES = ("kv-cache", "kv-cache-full", "no-cache", "transformers")
+MODES = ("kv-cache", "plain", "few-rows", "screen", "no-cache", "transformers")
 
 
 def transformers_generate(model: GPT):
     """transformers' GPT2LMHeadModel holding `model`'s weights, and a greedy generate(prompt, n) for it."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    c = model.config
-    hf = GPT2LMHeadModel(
-        GPT2Config(
-            n_layer=c.n_layer,
-            n_head=c.n_head,
-            n_embd=c.n_embd,
-            n_positions=c.block_size,
-            vocab_size=c.vocab_size,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            attn_implementation="sdpa",
-        )
-    )
-    # Our Linear weights are (out, in); transformers' Conv1D stores (in, out).
-    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-    state = {}
-    for name, tensor in model.state_dict().items():
-        if name != "lm_head.weight":  # tied to wte in both models
-            tensor = tensor.t() if name.endswith(conv1d) else tensor
-            state["transformer." + name] = tensor[: c.vocab_size] if name == "wte.weight" else tensor  # unpadded
-    hf.load_state_dict(state, strict=False)  # lm_head is tied to wte; the attention bias buffers stay
+    from nanogpt2.hf.layout import hf_config, hf_state_dict
+
+    hf = GPT2LMHeadModel(GPT2Config(**hf_config(model.config), attn_implementation="sdpa"))
+    hf.load_state_dict(hf_state_dict(model), strict=False)  # lm_head is tied to wte; the attention bias buffers stay
     hf.tie_weights()
     hf = hf.to(model.wte.weight.device).eval()
     hf.generation_config.eos_token_id = None  # random weights: never stop early, compare every token
@@ -112,10 +99,14 @@ def main(argv=None) -> None:
         f"prompt, batch {args.batch_size}"
     )
 
+    few_rows = fast.for_cpu_generation(copy.deepcopy(model))
+    default = few_rows if fast.generation_paths_pay(rt.device_type) else model
     generators = {
-        "kv-cache": lambda p, n: model.generate(p, n, temperature=0.0),
-        "kv-cache-full": lambda p, n: model.generate(p, n, temperature=0.0, screen=False),
-        "no-cache": lambda p, n: model.generate(p, n, temperature=0.0, use_cache=False),
+        "kv-cache": lambda p, n: default.generate(p, n, temperature=0.0),
+        "plain": lambda p, n: model.generate(p, n, temperature=0.0, screen=False),
+        "few-rows": lambda p, n: few_rows.generate(p, n, temperature=0.0, screen=False),
+        "screen": lambda p, n: model.generate(p, n, temperature=0.0, screen=True),
+        "no-cache": lambda p, n: model.generate(p, n, temperature=0.0, use_cache=False, screen=False),
     }
     if "transformers" in modes:
         generators["transformers"] = transformers_generate(model)
@@ -153,6 +144,8 @@ def main(argv=None) -> None:
     settings = {k: getattr(args, k) for k in ("model", "new_tokens", "prompt_tokens", "batch_size", "repeat")}
     settings.update(
         device=str(rt.device),
+        screen_by_default=fast.screened_head_for(model, 1, args.new_tokens) is not None,
+        few_rows_by_default=fast.generation_paths_pay(rt.device_type),
         dtype=str(rt.dtype).removeprefix("torch."),
         threads=torch.get_num_threads(),
         times_s={mode: [round(t, 3) for t in ts] for mode, ts in times.items()},

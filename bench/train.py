@@ -4,6 +4,7 @@
     python bench/train.py --mem_cap_gib=12 --impl=ours      # stand in for a 12 GB card
     python bench/train.py --compile=false --dtype=float32 --batch_size=4 --block_size=256
     python bench/train.py --impl=all --dropout=0.1          # CPU: ours, ours without its CPU paths, transformers
+    python bench/train.py --impl=paths --dropout=0.1        # CPU: each path of nanogpt2/fast on its own too
 
 Both models get the same shape, the same token batches, the same dropout, the same dtype (autocast),
 the same AdamW (fused on CUDA) and the same compile setting. After warm-up steps
@@ -25,14 +26,24 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nanogpt2 import fast  # noqa: E402
+from nanogpt2.common.runtime import keep_freed_cpu_memory  # noqa: E402
 from nanogpt2.flops import mfu, training_flops_per_token  # noqa: E402
 from nanogpt2.flops.hardware import detect_gpu  # noqa: E402
 from nanogpt2.model import GPT, GPTConfig  # noqa: E402
-from nanogpt2.optim import make_optimizer  # noqa: E402
-from nanogpt2.runtime import cpu_training_paths_pay, keep_freed_cpu_memory  # noqa: E402
-from nanogpt2.train_setup import default_vocab_padding  # noqa: E402
+from nanogpt2.train.optim import make_optimizer  # noqa: E402
+from nanogpt2.train.setup import default_vocab_padding  # noqa: E402
 
 from common import add_training_args, median, print_table, time_call, training_setup, write_result  # noqa: E402
+
+NAMES = {
+    "ours": "nanogpt2 GPT, as train.py runs it",
+    "plain": "nanogpt2 GPT without nanogpt2/fast",
+    "fused": "nanogpt2 GPT + the fused LM head and loss only",
+    "dropout": "nanogpt2 GPT + the cheaper dropout masks only",
+    "hf": "transformers GPT2LMHeadModel (sdpa)",
+}
+GROUPS = {"both": ["ours", "hf"], "all": ["ours", "plain", "hf"], "paths": list(NAMES)}
 
 
 def parse_args(argv=None):
@@ -53,9 +64,9 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--impl",
-        choices=["both", "ours", "hf", "all"],
         default="both",
-        help="all: ours, ours without its CPU training paths, and transformers, in the same alternating rounds",
+        help=f"comma-separated, from {', '.join(NAMES)}; or both (ours,hf), all (ours,plain,hf) or paths "
+        f"(every one), timed in the same alternating rounds",
     )
     p.add_argument(
         "--compile_mode",
@@ -67,12 +78,6 @@ def parse_args(argv=None):
         type=int,
         default=0,
         help="ours only: LM head + loss this many positions at a time (0: plain; see GPT.chunked_loss)",
-    )
-    p.add_argument(
-        "--cpu_paths",
-        choices=["auto", "true", "false"],
-        default="auto",
-        help="ours: GPT.use_cpu_training_paths (fused LM head + loss, cheaper dropout mask); auto: as train.py",
     )
     p.add_argument("--mem_cap_gib", type=float, default=None, help="cap this process's GPU memory (e.g. 12)")
     p.add_argument(
@@ -88,39 +93,26 @@ def parse_args(argv=None):
     return args
 
 
-def build(
-    impl: str,
-    config: GPTConfig,
-    rt,
-    compile_model: bool,
-    mode: str = "default",
-    loss_chunk: int = 0,
-    cpu_paths: str = "auto",
-):
+def build(impl: str, config: GPTConfig, rt, compile_model: bool, mode: str = "default", loss_chunk: int = 0):
     """(model to call, module for bookkeeping, optimizer, step function) for one implementation."""
     torch.manual_seed(0)
-    if impl in ("ours", "ours-plain"):
+    if impl != "hf":
         module = GPT(config).to(rt.device)
         module.loss_chunk_tokens = loss_chunk
-        auto = cpu_training_paths_pay(rt.device_type, rt.dtype, module.lm_head.weight.dtype, compile_model)
-        module.use_cpu_training_paths(impl == "ours" and (auto if cpu_paths == "auto" else cpu_paths == "true"))
+        pays = fast.training_paths_pay(rt.device_type, rt.dtype, module.lm_head.weight.dtype, compile_model)
+        if impl == "ours" and pays:
+            fast.for_cpu_training(module)
+        elif impl in ("fused", "dropout"):
+            fast.for_cpu_training(module, fused_loss=impl == "fused", dropout=impl == "dropout")
         forward = lambda m, x, y: m(x, y)[1]  # noqa: E731
     else:
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        hf_config = GPT2Config(
-            n_layer=config.n_layer,
-            n_head=config.n_head,
-            n_embd=config.n_embd,
-            n_positions=config.block_size,
-            vocab_size=config.vocab_size,
-            resid_pdrop=config.dropout,
-            embd_pdrop=config.dropout,
-            attn_pdrop=config.dropout,
-            attn_implementation="sdpa",
-            use_cache=False,
-        )
-        module = GPT2LMHeadModel(hf_config).to(rt.device)
+        from nanogpt2.hf.layout import hf_config
+
+        unpadded = GPTConfig(**{**config.__dict__, "pad_vocab_multiple": 1})
+        hf = GPT2Config(**{**hf_config(unpadded), "use_cache": False}, attn_implementation="sdpa")
+        module = GPT2LMHeadModel(hf).to(rt.device)
         forward = lambda m, x, y: m(input_ids=x, labels=x).loss  # noqa: E731  (it shifts the labels itself)
     module.train()
     optimizer = make_optimizer(module, 6e-4, 0.1, (0.9, 0.95), rt.device_type)
@@ -129,7 +121,7 @@ def build(
 
 
 def make_step(model, module, optimizer, forward, batches, rt):
-    """A function running one optimizer step over `batches`, the way nanogpt2/trainer.py does."""
+    """A function running one optimizer step over `batches`, the way nanogpt2/train/trainer.py does."""
     k = len(batches)
 
     def step():
@@ -172,12 +164,15 @@ def main(argv=None):
     spec = detect_gpu(torch.cuda.get_device_name(rt.device)) if rt.device_type == "cuda" else None
     peak = spec.peak_flops(str(rt.dtype).removeprefix("torch.")) if spec else None
 
-    impls = {"both": ["ours", "hf"], "all": ["ours", "ours-plain", "hf"]}.get(args.impl, [args.impl])
+    impls = [name for part in args.impl.split(",") for name in GROUPS.get(part, [part])]
+    unknown = [name for name in impls if name not in NAMES]
+    if unknown:
+        raise SystemExit(f"--impl: unknown {', '.join(unknown)}; choose from {', '.join([*NAMES, *GROUPS])}")
     runs, times, mem = {}, {i: [] for i in impls}, {}
     for impl in impls:
         try:
             model, module, optimizer, forward = build(
-                impl, ours_config, rt, compile_model, args.compile_mode, args.loss_chunk_tokens, args.cpu_paths
+                impl, ours_config, rt, compile_model, args.compile_mode, args.loss_chunk_tokens
             )
             step = make_step(model, module, optimizer, forward, batches, rt)
             time_call(step, warmup=args.warmup, repeat=0, sync=rt.synchronize)
@@ -196,11 +191,7 @@ def main(argv=None):
                 peak_mem = (torch.cuda.max_memory_allocated(rt.device) - others) / 2**30
                 mem[impl] = max(mem.get(impl, 0.0), peak_mem)
 
-    names = {
-        "ours": "nanogpt2 GPT",
-        "ours-plain": "nanogpt2 GPT without its CPU paths",
-        "hf": "transformers GPT2LMHeadModel (sdpa)",
-    }
+    names = NAMES
     results = []
     for impl in impls:
         if impl not in runs:
@@ -219,15 +210,17 @@ def main(argv=None):
                 "peak_mem_gib": round(mem[impl], 3) if isinstance(mem.get(impl), float) else mem.get(impl),
             }
         )
-    if "hf" in runs and len(runs) > 1:
-        hf_ms = results[impls.index("hf")]["ms_per_step"]
+    for base, label in (("hf", "transformers"), ("plain", "plain")):
+        if base not in runs or len(runs) < 2:
+            continue
+        base_ms = results[impls.index(base)]["ms_per_step"]
         for impl, row in zip(impls, results):
-            if impl != "hf" and row["ms_per_step"]:
-                row["vs_transformers"] = round(hf_ms / row["ms_per_step"], 3)
+            if impl != base and row["ms_per_step"]:
+                row[f"vs_{label}"] = round(base_ms / row["ms_per_step"], 3)
                 # step by step: the i-th steps of both models ran in the same round, seconds apart, so slow load
                 # drifts cancel
-                paired = [hf / t for t, hf in zip(times[impl], times["hf"])]
-                row["paired_vs_transformers"] = round(median(paired), 3)
+                paired = [b / t for t, b in zip(times[impl], times[base])]
+                row[f"paired_vs_{label}"] = round(median(paired), 3)
 
     settings = {
         **shape,
@@ -240,7 +233,7 @@ def main(argv=None):
         "compile": compile_model,
         "compile_mode": args.compile_mode,
         "loss_chunk_tokens": args.loss_chunk_tokens,
-        "cpu_paths": runs["ours"][1].fused_loss if "ours" in runs else None,  # ours-plain: always off
+        "cpu_paths_in_ours": isinstance(runs["ours"][1], fast.FusedLossGPT) if "ours" in runs else None,
         "tuned_cpu_malloc": tuned_malloc,
         "malloc_setting_for": "both models (process-wide)",
         "mem_cap_gib": args.mem_cap_gib,

@@ -26,12 +26,12 @@ import torch
 import torch.nn as nn
 
 from nanogpt2.errors import UserError
-from nanogpt2.model import GPT, Linear
+from nanogpt2.model import GPT
 
 TARGETS = {"attn": ("attn.c_attn", "attn.c_proj"), "all": ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
 
 
-class LoRALinear(Linear):
+class LoRALinear(nn.Linear):
     """A frozen Linear plus a trainable low-rank update: base(x) + scaling * lora_B(lora_A(dropout(x))).
 
     Made by changing the class of an existing Linear (`LoRALinear.adapt`) rather than wrapping it in
@@ -47,7 +47,7 @@ class LoRALinear(Linear):
     scaling: float
 
     @classmethod
-    def adapt(cls, linear: Linear, rank: int, alpha: float, dropout: float) -> LoRALinear:
+    def adapt(cls, linear: nn.Linear, rank: int, alpha: float, dropout: float) -> LoRALinear:
         layer = cast(LoRALinear, linear)  # what it is about to become (the last line)
         out_features, in_features = layer.weight.shape
         device = layer.weight.device
@@ -110,7 +110,7 @@ def apply_lora(
         model.to(base_dtype)  # before the adapters exist, so that they stay fp32 (the tie wte/lm_head holds)
     for block in model.h:
         for path in TARGETS[targets]:
-            LoRALinear.adapt(cast(Linear, block.get_submodule(path)), rank, float(alpha), float(dropout))
+            LoRALinear.adapt(cast(nn.Linear, block.get_submodule(path)), rank, float(alpha), float(dropout))
     # Recorded on the model, for checkpoints and exports (lora_settings). A plain attribute: not in the state dict.
     settings = {"rank": rank, "alpha": float(alpha), "dropout": float(dropout), "targets": targets}
     model.lora = settings  # type: ignore[assignment]  # nn.Module is typed for tensors and modules

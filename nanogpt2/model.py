@@ -1,17 +1,20 @@
-"""GPT-2, written out in full: attention -> MLP -> block -> GPT (its shape, GPTConfig, is in model_config.py).
+"""GPT-2, written out in full: causal self-attention -> MLP -> block -> GPT.
 
 The network is the one OpenAI released in 2019, weight for weight, so that the
 checkpoints they published load into it and produce the same numbers as the
 reference implementation (tests/test_model.py checks this against
-`transformers`). Read it top to bottom; every shape is written next to the line
-that makes it. Generation (its loop is in generation.py) needs two small things
-here: a KVCache, beside the attention that fills it, so each new token costs one
-position's work instead of the whole text's; and Linear (first below), which is
-nn.Linear with a faster product order for the few rows of such a step.
+`transformers`). Its shape, GPTConfig, is in model_config.py. Read this file top
+to bottom; every shape is written next to the line that makes it.
 
     B  batch size              T  sequence length (<= block_size)
     C  embedding width n_embd  nh number of heads     hs head size = C // nh
     V  vocabulary size
+
+Two things here serve generation and training rather than the architecture:
+a KVCache, beside the attention that fills it, so that each new token costs one
+position's work instead of the whole text's; and two memory savers that give the
+same numbers (activation checkpointing, and the loss taken in chunks). Faster
+paths for particular devices live in nanogpt2/fast/, applied to a built model.
 
 References
     [GPT-2]  Radford et al. 2019, "Language Models are Unsupervised Multitask Learners".
@@ -35,67 +38,61 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from nanogpt2.fused_loss import fused_loss_applies, lm_head_loss
 from nanogpt2.model_config import GPTConfig  # the shape: sizes, widths, vocabulary (torch-free, read it first)
 
 # ---------------------------------------------------------------------------
-# Linear and dropout layers (torch.nn's, with faster CPU paths)
+# Causal self-attention
 # ---------------------------------------------------------------------------
 
 
-class Linear(nn.Linear):
-    """nn.Linear: y = x W^T + b, with W stored (out, in). Same weights, same state dict.
+class CausalSelfAttention(nn.Module):
+    """Multi-head attention in which position t may only look at positions <= t ([Attn] 3.2)."""
 
-    Generating feeds the model one position per sequence, so the product has only B rows.
-    With so few rows, MKL (PyTorch's CPU BLAS) is faster computing the same numbers as
-    (W x^T)^T than as x W^T: bench/results/sample-*-gen-*.json measured block matmuls ~20%
-    faster at batch 8 on the CPU, and the same speed at batch 1, where reading W is all the
-    work. transformers' GPT-2 gets this speed from storing W as (in, out) (OpenAI's
-    "Conv1D"); choosing the product's order instead keeps the weights as they are.
-    """
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        # One matmul makes queries, keys and values for all heads at once: C -> 3C.
+        # (GPT-2 calls these layers c_attn/c_proj; keeping its names keeps weight loading obvious.)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        # Output projection: mixes the heads back into the residual stream.
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout  # on the attention weights, inside the fused kernel
+        self.resid_dropout = nn.Dropout(config.dropout)
 
-    FEW_ROWS = 16  # at most this many rows take the (W x^T)^T order (measured at 8; 16 is a bound, not tuned)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // x.size(-1)
-        if rows == 1 or rows > self.FEW_ROWS or x.device.type != "cpu":  # one row: both orders are one GEMV
-            return F.linear(x, self.weight, self.bias)  # (..., out)
-        xt = x.reshape(rows, -1).t()  # (in, rows)
-        if self.bias is None:
-            y = torch.mm(self.weight, xt)  # (out, rows)
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        nh, hs = self.n_head, C // self.n_head
+        # Queries, keys and values side by side, viewed (not copied) as 3 stacks of heads with the
+        # head axis in front of time, so that each head attends independently.
+        qkv = self.c_attn(x).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+        if cache is None:
+            y = self.attend(*qkv.unbind(0))  # (B, nh, T, hs)
         else:
-            y = torch.addmm(self.bias[:, None], self.weight, xt)  # (out, rows)
-        return y.t().reshape(*x.shape[:-1], -1)  # (..., out)
+            y = self.attend_cached(qkv, cache, layer)  # (B, nh, T, hs)
+        # Heads side by side again. PyTorch's CPU and CUDA flash kernels write y as (B, T, nh, hs) in
+        # memory, so this is usually a view; reshape copies only when it must.
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """A whole sequence: softmax(q k^T / sqrt(hs) + causal mask) v, each (B, nh, T, hs).
 
-class Dropout(nn.Dropout):
-    """nn.Dropout, with a cheaper way to draw the mask on the CPU when cheap_cpu_mask is set.
+        PyTorch's fused kernel (FlashAttention [Flash] on GPUs) never stores the (T, T) scores."""
+        p = self.dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
 
-    PyTorch's CPU dropout draws its mask with bernoulli_, about 8 ms per million values, which is
-    ~10% of a small model's CPU training step. Drawing 31 random bits per value and keeping it when
-    they are >= p * 2^31 is the same Bernoulli(1 - p), to within 2^-31, in about half the time.
-    train.py sets cheap_cpu_mask for eager CPU runs (train_setup, with the fused loss); GPUs keep
-    PyTorch's fused kernel. Kept values are scaled by 1 / (1 - p), as nn.Dropout does.
-    """
-
-    cheap_cpu_mask = False
-
-    def cheap(self, x: torch.Tensor) -> bool:
-        """Whether this call takes the cheaper mask."""
-        return self.cheap_cpu_mask and self.training and self.p > 0 and x.device.type == "cpu"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x  # nothing to drop: skip nn.Dropout's call chain, 25 times per generated token in GPT-2 small
-        if not self.cheap(x):
-            return super().forward(x)
-        bits = torch.empty(x.shape, dtype=torch.int32, device=x.device).random_()  # uniform on [0, 2^31)
-        return x * (bits >= round(self.p * 2**31)) * (1.0 / (1.0 - self.p))
-
-
-# ---------------------------------------------------------------------------
-# Causal self-attention (and the key/value cache used when generating)
-# ---------------------------------------------------------------------------
+    def attend_cached(self, qkv: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """Generating: these T queries continue the L - T positions the cache holds. qkv (3, B, nh, T, hs)."""
+        q = qkv[0]
+        k, v = cache.update(layer, qkv[1:])  # 2 x (B, nh, L, hs): the stored positions and these
+        T, L = q.size(2), k.size(2)
+        if T == 1 or L == T:  # one query sees every key; an empty cache's prefill is plain causal
+            return F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
+        # Query i sits at position L - T + i, so it may see keys 0 .. L - T + i: a lower triangle
+        # aligned to the bottom-right corner of the (T, L) scores. (SDPA's is_causal aligns it
+        # top-left, which is right only when L == T.)
+        mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(L - T)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class KVCache:
@@ -111,10 +108,9 @@ class KVCache:
     Each layer's keys and values share one buffer, allocated once at full capacity, so a
     new position is one copy into place: nothing grows or is reallocated per token.
     Attention reads only the filled part, so under torch.compile the cache length is a
-    dynamic shape: after the first decode step one graph serves every length, 3 compiles in
-    all however long the text (tests/test_compile.py). We chose
-    that over a static-shaped cache, which would make every eager step attend over all
-    `capacity` slots, masked: work that grows with the capacity rather than the text.
+    dynamic shape: after the first decode step one graph serves every length
+    (tests/test_compile.py). A static-shaped cache would instead make every eager step
+    attend over all `capacity` slots, masked: work that grows with the capacity, not the text.
     """
 
     def __init__(self, n_layer: int, capacity: int):
@@ -135,64 +131,8 @@ class KVCache:
         return keys, values
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head attention in which position t may only look at positions <= t ([Attn] 3.2)."""
-
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        self.n_head = config.n_head
-        # One matmul makes queries, keys and values for all heads at once: C -> 3C.
-        # (GPT-2 calls these layers c_attn/c_proj; keeping its names keeps weight loading obvious.)
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        # Output projection: mixes the heads back into the residual stream.
-        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.attn_dropout = Dropout(config.dropout)  # on the attention weights (SDPA's dropout_p; see forward)
-        self.resid_dropout = Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        B, T, C = x.shape
-        nh, hs = self.n_head, C // self.n_head
-
-        # Queries, keys and values side by side, viewed (not copied) as 3 stacks of heads with the
-        # head axis in front of time, so that each head attends independently.
-        qkv = self.c_attn(x).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
-        q, k, v = qkv.unbind(0)  # 3 x (B, nh, T, hs)
-
-        if cache is None and self.attn_dropout.cheap(x):  # CPU training with dropout and the cheaper mask
-            # The same attention written out, as PyTorch's CPU SDPA itself computes it whenever dropout
-            # is on (none of its fused CPU kernels takes dropout), so that the weights' dropout can draw
-            # the cheaper mask.
-            future = torch.full((T, T), float("-inf"), dtype=q.dtype, device=x.device).triu(1)  # key > query
-            # q k^T / sqrt(hs) + the mask as one batched matmul-and-add: (B*nh, T, T) scores
-            att = torch.baddbmm(future, q.reshape(B * nh, T, hs), k.reshape(B * nh, T, hs).mT, alpha=hs**-0.5)
-            att = self.attn_dropout(att.softmax(dim=-1))
-            y = (att @ v.reshape(B * nh, T, hs)).view(B, nh, T, hs)
-        elif cache is None:  # training, or any pass over a whole sequence
-            # softmax(q k^T / sqrt(hs) + causal mask) v, computed by PyTorch's fused kernel
-            # (FlashAttention [Flash] on GPUs): the (T, T) score matrix is never stored.
-            y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=self.attn_dropout.p if self.training else 0.0
-            )  # (B, nh, T, hs)
-        else:  # generating: these T queries continue the L - T positions already cached
-            k, v = cache.update(layer, qkv[1:])  # 2 x (B, nh, L, hs)
-            L = k.size(2)
-            if T == 1 or L == T:  # one query sees every key; an empty cache's prefill is plain causal
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)  # (B, nh, T, hs)
-            else:
-                # Query i sits at position L - T + i, so it may see keys 0 .. L - T + i: a lower
-                # triangle aligned to the bottom-right corner of the (T, L) score matrix. (SDPA's
-                # is_causal aligns it top-left, which is right only when L == T.)
-                mask = torch.ones(T, L, dtype=torch.bool, device=x.device).tril(L - T)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
-
-        # Heads side by side again. PyTorch's CPU and CUDA flash kernels write y as (B, T, nh, hs) in
-        # memory, so this is usually a view; reshape copies only when it must.
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
-        return self.resid_dropout(self.c_proj(y))  # (B, T, C)
-
-
 # ---------------------------------------------------------------------------
-# Feed-forward network
+# Feed-forward network and the transformer block
 # ---------------------------------------------------------------------------
 
 
@@ -201,21 +141,16 @@ class MLP(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         # GPT-2 used the tanh approximation of GELU [GELU]; the exact erf form would
         # change every logit slightly and break equality with OpenAI's checkpoints.
         self.gelu = nn.GELU(approximate="tanh")
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = Dropout(config.dropout)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.gelu(self.c_fc(x))  # (B, T, 4C)
         return self.dropout(self.c_proj(x))  # (B, T, C)
-
-
-# ---------------------------------------------------------------------------
-# Transformer block
-# ---------------------------------------------------------------------------
 
 
 class Block(nn.Module):
@@ -253,17 +188,16 @@ class GPT(nn.Module):
         V, C = config.padded_vocab_size, config.n_embd
         self.wte = nn.Embedding(V, C)  # token embedding: id -> vector
         self.wpe = nn.Embedding(config.block_size, C)  # learned position embedding [GPT-1]
-        self.drop = Dropout(config.dropout)
+        self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(C, eps=1e-5, bias=config.bias)  # added by GPT-2 after the last block
-        self.lm_head = Linear(C, V, bias=False)  # vector -> a score for every token
+        self.lm_head = nn.Linear(C, V, bias=False)  # vector -> a score for every token
         # Weight tying [Tying]: the output layer reuses the input embedding, as GPT-2 does.
         # It saves V*C parameters (38.6M in GPT-2 small) and trains as well or better.
         self.lm_head.weight = self.wte.weight
-        # Training settings, not part of the architecture: see forward, chunked_loss and fused_loss.py.
-        self.checkpointing = False
-        self.loss_chunk_tokens = 0
-        self.fused_loss = False
+        # Memory savers for training, off by default; each gives the same loss and gradients.
+        self.checkpointing = False  # recompute each block in backward (hidden_states)
+        self.loss_chunk_tokens = 0  # the LM head and loss this many positions at a time (chunked_loss)
 
         self.apply(self._init_weights)
         # GPT-2 scales the init of each layer that writes into the residual stream by
@@ -288,7 +222,6 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
         last_only: bool = False,
-        head: bool = True,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Logits for the next token at every position, and the loss if targets are given.
 
@@ -298,11 +231,16 @@ class GPT(nn.Module):
                    holds (it sits at positions cache.length ...), and is added to it.
         last_only: logits for the last position only, (B, 1, V): all that generation needs,
                    and it skips most of the LM head's work.
-        head:      False returns the final hidden states (B, T, C) in place of the logits, for a
-                   caller that applies the LM head itself (generation's ScreenedHead).
         Returns    logits (B, T, vocab_size) and the mean cross-entropy (or None). Training with
-                   loss_chunk_tokens or fused_loss set returns no logits (None): see chunked_loss.
+                   loss_chunk_tokens set returns no logits (None): see chunked_loss.
         """
+        x = self.hidden_states(idx, cache)  # (B, T, C)
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, C)
+        return self.logits_and_loss(x, targets)
+
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The final LayerNorm's output at every position of idx (B, T): (B, T, C)."""
         B, T = idx.shape
         start = 0 if cache is None else cache.length  # position of idx[:, 0]
         limit = self.config.block_size if cache is None else cache.capacity
@@ -321,57 +259,43 @@ class GPT(nn.Module):
                 x = block(x, cache, i)  # (B, T, C)
         if cache is not None:
             cache.length += T
-        if last_only:
-            x = x[:, -1:, :]  # (B, 1, C)
-        x = self.ln_f(x)  # (B, T or 1, C)
-        if not head:
-            return x, None
-        if targets is not None and torch.is_grad_enabled():  # training may skip returning the (B, T, V) logits
-            if self.loss_chunk_tokens:
-                return None, self.chunked_loss(x, targets)  # never all of them at once
-            if self.fused_loss and fused_loss_applies(x, self.lm_head.weight):  # one buffer (fused_loss.py)
-                return None, lm_head_loss(x, self.lm_head.weight, targets, self.config.vocab_size)
+        return self.ln_f(x)  # (B, T, C)
 
+    def logits_and_loss(
+        self, x: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The LM head on hidden states x (B, T, C): logits (B, T, V), and the mean loss against targets."""
+        if targets is not None and self.loss_chunk_tokens and torch.is_grad_enabled():
+            return None, self.chunked_loss(x, targets)  # never all the logits at once
         logits = self.lm_head(x)  # (B, T, padded V): a score for every token id
         if self.config.padded_vocab_size != self.config.vocab_size:
             # Keep only the real ids, so that padding rows can never be predicted, counted in
             # the loss, or sampled. (Only when padded: even a no-op slice costs a copy in backward.)
             logits = logits[..., : self.config.vocab_size]  # (B, T, V)
-
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T), ignore_index=-1)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.flatten(0, -2), targets.flatten(), ignore_index=-1)
         return logits, loss
 
     def chunked_loss(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The mean cross-entropy of forward's plain path, without ever holding all (B*T, V) logits.
+        """The mean cross-entropy of logits_and_loss, without ever holding all (B*T, V) logits.
 
         The logits are the largest tensors of a GPT-2 step (50,257 per token), and cross-entropy's
         backward holds them in several copies. Here the B*T rows go through the LM head and the loss
         loss_chunk_tokens at a time, each chunk checkpointed [Ckpt]: backward recomputes its logits,
-        so one chunk's exist at a time. The cost is the LM head's forward matmul run twice. Training
-        uses it only when loss_chunk_tokens is set (a memory saving; the plain path is faster).
+        so one chunk's exist at a time. The cost is the LM head's forward matmul run twice.
         """
-        C = x.size(-1)
-        x, targets = x.reshape(-1, C), targets.reshape(-1)  # (N, C), (N,)
+        x, targets = x.flatten(0, -2), targets.flatten()  # (N, C), (N,)
         total = x.new_zeros((), dtype=torch.float32)
         for xs, ts in zip(x.split(self.loss_chunk_tokens), targets.split(self.loss_chunk_tokens)):
             total = total + torch.utils.checkpoint.checkpoint(self._loss_sum, xs, ts, use_reentrant=False)
-        return total / (targets != -1).sum()  # the mean over the positions not ignored, as forward's
+        return total / (targets != -1).sum()  # the mean over the positions not ignored, as in logits_and_loss
 
     def _loss_sum(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = self.lm_head(x)[:, : self.config.vocab_size]  # (n, V): padding rows never count
         return F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum")
 
-    def use_cpu_training_paths(self, on: bool = True) -> None:
-        """Train through the CPU's faster paths: the fused LM head + loss (fused_loss.py; the same loss and
-        gradients to fp32 rounding) and Dropout's cheaper mask (other masks, from the same Bernoulli(1 - p))."""
-        self.fused_loss = on
-        for module in self.modules():
-            if isinstance(module, Dropout):
-                module.cheap_cpu_mask = on
-
-    # -- generation: the loop itself is in nanogpt2/generation.py ----------------------
+    # -- generation: the loop itself is in nanogpt2/generate/loop.py -----------------
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **options) -> torch.Tensor:
@@ -382,10 +306,10 @@ class GPT(nn.Module):
     def generate_tokens(self, idx: torch.Tensor, max_new_tokens: int, **options) -> Iterator[torch.Tensor]:
         """Continue each row of idx (B, P), yielding each new token (B,) as soon as it is chosen.
 
-        Options (temperature, top_k, top_p, seed, eot_id, use_cache, window_shift, screen): see
-        nanogpt2.generation.generate_tokens, which runs the prefill and one step per token.
+        Options (temperature, top_k, top_p, seed, eot_id, use_cache, window_shift, fast): see
+        nanogpt2.generate.loop.generate_tokens, which runs the prefill and one step per token.
         """
-        from nanogpt2.generation import generate_tokens  # that module uses this one's KVCache
+        from nanogpt2.generate.loop import generate_tokens  # that module uses this one's KVCache
 
         return generate_tokens(self, idx, max_new_tokens, **options)
 
@@ -416,7 +340,7 @@ class GPT(nn.Module):
     def from_pretrained(cls, name_or_dir: str | os.PathLike, **overrides) -> GPT:
         """OpenAI's GPT-2 ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl") or a local
         Hugging Face directory. Only `dropout` may be overridden, and `block_size` cropped.
-        The downloading and key mapping live in nanogpt2/pretrained.py."""
-        from nanogpt2.pretrained import load_pretrained
+        The downloading and key mapping live in nanogpt2/hf/pretrained.py."""
+        from nanogpt2.hf.pretrained import load_pretrained
 
         return load_pretrained(name_or_dir, **overrides)

@@ -108,20 +108,13 @@ def make_hf_model(n_layer=2, n_head=3, n_embd=48, block_size=64, vocab_size=101,
     so that a mapping mistake anywhere shows up in the logits."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from nanogpt2.hf.layout import hf_config
+    from nanogpt2.model_config import GPTConfig
+
     torch.manual_seed(seed)
-    cfg = GPT2Config(
-        n_layer=n_layer,
-        n_head=n_head,
-        n_embd=n_embd,
-        n_positions=block_size,
-        vocab_size=vocab_size,
-        bos_token_id=vocab_size - 1,
-        eos_token_id=vocab_size - 1,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        attn_implementation="eager",
-    )
+    shape = GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, vocab_size=vocab_size)
+    eot = vocab_size - 1  # a token that starts and ends texts, as GPT-2's <|endoftext|> does
+    cfg = GPT2Config(**{**hf_config(shape), "bos_token_id": eot, "eos_token_id": eot}, attn_implementation="eager")
     model = GPT2LMHeadModel(cfg).eval()
     # Weights scaled by 1/sqrt(fan_in) so that activations are O(1) at every width: with
     # GPT-2's tiny init the GELU inputs are so small that tanh-GELU and erf-GELU agree to 1e-5.
@@ -153,7 +146,7 @@ def save_model_checkpoint(model, path: Path) -> Path:
     """Write `model` as a minimal training checkpoint (the fields sample.py and export read)."""
     import dataclasses
 
-    from nanogpt2.checkpoint import atomic_save
+    from nanogpt2.train.checkpoint import atomic_save
 
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -237,9 +230,9 @@ def assert_trains_like_plain(
     losses (1e-6): for settings that must change memory or speed, never the numbers. `both`: settings of
     both runs."""
 
-    from nanogpt2.checkpoint import read_checkpoint
-    from nanogpt2.metrics import read_metrics
-    from nanogpt2.trainer import train
+    from nanogpt2.train.checkpoint import read_checkpoint
+    from nanogpt2.train.metrics import read_metrics
+    from nanogpt2.train.trainer import train
 
     common = [
         "--init_from=scratch",
@@ -274,9 +267,9 @@ def assert_resume_is_exact(common: list[str], tmp_path: Path, steps: int) -> tup
     """`steps` steps straight, and steps/2 + resume + steps/2, with the train.py settings `common`: the two runs
     end at the same step with bit-identical weights and log identical losses. Returns their checkpoints."""
 
-    from nanogpt2.checkpoint import read_checkpoint
-    from nanogpt2.metrics import read_metrics
-    from nanogpt2.trainer import train
+    from nanogpt2.train.checkpoint import read_checkpoint
+    from nanogpt2.train.metrics import read_metrics
+    from nanogpt2.train.trainer import train
 
     straight, split = tmp_path / "straight", tmp_path / "split"
     train([*common, f"--out_dir={straight}", f"--max_iters={steps}"])

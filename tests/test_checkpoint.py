@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
-from nanogpt2.checkpoint import atomic_save, link_or_copy, read_checkpoint
 from nanogpt2.errors import UserError
+from nanogpt2.train.checkpoint import atomic_save, link_or_copy, read_checkpoint
 
 
 def small_checkpoint(value: float) -> dict:
@@ -25,7 +25,7 @@ def test_killed_writer_leaves_previous_checkpoint(tmp_path):
     atomic_save(small_checkpoint(1.0), path)
     code = (
         "import sys, torch\n"
-        "from nanogpt2.checkpoint import atomic_save\n"
+        "from nanogpt2.train.checkpoint import atomic_save\n"
         "big = {'format_version': 1, 'model': {'w': torch.ones(100_000_000)}, 'model_config': {}, 'step': 2}\n"
         "atomic_save(big, sys.argv[1])\n"
     )
@@ -129,7 +129,7 @@ def test_8bit_optimizer_checkpoint_reads_in_a_fresh_process(shakespeare_data, tm
     """A checkpoint holding torchao's 8-bit optimizer states reads in a new process that has not imported
     torchao (as `train.py --init_from=resume` and sample.py do), and resumes there."""
     pytest.importorskip("torchao.optim")
-    from nanogpt2.trainer import train
+    from nanogpt2.train.trainer import train
 
     from conftest import REPO
 

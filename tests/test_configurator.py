@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from nanogpt2.configurator import ConfigError, coerce, describe, parse_config, read_config_file
+from nanogpt2.common.configurator import ConfigError, coerce, describe, parse_config, read_config_file
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from nanogpt2.configurator import read_settings
+from nanogpt2.common.configurator import read_settings
 from nanogpt2.data import PrepareConfig
 from nanogpt2.data.cli import main as prepare_cli
 from nanogpt2.data.cli import openwebtext_main

@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
+from nanogpt2.common.files import write_json_atomic
 from nanogpt2.data import DatasetError, TokenFile, open_dataset
 from nanogpt2.data.format import gpt2_meta
-from nanogpt2.files import write_json_atomic
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from nanogpt2.progress import format_duration, progress
+from nanogpt2.common.progress import format_duration, progress
 
 
 @pytest.mark.parametrize(

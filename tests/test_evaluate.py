@@ -13,10 +13,10 @@ import tiktoken
 import torch
 
 from nanogpt2 import GPT
+from nanogpt2.common.runtime import resolve_runtime
 from nanogpt2.evaluate import EvalConfig, Scorer, load_task
 from nanogpt2.evaluate.perplexity import load_perplexity_task, split_bytes
 from nanogpt2.evaluate.scoring import plan_windows
-from nanogpt2.runtime import resolve_runtime
 
 from conftest import make_hf_model, save_hf_dir
 
@@ -215,7 +215,7 @@ def poems(shakespeare_dir, tmp_path_factory):
 def test_stride_block_size_equals_train_full_split_loss(model, poems, tmp_path):
     """Perplexity of a prepared split at stride = block_size reports exactly the loss of
     `train.py --eval_only=True --eval_iters=None` on it (1e-5), and smaller strides score the same tokens, once."""
-    from nanogpt2.trainer import train
+    from nanogpt2.train.trainer import train
 
     hf = save_hf_dir(
         make_hf_model(n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, vocab_size=50257, seed=1), tmp_path / "hf"

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from nanogpt2 import GPT, GPTConfig, UserError
+from nanogpt2.common.runtime import resolve_runtime
 from nanogpt2.evaluate import EvalConfig, Scorer, evaluate_model, load_task
 from nanogpt2.evaluate.cli import evaluate, main
 from nanogpt2.evaluate.datafiles import PublicFile, fetch
-from nanogpt2.runtime import resolve_runtime
 
 from conftest import REPO, save_model_checkpoint
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nanogpt2 import GPT
-from nanogpt2.export import export_hf
+from nanogpt2.hf.export import export_hf
 
 from conftest import REPO, make_hf_model, save_hf_dir, save_model_checkpoint
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nanogpt2 import GPT, GPTConfig, UserError, get_tokenizer
-from nanogpt2.export import byte_to_unicode, export_hf, main
+from nanogpt2.hf.export import byte_to_unicode, export_hf, main
 
 from conftest import REPO, save_model_checkpoint
 
@@ -110,8 +110,8 @@ def test_byte_table_is_a_printable_bijection():
 def test_no_bias_is_refused(tmp_path, writer):
     """A bias=False model is refused, as a transformers folder and as a PEFT adapter alike, with a message saying
     why, and nothing is written."""
+    from nanogpt2.hf.peft import save_peft_adapter
     from nanogpt2.lora import apply_lora
-    from nanogpt2.lora_peft import save_peft_adapter
 
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=64, bias=False))
     with pytest.raises(UserError, match="bias=False"):

@@ -70,8 +70,8 @@ def test_candidates_are_the_combinations_training_accepts():
 def test_every_recipe_prints_settings_train_py_accepts():
     """The train.py settings --fit prints under each candidate recipe are accepted by train.py's own config (for
     a fine-tune of a GPT-2, as --fit assumes), and give back that recipe's memory settings."""
-    from nanogpt2.configurator import parse_config
-    from nanogpt2.train_config import TrainConfig
+    from nanogpt2.common.configurator import parse_config
+    from nanogpt2.train.config import TrainConfig
 
     for recipe in candidate_recipes():
         flags = [] if recipe.settings() == "(defaults)" else recipe.settings().split()

@@ -15,12 +15,12 @@ import math
 import pytest
 import torch
 
-from nanogpt2 import runtime
+from nanogpt2.common import runtime
 from nanogpt2.errors import UserError
-from nanogpt2.metrics import read_metrics
-from nanogpt2.train_config import TrainConfig
-from nanogpt2.train_setup import build_run
-from nanogpt2.trainer import Trainer
+from nanogpt2.train.config import TrainConfig
+from nanogpt2.train.metrics import read_metrics
+from nanogpt2.train.setup import build_run
+from nanogpt2.train.trainer import Trainer
 
 from conftest import SMALL_RUN, assert_resume_is_exact
 

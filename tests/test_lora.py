@@ -1,4 +1,4 @@
-"""LoRA (nanogpt2/lora.py) and its PEFT folder format (nanogpt2/lora_peft.py), on tiny CPU models in fp32."""
+"""LoRA (nanogpt2/lora.py) and its PEFT folder format (nanogpt2/hf/peft.py), on tiny CPU models in fp32."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 import torch.utils.checkpoint
 
 from nanogpt2.errors import UserError
+from nanogpt2.hf.peft import load_peft_adapter, save_peft_adapter
 from nanogpt2.lora import (
     TARGETS,
     LoRALinear,
@@ -20,9 +21,8 @@ from nanogpt2.lora import (
     lora_settings,
     merge_lora,
 )
-from nanogpt2.lora_peft import load_peft_adapter, save_peft_adapter
 from nanogpt2.model import GPT, GPTConfig
-from nanogpt2.optim import make_optimizer
+from nanogpt2.train.optim import make_optimizer
 
 from conftest import make_hf_model, save_hf_dir
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nanogpt2.checkpoint import load_model
 from nanogpt2.errors import UserError
 from nanogpt2.lora import merge_lora
-from nanogpt2.metrics import read_metrics
 from nanogpt2.model import GPT
-from nanogpt2.trainer import train
+from nanogpt2.train.checkpoint import load_model
+from nanogpt2.train.metrics import read_metrics
+from nanogpt2.train.trainer import train
 
 from conftest import assert_resume_is_exact, make_hf_model, save_hf_dir
 
@@ -84,8 +84,8 @@ def test_sample_and_export_use_the_adapted_model(base, shakespeare_data, tmp_pat
     --peft writes an adapter folder; sample.py's loader returns the merged model."""
     from transformers import GPT2LMHeadModel
 
-    from nanogpt2.export import main as export_main
-    from nanogpt2.sample_cli import load_sampling_model
+    from nanogpt2.generate.cli import load_sampling_model
+    from nanogpt2.hf.export import main as export_main
 
     out = tmp_path / "run"
     train(lora_args(base, shakespeare_data, f"--out_dir={out}", "--max_iters=3", "--eval_interval=3"))

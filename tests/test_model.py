@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from nanogpt2 import GPT, GPTConfig
-from nanogpt2.model import Linear
 
 from conftest import make_hf_model, save_hf_dir
 
@@ -155,20 +154,3 @@ def test_bad_config_is_refused(kwargs, words):
 
     with pytest.raises(UserError, match=words):
         GPTConfig(**kwargs)
-
-
-@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
-@pytest.mark.parametrize("lead", [(1, 1), (2, 1), (8, 1), (4, 4), (1, 17), (3, 20)], ids=str)
-def test_linear_equals_nn_linear(lead, bias):
-    """Our Linear gives nn.Linear's output (to fp32 rounding) and shape for one row, a few rows (where it
-    multiplies in the order (W x^T)^T) and many rows, with its state dict's keys and shapes unchanged."""
-    torch.manual_seed(0)
-    ours = Linear(24, 40, bias=bias)
-    ref = torch.nn.Linear(24, 40, bias=bias)
-    ref.load_state_dict(ours.state_dict())
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
-    x = torch.randn(*lead, 24)
-    with torch.no_grad():
-        got, want = ours(x), ref(x)
-    assert got.shape == want.shape == (*lead, 40)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from nanogpt2.checkpoint import read_checkpoint
 from nanogpt2.errors import UserError
-from nanogpt2.metrics import read_metrics
-from nanogpt2.trainer import train
+from nanogpt2.train.checkpoint import read_checkpoint
+from nanogpt2.train.metrics import read_metrics
+from nanogpt2.train.trainer import train
 
 from conftest import TINY_8BIT, assert_resume_is_exact
 
@@ -55,7 +55,7 @@ def test_8bit_moments_train_like_fp32_adamw(shakespeare_data, tmp_path):
 def test_embeddings_keep_fp32_moments_and_matrices_get_8bit(shakespeare_data, tmp_path):
     """After a step, the token and position tables' moments are plain fp32 tensors and every other matrix of
     >= 4096 values has 8-bit moments (torchao's OptimState8bit)."""
-    from nanogpt2.checkpoint import load_model
+    from nanogpt2.train.checkpoint import load_model
 
     out = tmp_path / "run"
     train(
@@ -72,7 +72,7 @@ def test_embeddings_keep_fp32_moments_and_matrices_get_8bit(shakespeare_data, tm
     model, _ = load_model(out / "ckpt.pt")
     params = [p for group in ckpt["optimizer"]["param_groups"] for p in group["params"]]
     named = dict(model.named_parameters())  # the optimizer's order is param_groups(): decay, then no decay
-    from nanogpt2.optim import param_groups
+    from nanogpt2.train.optim import param_groups
 
     order = [p for group in param_groups(model, 0.1) for p in group["params"]]
     names = {id(t): n for n, t in named.items()}
@@ -128,7 +128,7 @@ def test_memory_model_counts_the_optimizer_state_exactly(kind):
     the model's."""
     from nanogpt2.flops.memory import optimizer_state_bytes, param_shapes
     from nanogpt2.model import GPT, GPTConfig
-    from nanogpt2.optim import make_optimizer
+    from nanogpt2.train.optim import make_optimizer
 
     config = GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=32, pad_vocab_multiple=64)
     model = GPT(config)
@@ -147,7 +147,7 @@ def test_12gb_recipes_run_a_step(shakespeare_data, tmp_path, recipe):
     """Each 12 GB recipe for the big GPT-2s (bf16 weights and 8-bit AdamW; checkpointing; LoRA on a bf16 base)
     trains a step on the CPU with its own settings, here on a small random-weight stand-in for the GPT-2 it
     names, loaded as a local folder, and its checkpoint records those settings."""
-    from nanogpt2.configurator import read_config_file
+    from nanogpt2.common.configurator import read_config_file
 
     from conftest import REPO, make_hf_model, save_hf_dir
 

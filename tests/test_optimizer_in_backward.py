@@ -8,9 +8,9 @@ import torch
 
 from nanogpt2.errors import UserError
 from nanogpt2.model import GPT, GPTConfig
-from nanogpt2.optim import make_optimizer
-from nanogpt2.train_config import TrainConfig
-from nanogpt2.trainer import train
+from nanogpt2.train.config import TrainConfig
+from nanogpt2.train.optim import make_optimizer
+from nanogpt2.train.trainer import train
 
 from conftest import TINY_RUN, assert_resume_is_exact, assert_trains_like_plain
 

@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from nanogpt2.checkpoint import read_checkpoint
 from nanogpt2.errors import run_main
+from nanogpt2.train.checkpoint import read_checkpoint
 
 import train as train_script
 from conftest import TINY_RUN as TINY
@@ -93,7 +93,7 @@ def prepare_main(argv):
 
 
 def export_main(argv):
-    from nanogpt2.export import main
+    from nanogpt2.hf.export import main
 
     return main(argv)
 
@@ -101,7 +101,7 @@ def export_main(argv):
 @pytest.fixture
 def small_run(shakespeare_data, tmp_path_factory):
     """A tiny trained run to export."""
-    from nanogpt2.trainer import train
+    from nanogpt2.train.trainer import train
 
     out = tmp_path_factory.mktemp("small_run") / "run"
     train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=1", "--eval_interval=1"])

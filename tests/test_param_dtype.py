@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nanogpt2.checkpoint import read_checkpoint
 from nanogpt2.errors import UserError
-from nanogpt2.metrics import read_metrics
-from nanogpt2.train_config import TrainConfig
-from nanogpt2.trainer import train
+from nanogpt2.train.checkpoint import read_checkpoint
+from nanogpt2.train.config import TrainConfig
+from nanogpt2.train.metrics import read_metrics
+from nanogpt2.train.trainer import train
 
 from conftest import TINY_8BIT, assert_resume_is_exact
 
@@ -97,7 +97,7 @@ def test_global_norm_of_bf16_gradients_is_taken_in_fp32():
     """Clipping bf16 gradients: the returned global norm equals the fp32 norm of the same bf16 values to 1e-6
     (PyTorch's own clip_grad_norm_ would round each tensor's norm to bf16), and afterwards the gradients'
     global norm is max_norm up to bf16 rounding of the scaled values."""
-    from nanogpt2.optim import clip_grad_norm
+    from nanogpt2.train.optim import clip_grad_norm
 
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.zeros(n, dtype=torch.bfloat16)) for n in (1000, 37, 4096)]
@@ -129,8 +129,8 @@ def test_bf16_weights_are_run_in_the_precision_asked_for(dtype):
     """Sampling and evaluation place a model with Runtime.inference_model: bf16-held weights (a param_dtype=bfloat16
     run) are widened to fp32 when the runtime computes in float32, kept when it computes in bfloat16, and the model
     is in eval mode either way."""
+    from nanogpt2.common.runtime import resolve_runtime
     from nanogpt2.model import GPT, GPTConfig
-    from nanogpt2.runtime import resolve_runtime
 
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=64)).to(torch.bfloat16)
     placed = resolve_runtime("cpu", dtype).inference_model(model)

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nanogpt2 import GPT
-from nanogpt2.pretrained import PretrainedError
+from nanogpt2.hf.pretrained import PretrainedError
 
 SHAPE = dict(n_layer=2, n_head=3, n_embd=48, block_size=64, vocab_size=101)
 

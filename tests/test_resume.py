@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from nanogpt2.checkpoint import read_checkpoint
 from nanogpt2.errors import run_main
-from nanogpt2.optim import lr_at
-from nanogpt2.trainer import train
+from nanogpt2.train.checkpoint import read_checkpoint
+from nanogpt2.train.optim import lr_at
+from nanogpt2.train.trainer import train
 
 import train as train_script
 from conftest import REPO, TINY_RUN

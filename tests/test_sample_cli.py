@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from nanogpt2 import GPT, GPTConfig, UserError, get_tokenizer
-from nanogpt2.checkpoint import load_model
-from nanogpt2.sample_cli import encode_start, sample
+from nanogpt2.generate.cli import encode_start, sample
 from nanogpt2.tokenizer import EOT_ID, EOT_TEXT
+from nanogpt2.train.checkpoint import load_model
 
 from conftest import REPO, save_model_checkpoint
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nanogpt2 import UserError, get_tokenizer
-from nanogpt2.sampling import TextStream, check_sampling, next_token, top_k_filter, top_p_filter
+from nanogpt2.generate.sampling import TextStream, check_sampling, next_token, top_k_filter, top_p_filter
 
 
 def random_logits(batch: int = 4, vocab: int = 30, seed: int = 0) -> torch.Tensor:

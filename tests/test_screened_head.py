@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nanogpt2.fast.screened_head import ScreenedHead, at_most_in_bf16
 from nanogpt2.model import GPT, GPTConfig
-from nanogpt2.screened_head import ScreenedHead, at_most_in_bf16
 
 U32 = 2.0**-24
 
@@ -90,48 +90,78 @@ def test_a_flat_screen_computes_every_logit():
     ids=["greedy", "top-k", "top-k + top-p"],
 )
 def test_generation_through_the_screen_yields_the_plain_tokens(options):
-    """generate_tokens with the screened head (the CPU default) yields the same tokens as with every logit
-    computed in fp32 (screen=False), greedy and sampled with a seed, over 60 tokens at batch 3 and a padded
-    vocabulary."""
+    """generate_tokens through the screened head (screen=True: taken wherever it is exact, whatever the CPU)
+    yields the same tokens as with every logit computed in fp32 (screen=False), greedy and sampled with a seed,
+    over 60 tokens at batch 3 and a padded vocabulary."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=500, pad_vocab_multiple=64))
     prompt = torch.randint(0, 500, (3, 4))
-    screened = model.generate(prompt, 60, **options)
+    screened = model.generate(prompt, 60, screen=True, **options)
     plain = model.generate(prompt, 60, screen=False, **options)
     assert torch.equal(screened, plain)
 
 
-@pytest.mark.parametrize("setting", ["autocast", "fp32 matmuls in bf16", "few tokens"])
-def test_generation_keeps_the_plain_head_where_the_screen_does_not_hold_or_pay(monkeypatch, setting):
+@pytest.mark.parametrize(
+    "setting, screen",
+    [
+        ("autocast", True),
+        ("fp32 matmuls in bf16", True),
+        ("compiled", True),
+        ("few tokens", None),
+        ("bf16 not native", None),
+        ("sampling every token", True),
+    ],
+)
+def test_generation_keeps_the_plain_head_where_the_screen_does_not_hold_or_pay(monkeypatch, setting, screen):
     """Under CPU bf16 autocast, or with fp32 matmuls allowed to run in bf16, the head's logits are not the fp32
-    products the bound is about; for fewer than WORTH_IT_TOKENS new tokens the screen would not repay its
-    building. In each case no ScreenedHead is built, and the tokens equal screen=False's."""
+    products the bound is about, and a compiled model would be bypassed: the screen is refused even when asked
+    for. Where it would not pay (fewer than WORTH_IT_TOKENS new tokens, or a CPU without native bf16 products)
+    it is not taken by default, and with no top-k nothing can be screened. In each case no ScreenedHead is
+    built, and the tokens equal screen=False's."""
     import contextlib
 
-    from nanogpt2 import generation
+    from nanogpt2.fast import screened_head
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=64, vocab_size=300))
     prompt = torch.randint(0, 300, (2, 3))
-    new = generation.WORTH_IT_TOKENS - 1 if setting == "few tokens" else 40
-    plain = model.generate(prompt, new, temperature=0.0, screen=False)
+    new = screened_head.WORTH_IT_TOKENS - 1 if setting == "few tokens" else 40
+    options = dict(temperature=1.0, seed=0) if setting == "sampling every token" else dict(temperature=0.0)
+    plain = model.generate(prompt, new, screen=False, **options)
 
     def refuse(weight):
         raise AssertionError("a ScreenedHead was built")
 
-    monkeypatch.setattr(generation, "ScreenedHead", refuse)
+    monkeypatch.setattr(screened_head, "ScreenedHead", refuse)
+    native = setting != "bf16 not native"
+    monkeypatch.setattr(screened_head, "bf16_matmuls_are_native", lambda: native)
+    if setting == "compiled":
+        model.compile()  # the model's own forward, compiled; the loop's hidden_states call would bypass it
+        model._compiled_call_impl = lambda *a, **k: model._call_impl(*a, **k)  # this test runs it eagerly
     context = torch.autocast("cpu", dtype=torch.bfloat16) if setting == "autocast" else contextlib.nullcontext()
     previous = torch.get_float32_matmul_precision()
     if setting == "fp32 matmuls in bf16":
         torch.set_float32_matmul_precision("medium")
     try:
         with context:
-            screened = model.generate(prompt, new, temperature=0.0)
-            if setting != "few tokens":  # the plain head under the same setting
-                plain = model.generate(prompt, new, temperature=0.0, screen=False)
+            screened = model.generate(prompt, new, screen=screen, **options)
+            if setting in ("autocast", "fp32 matmuls in bf16"):  # the plain head under the same setting
+                plain = model.generate(prompt, new, screen=False, **options)
     finally:
         torch.set_float32_matmul_precision(previous)
     assert torch.equal(screened, plain)
+
+
+def test_the_screen_is_taken_by_default_where_bf16_products_are_native(monkeypatch):
+    """On a CPU that multiplies bf16 in hardware, generating WORTH_IT_TOKENS or more greedy tokens builds the
+    screen by default (screen=None); on one that does not, it is not built."""
+    from nanogpt2.fast import screened_head
+
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=64, vocab_size=300))
+    for native in (True, False):
+        monkeypatch.setattr(screened_head, "bf16_matmuls_are_native", lambda native=native: native)
+        head = screened_head.screened_head_for(model, 1, screened_head.WORTH_IT_TOKENS)
+        assert (head is not None) == native
 
 
 @pytest.fixture
@@ -146,7 +176,7 @@ def matmul_settings():
 
 
 def _set_matmul_precision(setting: str) -> None:
-    from nanogpt2.runtime import enable_tf32
+    from nanogpt2.common.runtime import enable_tf32
 
     if setting == "TF32 on CUDA":
         enable_tf32()  # what train.py and the benches do on a GPU; it makes get_float32_matmul_precision() "high"
@@ -164,7 +194,7 @@ def test_the_screen_follows_the_setting_that_governs_cpu_matmuls(matmul_settings
     """fp32_matmuls_are_fp32 reads the CPU's own matmul setting: allowing TF32 on CUDA leaves CPU matmuls in
     fp32 (checked against float64: within gamma_C |x| |w|), so the screen stays on; allowing oneDNN reduced
     precision, directly or through set_float32_matmul_precision, turns it off."""
-    from nanogpt2.screened_head import fp32_matmuls_are_fp32
+    from nanogpt2.fast.screened_head import fp32_matmuls_are_fp32
 
     _set_matmul_precision(setting)
     assert fp32_matmuls_are_fp32() == fp32

@@ -9,12 +9,12 @@ import os
 import pytest
 import torch
 
-from nanogpt2.checkpoint import read_checkpoint
 from nanogpt2.errors import run_main
-from nanogpt2.metrics import read_metrics
-from nanogpt2.train_config import TrainConfig
-from nanogpt2.train_setup import build_run
-from nanogpt2.trainer import Trainer, TrainingDiverged, train
+from nanogpt2.train.checkpoint import read_checkpoint
+from nanogpt2.train.config import TrainConfig
+from nanogpt2.train.metrics import read_metrics
+from nanogpt2.train.setup import build_run
+from nanogpt2.train.trainer import Trainer, TrainingDiverged, train
 
 import train as train_script
 from conftest import REPO, SMALL_RUN, assert_resume_is_exact
@@ -186,7 +186,7 @@ def test_resume_refuses_a_different_architecture(shakespeare_data, tmp_path, cap
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "config").glob("*.py")))
 def test_shipped_configs_are_valid(name):
     """Every config file in config/ parses into a valid TrainConfig."""
-    from nanogpt2.configurator import parse_config
+    from nanogpt2.common.configurator import parse_config
 
     cfg = parse_config(TrainConfig, [str(REPO / "config" / f"{name}.py")])
     assert cfg.max_iters > 0 and math.isfinite(cfg.learning_rate)

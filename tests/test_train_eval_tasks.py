@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from nanogpt2.checkpoint import load_model
 from nanogpt2.errors import UserError
 from nanogpt2.evaluate import evaluate_model
-from nanogpt2.metrics import read_metrics
-from nanogpt2.trainer import train
+from nanogpt2.train.checkpoint import load_model
+from nanogpt2.train.metrics import read_metrics
+from nanogpt2.train.trainer import train
 
 from conftest import REPO, TINY_RUN
 

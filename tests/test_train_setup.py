@@ -1,4 +1,4 @@
-"""Setting a run up (nanogpt2/train_setup.py and its helpers): resume memory, folders, MFU peaks, allocator."""
+"""Setting a run up (nanogpt2/train/setup.py and its helpers): resume memory, folders, MFU peaks, allocator."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt2 import resume
+from nanogpt2.common.runtime import use_expandable_segments
 from nanogpt2.data.find import find_dataset, source_checkout
 from nanogpt2.errors import UserError
-from nanogpt2.metrics import peak_for_mfu
-from nanogpt2.runtime import use_expandable_segments
-from nanogpt2.train_setup import build_run
-from nanogpt2.trainer import Trainer, train
+from nanogpt2.train import resume
+from nanogpt2.train.metrics import peak_for_mfu
+from nanogpt2.train.setup import build_run
+from nanogpt2.train.trainer import Trainer, train
 
 from conftest import REPO
 from conftest import TINY_RUN as TINY

@@ -8,7 +8,7 @@
     python data/openwebtext/prepare.py                 # OpenWebText from the Hugging Face Hub
 
 The settings are the fields of `PrepareConfig` (pipeline.py), read by the same rules as
-train.py's (nanogpt2/configurator.py): `--key value` or `--key=value`, config files too.
+train.py's (nanogpt2/common/configurator.py): `--key value` or `--key=value`, config files too.
 The scripts are thin; the recipes are functions here so that tests can call them.
 """
 
@@ -21,10 +21,10 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from nanogpt2.configurator import read_settings
+from nanogpt2.common.configurator import read_settings
+from nanogpt2.common.files import atomic_write
 from nanogpt2.data.format import DatasetError
 from nanogpt2.data.pipeline import PrepareConfig, prepare
-from nanogpt2.files import atomic_write
 
 # Tiny Shakespeare: 1 MB of the plays (public domain), as collected for Karpathy's char-rnn and
 # used by nanoGPT's shakespeare recipes.

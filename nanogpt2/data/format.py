@@ -16,7 +16,7 @@ meta.json is the folder's table of contents: the tokenizer, the vocabulary size,
 the end-of-text id and the token and document counts of each split. Because the
 counts are in it, a truncated copy (an interrupted `cp`, a full disk) or a
 train.bin from another preparation is refused with a message instead of
-training on the wrong data. The preparer writes it last (nanogpt2/files.py),
+training on the wrong data. The preparer writes it last (nanogpt2/common/files.py),
 so an interrupted preparation never leaves a folder whose meta.json vouches for
 half-written token files.
 """

@@ -15,7 +15,7 @@ tokens becomes val, as nanoGPT's shakespeare recipe does; and if chance leaves a
 split without documents, the last document of the other split moves over.
 
 Nothing half-written looks valid: ids go to hidden temporary files that are
-deleted on any failure (nanogpt2/files.py); only after every check do they replace
+deleted on any failure (nanogpt2/common/files.py); only after every check do they replace
 train.bin and val.bin, and meta.json (with the counts the loader checks) is written last.
 """
 
@@ -34,12 +34,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
+from nanogpt2.common.files import atomic_write, write_json_atomic
+from nanogpt2.common.progress import progress
 from nanogpt2.data.format import META_FILE, SPLITS, TOKEN_DTYPE, DatasetError, bin_path, gpt2_meta
 from nanogpt2.data.sources import ReadStats, documents, parse_inputs
 from nanogpt2.data.tokenize import Piecer, encode_unit, numpy_encoder
 from nanogpt2.errors import check_positive_int
-from nanogpt2.files import atomic_write, write_json_atomic
-from nanogpt2.progress import progress
 
 UNIT_CHARS = 1 << 18  # characters per unit of work handed to a thread (256K: ~50 ms of tokenizing)
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import torch
 
+from nanogpt2.common.runtime import Runtime
 from nanogpt2.evaluate.cli import EvalConfig, load_task
 from nanogpt2.evaluate.scoring import Score, Scorer
-from nanogpt2.runtime import Runtime
 
 
 def evaluate_model(

@@ -6,7 +6,7 @@
     python -m nanogpt2.evaluate --help
 
 The settings are `EvalConfig` below, parsed by the same rules as train.py
-(nanogpt2/configurator.py); the model loads as in sample.py. The figures go to
+(nanogpt2/common/configurator.py); the model loads as in sample.py. The figures go to
 stdout as one line of text, and with --out to a JSON file that also records
 the settings and the model.
 """
@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from nanogpt2.configurator import config_dict, parse_config
+from nanogpt2.common.configurator import config_dict, parse_config
+from nanogpt2.common.runtime import resolve_runtime, want_compile
 from nanogpt2.errors import UserError, check_positive_int, run_main
 from nanogpt2.evaluate.datafiles import DEFAULT_CACHE
 from nanogpt2.evaluate.perplexity import load_perplexity_task
 from nanogpt2.evaluate.scoring import Scorer
 from nanogpt2.evaluate.tasks import load_choice_task
-from nanogpt2.runtime import resolve_runtime, want_compile
-from nanogpt2.sample_cli import load_sampling_model
+from nanogpt2.generate.cli import load_sampling_model
 
 TASKS = ("perplexity", "hellaswag", "lambada", "choice")
 

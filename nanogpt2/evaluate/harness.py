@@ -37,10 +37,10 @@ import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
+from nanogpt2.common.runtime import resolve_runtime, want_compile
 from nanogpt2.evaluate.scoring import Scorer
+from nanogpt2.generate.cli import load_sampling_model
 from nanogpt2.model import GPT
-from nanogpt2.runtime import resolve_runtime, want_compile
-from nanogpt2.sample_cli import load_sampling_model
 from nanogpt2.tokenizer import EOT_ID, EOT_TEXT, get_tokenizer
 
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's HF backend's default

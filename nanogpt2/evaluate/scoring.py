@@ -46,9 +46,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nanogpt2.common.progress import progress
+from nanogpt2.common.runtime import Runtime, resolve_runtime
 from nanogpt2.errors import UserError, check_positive_int
-from nanogpt2.progress import progress
-from nanogpt2.runtime import Runtime, resolve_runtime
 
 
 @dataclass

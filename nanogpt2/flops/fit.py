@@ -1,6 +1,6 @@
 """Which training recipes fit a GPU's memory, and what each costs in compute: the calculator's --fit.
 
-A recipe is a set of memory-saving options of training (nanogpt2/train_config.py), each with a price:
+A recipe is a set of memory-saving options of training (nanogpt2/train/config.py), each with a price:
 
     checkpointing          recompute every block in the backward pass (Chen et al. 2016): one more
                            forward pass of the blocks, about +1/3 of a step's compute (+1/5 without

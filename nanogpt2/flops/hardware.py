@@ -96,7 +96,7 @@ class GPUSpec:
     def peak_flops(self, dtype: str = "bfloat16") -> float | None:
         """The dense peak a training run in `dtype` is measured against (None if the GPU lacks it).
 
-        float32 runs use TF32 tensor cores (nanogpt2.runtime enables TF32 on CUDA), or the
+        float32 runs use TF32 tensor cores (nanogpt2.common.runtime enables TF32 on CUDA), or the
         CUDA cores on a GPU without TF32."""
         if dtype == "bfloat16":
             return self.bf16_flops

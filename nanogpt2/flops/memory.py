@@ -157,7 +157,7 @@ def estimate_training_memory(
     grad_accum:    micro-steps per optimizer step; from the second on, gradients are held throughout.
     ddp:           DistributedDataParallel's gradient buckets (gradient_as_bucket_view=False).
     hold_logits:   the training loop keeps the logits alive through backward (`logits, loss = model(x, y)`);
-                   nanogpt2/trainer.py keeps only the loss, so the default is False.
+                   nanogpt2/train/trainer.py keeps only the loss, so the default is False.
     optimizer:     adamw (fp32 moments) or adamw8bit (memory_state.optimizer_state_bytes).
     param_dtype:   float32, or bfloat16: the whole model cast to bf16 (bf16 gradients too); needs adamw8bit.
     loss_chunk_tokens: the model's chunked loss (GPT.chunked_loss): N tokens' logits at a time, recomputed.

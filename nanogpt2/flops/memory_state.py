@@ -68,7 +68,7 @@ def lora_shapes(config: GPTConfig, rank: int, targets: str = "attn") -> list[tup
     ]
 
 
-# torchao's AdamW8bit (nanogpt2/optim.py) quantizes a moment block-wise when its tensor has at least
+# torchao's AdamW8bit (nanogpt2/train/optim.py) quantizes a moment block-wise when its tensor has at least
 # 4096 values in whole blocks of 256 (torchao/optim/adam.py, following bitsandbytes): 1 byte per value,
 # one fp32 scale per block, and a 256-entry fp32 code table per tensor (torchao OptimState8bit).
 # nanogpt2 keeps the embeddings' moments in fp32 (optim.adamw_8bit), and every unquantized moment is

@@ -1,5 +1,11 @@
-"""fused_loss: the LM head and cross-entropy as one autograd step give the plain path's loss and gradients,
-in less memory, and training takes it where it pays (eager fp32 on the CPU)."""
+"""nanogpt2/fast: each CPU path computes what the plain model computes (or draws from the same distribution),
+keeps the state dict as it is, and is taken where it pays.
+
+- fused_loss: the LM head and cross-entropy as one autograd step give the plain path's loss and gradients, in
+  less memory; training takes it for eager fp32 on the CPU.
+- dropout: the mask-bits dropout is nn.Dropout's distribution, and the written-out attention is SDPA's.
+- linear: FewRowsLinear is nn.Linear.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanogpt2.fused_loss import lm_head_loss
-from nanogpt2.model import GPT, Dropout, GPTConfig
-from nanogpt2.train_setup import build_run
+from nanogpt2 import fast
+from nanogpt2.fast.dropout import DropoutAttention, MaskBitsDropout
+from nanogpt2.fast.fused_loss import FusedLossGPT, lm_head_loss
+from nanogpt2.fast.linear import FewRowsLinear
+from nanogpt2.model import GPT, GPTConfig
+from nanogpt2.train.setup import build_run
 
-from conftest import TINY_RUN, assert_loss_path_like_plain
+from conftest import TINY_RUN, assert_loss_path_like_plain, loss_and_grads
 
 
 @pytest.mark.parametrize("pad", [1, 64])
@@ -19,7 +28,7 @@ from conftest import TINY_RUN, assert_loss_path_like_plain
 def test_fused_loss_equals_the_plain_path(pad, dropout):
     """Loss and every parameter's gradient equal the plain path's (fp32, 1e-6), with ignored (-1) targets, a
     padded vocabulary (whose rows get zero gradient from the head) and dropout; no logits come back."""
-    fused = assert_loss_path_like_plain(lambda model: setattr(model, "fused_loss", True), pad, dropout)
+    fused = assert_loss_path_like_plain(lambda model: fast.for_cpu_training(model, dropout=False), pad, dropout)
     if pad > 1:
         assert fused["wte.weight"][101:].abs().sum() == 0
 
@@ -72,7 +81,7 @@ def test_fused_loss_holds_less_memory():
     x = torch.randint(0, 5000, (4, 64))
 
     def peak(fused: bool) -> int:
-        model.fused_loss = fused
+        model.__class__ = FusedLossGPT if fused else GPT
         model.zero_grad(set_to_none=True)
         tracker = MemTracker()
         tracker.track_external(model)
@@ -93,9 +102,11 @@ def test_training_takes_the_fused_loss_where_it_pays(shakespeare_data, tmp_path,
         x, y = torch.randint(0, 50257, (2, 2, 16))
         with setup.rt.autocast():
             logits, _ = setup.model(x, y)
-        assert setup.raw_model.fused_loss == fused and (logits is None) == fused
-        dropouts = [m for m in setup.raw_model.modules() if isinstance(m, Dropout)]
-        assert dropouts and all(m.cheap_cpu_mask == fused for m in dropouts)
+        assert isinstance(setup.raw_model, FusedLossGPT) == fused and (logits is None) == fused
+        dropouts = [m for m in setup.raw_model.modules() if isinstance(m, torch.nn.Dropout)]
+        assert dropouts and all(isinstance(m, MaskBitsDropout) == fused for m in dropouts)
+        attention = [block.attn for block in setup.raw_model.h]
+        assert all(isinstance(a, DropoutAttention) == fused for a in attention)
     finally:
         setup.logger.close()
 
@@ -141,7 +152,7 @@ def test_fused_loss_is_fp32_eager_only():
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=50, dropout=0.1))
-    model.use_cpu_training_paths(True)
+    fast.for_cpu_training(model)
     idx = torch.randint(0, 50, (2, 16))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits, loss = model(idx, idx)
@@ -150,3 +161,85 @@ def test_fused_loss_is_fp32_eager_only():
     logits, loss = model(idx, idx)
     loss.backward()
     assert logits is not None and logits.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_cheap_mask_keeps_each_value_with_probability_one_minus_p(p):
+    """Over 2M values the kept fraction is 1 - p within 5 standard deviations, kept values are scaled by exactly
+    1 / (1 - p), dropped ones are 0, and the gradient flows through the same mask."""
+    torch.manual_seed(0)
+    drop = MaskBitsDropout(p)
+    x = torch.rand(2_000_000) + 1.0  # never 0, so that a 0 output means dropped
+    x.requires_grad_()
+    y = drop(x)
+    kept = y != 0
+    n = x.numel()
+    assert abs(kept.float().mean().item() - (1 - p)) < 5 * ((p * (1 - p)) / n) ** 0.5
+    assert torch.equal(y[kept], x.detach()[kept] * (1.0 / (1.0 - p)))
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.float() * (1.0 / (1.0 - p)))
+
+
+def test_cheap_mask_is_the_identity_in_eval_and_at_p_0():
+    """In eval mode, and with nothing to drop, the mask-bits dropout returns its input unchanged."""
+    x = torch.randn(1000)
+    assert torch.equal(MaskBitsDropout(0.5).eval()(x), x)
+    assert torch.equal(MaskBitsDropout(0.0)(x), x)
+
+
+def test_written_out_attention_equals_sdpa(monkeypatch):
+    """With the CPU dropout path on, training attention runs written out (SDPA is not called); with its dropout
+    made the identity, the model's loss and gradients equal SDPA's (fp32, 1e-5)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=101, dropout=0.1))
+    monkeypatch.setattr(MaskBitsDropout, "forward", lambda self, x: x)  # keep every value: only the math differs
+    x, y = torch.randint(0, 101, (3, 16)), torch.randint(0, 101, (3, 16))
+    sdpa_calls = []
+    real_sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: sdpa_calls.append(1) or real_sdpa(*a, **k))
+
+    model.eval()  # SDPA without dropout (and every nn.Dropout the identity): the attention math alone
+    _, sdpa_loss, sdpa = loss_and_grads(model, x, y)
+    fast.for_cpu_training(model, fused_loss=False)
+    model.train()  # the written-out path is for training with dropout > 0 (its dropout is the identity here)
+    assert len(sdpa_calls) == 2  # one per layer
+    _, loss, written = loss_and_grads(model, x, y)  # the attention's Dropout has p = 0.1 > 0: written out
+    assert len(sdpa_calls) == 2, "the written-out attention was not taken"
+    assert torch.allclose(loss, sdpa_loss, rtol=0, atol=1e-5)
+    for name in sdpa:
+        assert torch.allclose(sdpa[name], written[name], rtol=0, atol=1e-5), name
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("lead", [(1, 1), (2, 1), (8, 1), (4, 4), (1, 17), (3, 20)], ids=str)
+def test_few_rows_linear_equals_nn_linear(lead, bias):
+    """FewRowsLinear gives nn.Linear's output (to fp32 rounding) and shape for one row, a few rows (where it
+    multiplies in the order (W x^T)^T) and many rows, with its state dict's keys and shapes unchanged."""
+    torch.manual_seed(0)
+    ours = FewRowsLinear(24, 40, bias=bias)
+    ref = torch.nn.Linear(24, 40, bias=bias)
+    ref.load_state_dict(ours.state_dict())
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    x = torch.randn(*lead, 24)
+    with torch.no_grad():
+        got, want = ours(x), ref(x)
+    assert got.shape == want.shape == (*lead, 40)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("apply", [fast.for_cpu_training, fast.for_cpu_generation], ids=["training", "generation"])
+def test_paths_keep_the_state_dict_and_the_eval_logits(apply):
+    """Each path changes only classes: the state dict has the same keys and the very same tensors, the head stays
+    tied, and eval-mode logits equal the plain model's (1e-5)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=101, dropout=0.1)).eval()
+    before = model.state_dict()
+    idx = torch.randint(0, 101, (3, 16))
+    with torch.no_grad():
+        plain, _ = model(idx)
+        apply(model)
+        got, _ = model(idx)
+    after = model.state_dict()
+    assert list(after) == list(before) and all(after[k] is before[k] or torch.equal(after[k], before[k]) for k in after)
+    assert model.lm_head.weight is model.wte.weight
+    assert torch.allclose(got, plain, rtol=0, atol=1e-5)

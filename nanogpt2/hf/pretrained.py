@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from nanogpt2.hf_layout import PretrainedError, config_from_hf, convert_hf_state_dict
+from nanogpt2.hf.layout import PretrainedError, config_from_hf, convert_hf_state_dict
 from nanogpt2.model import GPT
 from nanogpt2.model_config import GPT2_SIZES, GPTConfig
 

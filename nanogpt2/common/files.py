@@ -81,7 +81,7 @@ def _alive(pid: int) -> bool:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON to `path`, all or nothing."""
     with atomic_write(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
+        json.dump(obj, f, indent=2, ensure_ascii=False)
         f.write("\n")
 
 

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from nanogpt2.errors import UserError
+from nanogpt2.model import GPT
 
 
 class LMHeadLoss(torch.autograd.Function):
@@ -98,3 +99,19 @@ def lm_head_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, v
     loss = LMHeadLoss.apply(x.reshape(-1, C), weight, targets.reshape(-1), vocab_size)
     assert isinstance(loss, torch.Tensor)
     return loss
+
+
+class FusedLossGPT(GPT):
+    """GPT whose training loss (targets given, gradients on, no loss chunks) is lm_head_loss where it applies."""
+
+    @classmethod
+    def adapt(cls, model: GPT) -> FusedLossGPT:
+        """Turn `model` into a FusedLossGPT in place (the same modules, the same state dict)."""
+        model.__class__ = cls
+        return model  # type: ignore[return-value]
+
+    def logits_and_loss(self, x, targets=None):
+        training = targets is not None and torch.is_grad_enabled() and not self.loss_chunk_tokens
+        if training and fused_loss_applies(x, self.lm_head.weight):
+            return None, lm_head_loss(x, self.lm_head.weight, targets, self.config.vocab_size)
+        return super().logits_and_loss(x, targets)

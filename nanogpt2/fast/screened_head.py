@@ -34,12 +34,21 @@ The result equals the plain head's top k, up to the order of fp32 roundings betw
 whose logits agree to ~1e-6 (tests/test_screened_head.py; generation tests compare tokens with
 transformers'). Everything else is returned as -inf, which top-k and greedy never choose.
 It assumes bf16 products accumulate in fp32, as PyTorch's CPU kernels do; the tests check
-the bound against float64 arithmetic. bench/results/sample-*-screen-on-*.json has the speed.
+the bound against float64 arithmetic.
+
+Where it pays: the screen saves memory traffic only if the CPU multiplies bf16 natively
+(AVX512-BF16 or AMX). Elsewhere (AVX2) each bf16 value is widened in software, and the screen
+measured slower than the plain head; screened_head_for decides (bench/README.md has the records).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from nanogpt2.model import GPT
 
 U32 = 2.0**-24  # unit roundoff of float32
 BF16 = 2.0**-9  # unit roundoff of bfloat16: rounding moves a value by at most this fraction of itself
@@ -62,6 +71,33 @@ def fp32_matmuls_are_fp32() -> bool:
         if setting != "none":
             return setting == "ieee"
     return True
+
+
+def bf16_matmuls_are_native() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16, or AMX tiles), as the screen needs to pay."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own probes (torch >= 2.1)
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def screened_head_for(model: GPT, few: int | None, new_tokens: int, screen: bool | None = None) -> ScreenedHead | None:
+    """The ScreenedHead that generating `new_tokens` from `model` should use, or None to score every token.
+
+    few: how many top tokens decide each draw (greedy: 1, top-k: k; None: all of them, so no screen).
+    screen: None takes it where it pays (native bf16 products, and texts long enough to repay building
+    it); True wherever its bound holds (tests, benchmarks); False never. Its bound holds only for fp32
+    products of an fp32 head on the CPU, outside autocast, with fp32 matmuls kept fp32, and the loop
+    calls an uncompiled model (model.compile() would be bypassed).
+    """
+    if screen is False or few is None:
+        return None
+    weight = model.lm_head.weight[: model.config.vocab_size]  # (V, C)
+    exact = weight.device.type == "cpu" and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    compiled = getattr(model, "_compiled_call_impl", None) is not None  # what nn.Module.compile() sets
+    if not exact or compiled or not fp32_matmuls_are_fp32():
+        return None
+    if screen is None and not (bf16_matmuls_are_native() and new_tokens >= WORTH_IT_TOKENS):
+        return None
+    return ScreenedHead(weight)
 
 
 def at_most_in_bf16(x: torch.Tensor) -> torch.Tensor:

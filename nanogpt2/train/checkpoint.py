@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
+from nanogpt2.common.files import atomic_write, fsync_folder, temporary_name
 from nanogpt2.errors import UserError
-from nanogpt2.files import atomic_write, fsync_folder, temporary_name
 from nanogpt2.model import GPT, GPTConfig
 
 LATEST = "ckpt.pt"

@@ -80,9 +80,9 @@ def require_biases(config: GPTConfig, what: str) -> None:
         )
 
 
-def hf_config(model: GPT) -> dict:
-    """config.json for transformers.GPT2Config: our shape plus GPT-2's fixed choices."""
-    cfg = model.config
+def hf_config(cfg: GPTConfig, dtype: str = "float32") -> dict:
+    """config.json for transformers.GPT2Config: our shape plus GPT-2's fixed choices; dtype: the weights'.
+    Also what the tests and benchmarks build transformers' GPT-2 from: GPT2Config(**hf_config(cfg))."""
     eot = EOT_ID if cfg.vocab_size > EOT_ID else None  # GPT-2's <|endoftext|> starts and ends texts
     return {
         "architectures": ["GPT2LMHeadModel"],
@@ -106,7 +106,7 @@ def hf_config(model: GPT) -> dict:
         "bos_token_id": eot,
         "eos_token_id": eot,
         "use_cache": True,
-        "dtype": str(model.wte.weight.dtype).removeprefix("torch."),
+        "dtype": dtype,
     }
 
 

@@ -23,13 +23,13 @@ from typing import Any
 
 import torch
 
-from nanogpt2.checkpoint import LATEST, lora_model_from_checkpoint, model_from_checkpoint, read_checkpoint
-from nanogpt2.configurator import parse_config
+from nanogpt2.common.configurator import parse_config
 from nanogpt2.errors import UserError
 from nanogpt2.model import GPT
 from nanogpt2.model_config import GPTConfig
-from nanogpt2.optim import lr_at
-from nanogpt2.train_config import TrainConfig
+from nanogpt2.train.checkpoint import LATEST, lora_model_from_checkpoint, model_from_checkpoint, read_checkpoint
+from nanogpt2.train.config import TrainConfig
+from nanogpt2.train.optim import lr_at
 
 
 class RunComplete(Exception):

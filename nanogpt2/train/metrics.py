@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from nanogpt2.common.files import atomic_write
+from nanogpt2.common.progress import is_tty, progress
 from nanogpt2.errors import UserError
-from nanogpt2.files import atomic_write
-from nanogpt2.progress import is_tty, progress
 
 
 def read_metrics(out_dir: str | Path, kind: str | None = None) -> list[dict]:

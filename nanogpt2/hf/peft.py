@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
+from nanogpt2.common.files import atomic_write, write_json_atomic
 from nanogpt2.errors import UserError
-from nanogpt2.files import atomic_write, write_json_atomic
-from nanogpt2.hf_layout import require_biases
+from nanogpt2.hf.layout import require_biases
 from nanogpt2.lora import TARGETS, adapter_state_dict, apply_lora, load_adapter_state_dict, lora_settings
 from nanogpt2.model import GPT
 

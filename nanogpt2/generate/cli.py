@@ -5,7 +5,7 @@
     python sample.py --help
 
 The settings are `SampleConfig` below, parsed by the same rules as train.py
-(nanogpt2/configurator.py). The model comes from a training out_dir, a
+(nanogpt2/common/configurator.py). The model comes from a training out_dir, a
 checkpoint file, a GPT-2 name or a local Hugging Face directory; text is printed
 to stdout as it is generated, and everything else (what was loaded, the seed)
 goes to stderr, so `python sample.py ... > samples.txt` keeps only the samples.
@@ -23,15 +23,15 @@ from typing import TextIO
 
 import torch
 
-from nanogpt2.checkpoint import load_model
-from nanogpt2.configurator import parse_config
+from nanogpt2.common.configurator import parse_config
+from nanogpt2.common.runtime import resolve_runtime, want_compile
 from nanogpt2.errors import UserError, check_positive_int
+from nanogpt2.generate.sampling import TextStream, check_sampling, make_generator
+from nanogpt2.hf.pretrained import HUB_REPOS, WEIGHT_FILES
 from nanogpt2.lora import lora_settings, merge_lora
 from nanogpt2.model import GPT
-from nanogpt2.pretrained import HUB_REPOS, WEIGHT_FILES
-from nanogpt2.runtime import resolve_runtime, want_compile
-from nanogpt2.sampling import TextStream, check_sampling, make_generator
 from nanogpt2.tokenizer import EOT_ID, get_tokenizer
+from nanogpt2.train.checkpoint import load_model
 
 
 @dataclass

@@ -9,7 +9,7 @@
     speed     torch.compile, then DistributedDataParallel around it
     reporting the MFU peak, the metrics logger, the run's header
 
-The pieces come back as a `Run`, which nanogpt2/trainer.py's Trainer drives.
+The pieces come back as a `Run`, which nanogpt2/train/trainer.py's Trainer drives.
 """
 
 from __future__ import annotations
@@ -24,21 +24,10 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nanogpt2 import distributed as dist_utils
-from nanogpt2.configurator import config_dict
-from nanogpt2.data import Dataset, RandomBatches, open_dataset
-from nanogpt2.data.find import find_dataset
-from nanogpt2.errors import UserError
-from nanogpt2.flops import lora_training_flops_per_token, training_flops_per_token
-from nanogpt2.lora import apply_lora, base_fingerprint, lora_settings
-from nanogpt2.metrics import MetricsLogger, describe_run, peak_for_mfu
-from nanogpt2.model import GPT
-from nanogpt2.model_config import GPTConfig
-from nanogpt2.optim import make_optimizer
-from nanogpt2.resume import model_for_resume, restore_training, resume_config
-from nanogpt2.runtime import (
+from nanogpt2 import fast
+from nanogpt2.common.configurator import config_dict
+from nanogpt2.common.runtime import (
     Runtime,
-    cpu_training_paths_pay,
     enable_tf32,
     keep_freed_cpu_memory,
     resolve_runtime,
@@ -46,7 +35,18 @@ from nanogpt2.runtime import (
     use_expandable_segments,
     want_compile,
 )
-from nanogpt2.train_config import TrainConfig
+from nanogpt2.data import Dataset, RandomBatches, open_dataset
+from nanogpt2.data.find import find_dataset
+from nanogpt2.errors import UserError
+from nanogpt2.flops import lora_training_flops_per_token, training_flops_per_token
+from nanogpt2.lora import apply_lora, base_fingerprint, lora_settings
+from nanogpt2.model import GPT
+from nanogpt2.model_config import GPTConfig
+from nanogpt2.train import distributed as dist_utils
+from nanogpt2.train.config import TrainConfig
+from nanogpt2.train.metrics import MetricsLogger, describe_run, peak_for_mfu
+from nanogpt2.train.optim import make_optimizer
+from nanogpt2.train.resume import model_for_resume, restore_training, resume_config
 
 
 @dataclass
@@ -176,10 +176,9 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
 
     # Speed: compile, then wrap for data parallelism. raw_model stays the plain module we save.
     compile_model = want_compile(cfg.compile, rt.device) and not cfg.optimizer_in_backward  # see its docstring
-    # Eager fp32 on the CPU: the LM head and loss as one step (fused_loss.py), and cheaper dropout masks.
-    raw_model.use_cpu_training_paths(
-        cpu_training_paths_pay(rt.device_type, rt.dtype, raw_model.lm_head.weight.dtype, compile_model)
-    )
+    # Eager fp32 on the CPU: the LM head and loss as one step, and cheaper dropout masks (nanogpt2/fast).
+    if fast.training_paths_pay(rt.device_type, rt.dtype, raw_model.lm_head.weight.dtype, compile_model):
+        fast.for_cpu_training(raw_model)
     compiled = torch.compile(raw_model) if compile_model else raw_model
     model = (
         DDP(compiled, device_ids=[rt.device.index] if rt.device_type == "cuda" else None) if dist.enabled else compiled

@@ -1,7 +1,7 @@
 """Every setting of a training run, with its default and what it does.
 
 `python train.py config/x.py --key=value` fills this dataclass (see
-nanogpt2/configurator.py for the rules); `python train.py --help` prints it.
+nanogpt2/common/configurator.py for the rules); `python train.py --help` prints it.
 The resolved values are written to `out_dir/config.json` and into every
 checkpoint, so a run can always be traced back to exactly what it used.
 """
@@ -125,7 +125,7 @@ class TrainConfig:
 
     weight_decay: float = 0.1
     """AdamW decoupled weight decay (Loshchilov & Hutter 2019) on every matrix and both embedding tables
-    (token and position), as nanoGPT does; none on biases or LayerNorm gains (nanogpt2/optim.py)."""
+    (token and position), as nanoGPT does; none on biases or LayerNorm gains (nanogpt2/train/optim.py)."""
 
     beta1: float = 0.9
     """AdamW beta1."""

@@ -28,18 +28,18 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nanogpt2 import distributed as dist_utils
-from nanogpt2.checkpoint import BEST, FORMAT_VERSION, LATEST, atomic_save, link_or_copy
-from nanogpt2.configurator import config_dict, save_config
+from nanogpt2.common.configurator import config_dict, save_config
+from nanogpt2.common.progress import format_duration, progress
 from nanogpt2.data import RandomBatches, count_sequential_batches, sequential_batches
 from nanogpt2.errors import UserError
 from nanogpt2.flops import mfu as model_flops_utilization
 from nanogpt2.lora import adapter_state_dict
-from nanogpt2.optim import clip_grad_norm, lr_at
-from nanogpt2.progress import format_duration, progress
-from nanogpt2.resume import RunComplete, rng_state
-from nanogpt2.train_config import TrainConfig
-from nanogpt2.train_setup import Run, build_run
+from nanogpt2.train import distributed as dist_utils
+from nanogpt2.train.checkpoint import BEST, FORMAT_VERSION, LATEST, atomic_save, link_or_copy
+from nanogpt2.train.config import TrainConfig
+from nanogpt2.train.optim import clip_grad_norm, lr_at
+from nanogpt2.train.resume import RunComplete, rng_state
+from nanogpt2.train.setup import Run, build_run
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation batches come from their own stream, never the training one
 
@@ -67,7 +67,7 @@ def train(argv: Sequence[str] | TrainConfig | None = None) -> dict:
 
 
 class Trainer:
-    """Drives a built Run (nanogpt2/train_setup.py): the loop, evaluation, checkpoints, logging."""
+    """Drives a built Run (nanogpt2/train/setup.py): the loop, evaluation, checkpoints, logging."""
 
     def __init__(self, run: Run):
         self.cfg, self.dist, self.rt, self.out_dir = run.cfg, run.dist, run.rt, run.out_dir

@@ -37,8 +37,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from nanogpt2.common.files import write_json_atomic
 from nanogpt2.errors import UserError
-from nanogpt2.files import write_json_atomic
 
 T = TypeVar("T")
 

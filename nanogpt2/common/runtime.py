@@ -171,15 +171,6 @@ def keep_freed_cpu_memory() -> bool:
     return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
-def cpu_training_paths_pay(
-    device_type: str, compute_dtype: torch.dtype, weight_dtype: torch.dtype, compiled: bool
-) -> bool:
-    """Whether training should take GPT.use_cpu_training_paths (the fused LM head + loss, the cheaper
-    dropout mask): on the CPU, in fp32 throughout, uncompiled, where bench/train.py measured them faster.
-    A compiled step fuses the plain ops itself; GPUs keep the paths the memory model describes."""
-    return device_type == "cpu" and compute_dtype == weight_dtype == torch.float32 and not compiled
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
