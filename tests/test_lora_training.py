@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from nanogpt2.errors import UserError
+from nanogpt2.loading import load_model
 from nanogpt2.lora import merge_lora
 from nanogpt2.model import GPT
-from nanogpt2.train.checkpoint import load_model
 from nanogpt2.train.metrics import read_metrics
 from nanogpt2.train.trainer import train
 
@@ -52,7 +52,8 @@ def test_lora_run_trains_adapters_only_and_checkpoints_are_small(base, shakespea
     )
     evals = read_metrics(out, "eval")
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
-    model, ckpt = load_model(out / "ckpt.pt")
+    loaded = load_model(out / "ckpt.pt", keep_lora=True)
+    model, ckpt = loaded.model, loaded.checkpoint
     assert set(ckpt["model"]) == {k for k in model.state_dict() if ".lora_" in k}
     original = GPT.from_pretrained(base, block_size=32).state_dict()
     for key, value in model.state_dict().items():
@@ -84,12 +85,11 @@ def test_sample_and_export_use_the_adapted_model(base, shakespeare_data, tmp_pat
     --peft writes an adapter folder; sample.py's loader returns the merged model."""
     from transformers import GPT2LMHeadModel
 
-    from nanogpt2.generate.cli import load_sampling_model
     from nanogpt2.hf.export import main as export_main
 
     out = tmp_path / "run"
     train(lora_args(base, shakespeare_data, f"--out_dir={out}", "--max_iters=3", "--eval_interval=3"))
-    model, _ = load_model(out)
+    model = load_model(str(out), keep_lora=True).model
     x = torch.randint(0, 50257, (1, 16))
     with torch.no_grad():
         want = model.eval()(x)[0]
@@ -99,7 +99,7 @@ def test_sample_and_export_use_the_adapted_model(base, shakespeare_data, tmp_pat
         assert torch.allclose(hf(x).logits, want, atol=1e-4)
     export_main([str(out), str(tmp_path / "peft"), "--peft"])
     assert {p.name for p in (tmp_path / "peft").iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
-    sampler, _ = load_sampling_model(str(out))
+    sampler = load_model(str(out)).model
     with torch.no_grad():
         assert torch.allclose(sampler.eval()(x)[0], merge_lora(model).eval()(x)[0], atol=1e-5)
     assert not any(".lora_" in k for k in sampler.state_dict())

@@ -11,8 +11,8 @@ import torch
 
 from nanogpt2 import GPT, GPTConfig, UserError, get_tokenizer
 from nanogpt2.generate.cli import encode_start, sample
+from nanogpt2.loading import load_model
 from nanogpt2.tokenizer import EOT_ID, EOT_TEXT
-from nanogpt2.train.checkpoint import load_model
 
 from conftest import REPO, save_model_checkpoint
 
@@ -63,7 +63,7 @@ def test_streams_the_text_generate_makes(out_dir):
     samples, out = run(
         f"--init_from={out_dir}", "--start=ROMEO:", "--temperature=0", "--max_new_tokens=12", "--num_samples=2"
     )
-    expected = greedy_text(load_model(out_dir)[0], "ROMEO:", 12)
+    expected = greedy_text(load_model(str(out_dir)).model, "ROMEO:", 12)
     assert samples == [expected, expected]
     assert out.text == 2 * ("ROMEO:" + expected + "\n" + "-" * 40 + "\n")
     assert len(out.writes) > 2 * 6  # streamed: several writes per sample, not one at the end

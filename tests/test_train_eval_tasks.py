@@ -6,7 +6,7 @@ import pytest
 
 from nanogpt2.errors import UserError
 from nanogpt2.evaluate import evaluate_model
-from nanogpt2.train.checkpoint import load_model
+from nanogpt2.loading import load_model
 from nanogpt2.train.metrics import read_metrics
 from nanogpt2.train.trainer import train
 
@@ -34,7 +34,7 @@ def test_eval_task_figures_equal_the_standalone_evaluation(shakespeare_data, tmp
     )
     last = read_metrics(out, "eval")[-1]
     assert last["step"] == 2
-    model, _ = load_model(out / "ckpt.pt")
+    model = load_model(str(out / "ckpt.pt"), keep_lora=True).model
     for task, data in (("choice", FIXTURES / "choice.jsonl"), ("perplexity", FIXTURES / "text.txt")):
         want = evaluate_model(model, task, data=str(data), batch_size=2, limit=50)
         got = {k.removeprefix(f"{task}/"): v for k, v in last.items() if k.startswith(f"{task}/")}

@@ -27,7 +27,7 @@ from nanogpt2.evaluate.datafiles import DEFAULT_CACHE
 from nanogpt2.evaluate.perplexity import load_perplexity_task
 from nanogpt2.evaluate.scoring import Scorer
 from nanogpt2.evaluate.tasks import load_choice_task
-from nanogpt2.generate.cli import load_sampling_model
+from nanogpt2.loading import load_model
 
 TASKS = ("perplexity", "hellaswag", "lambada", "choice")
 
@@ -102,7 +102,8 @@ def evaluate(argv: Sequence[str] | None = None, out: TextIO | None = None, log: 
     cfg = parse_config(EvalConfig, sys.argv[1:] if argv is None else argv)
     rt = resolve_runtime(cfg.device, cfg.dtype)
     task = load_task(cfg)  # read and check the data before the (slower) model load
-    model, source = load_sampling_model(cfg.init_from)
+    loaded = load_model(cfg.init_from)
+    model, source = loaded.model, loaded.describe()
     block_size = cfg.block_size or model.config.block_size
     if block_size > model.config.block_size:
         raise UserError(f"block_size={cfg.block_size} is larger than the model's {model.config.block_size}")

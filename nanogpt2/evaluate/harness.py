@@ -39,7 +39,7 @@ from lm_eval.api.registry import register_model
 
 from nanogpt2.common.runtime import resolve_runtime, want_compile
 from nanogpt2.evaluate.scoring import Scorer
-from nanogpt2.generate.cli import load_sampling_model
+from nanogpt2.loading import load_model
 from nanogpt2.model import GPT
 from nanogpt2.tokenizer import EOT_ID, EOT_TEXT, get_tokenizer
 
@@ -69,7 +69,7 @@ class NanoGPT2LM(TemplateLM):
             raise ValueError("give exactly one of init_from=PATH_OR_NAME (in --model_args) or model=GPT")
         self.runtime = resolve_runtime(device or "auto", dtype)
         if model is None:
-            model, _ = load_sampling_model(str(init_from))
+            model = load_model(str(init_from)).model
         self.gpt = self.runtime.inference_model(model)
         compiled = want_compile(compile, self.runtime.device)
         if compiled:

@@ -13,7 +13,6 @@ goes to stderr, so `python sample.py ... > samples.txt` keeps only the samples.
 
 from __future__ import annotations
 
-import json
 import secrets
 import sys
 from collections.abc import Sequence
@@ -23,15 +22,13 @@ from typing import TextIO
 
 import torch
 
+from nanogpt2 import fast
 from nanogpt2.common.configurator import parse_config
 from nanogpt2.common.runtime import resolve_runtime, want_compile
 from nanogpt2.errors import UserError, check_positive_int
 from nanogpt2.generate.sampling import TextStream, check_sampling, make_generator
-from nanogpt2.hf.pretrained import HUB_REPOS, WEIGHT_FILES
-from nanogpt2.lora import lora_settings, merge_lora
-from nanogpt2.model import GPT
+from nanogpt2.loading import load_model
 from nanogpt2.tokenizer import EOT_ID, get_tokenizer
-from nanogpt2.train.checkpoint import load_model
 
 
 @dataclass
@@ -84,40 +81,6 @@ class SampleConfig:
             raise UserError(f"seed must be an integer or None, got {self.seed!r}")
 
 
-def load_sampling_model(init_from: str) -> tuple[GPT, str]:
-    """(model, a few words saying what was loaded) for any init_from that SampleConfig accepts."""
-    path = Path(init_from).expanduser()
-    # A training out_dir also holds a config.json (the run's settings): weights files tell them apart.
-    if path.is_dir() and any((path / name).is_file() for name in WEIGHT_FILES):
-        return GPT.from_pretrained(path), f"Hugging Face directory {path}"
-    is_run = path.is_dir() and any((path / name).is_file() for name in ("best.pt", "ckpt.pt"))
-    if path.is_dir() and not is_run and _is_hf_config(path / "config.json"):
-        raise UserError(
-            f"{path} looks like a Hugging Face GPT-2 folder (config.json) but has no weights: "
-            f"expected {' or '.join(WEIGHT_FILES)} beside config.json"
-        )
-    if path.exists():  # a training out_dir (best.pt preferred) or a checkpoint file
-        model, ckpt = load_model(path)
-        if lora_settings(model):  # a LoRA run: fold the adapters into the weights, one matmul per layer again
-            model = merge_lora(model)
-        step = f" at step {ckpt['step']}" if "step" in ckpt else ""
-        return model, f"checkpoint {path}{step}"
-    if init_from in HUB_REPOS:
-        return GPT.from_pretrained(init_from), f"OpenAI's {init_from}"
-    raise UserError(
-        f"init_from={init_from!r} does not exist and is not a GPT-2 name; give a training out_dir, "
-        f"a checkpoint file, a Hugging Face directory, or one of {', '.join(HUB_REPOS)}"
-    )
-
-
-def _is_hf_config(path: Path) -> bool:
-    """A transformers config.json (it names a model_type), not a training run's saved settings."""
-    try:
-        return "model_type" in json.loads(path.read_text())
-    except (OSError, ValueError, TypeError):
-        return False
-
-
 def read_start(start: str) -> str:
     """The prompt text: `start` itself, or the contents of the file named by FILE:path."""
     if not start.startswith("FILE:"):
@@ -146,14 +109,16 @@ def sample(argv: Sequence[str], out: TextIO | None = None, log: TextIO | None = 
     cfg = parse_config(SampleConfig, argv)
     rt = resolve_runtime(cfg.device, cfg.dtype)
     prompt = read_start(cfg.start)
-    model, source = load_sampling_model(cfg.init_from)
-    model = rt.inference_model(model)
+    loaded = load_model(cfg.init_from)  # a LoRA run comes back with its adapters merged into the weights
+    model = rt.inference_model(loaded.model)
+    if fast.generation_paths_pay(rt.device_type):
+        fast.for_cpu_generation(model)
     ids = encode_start(prompt, model.config.vocab_size)
     if want_compile(cfg.compile, rt.device):
         model.compile(dynamic=True)  # the cache grows one position per token: compile for any length
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
 
-    print(f"loaded {source}: {model.num_params() / 1e6:.1f}M parameters, on {rt.describe()}", file=log)
+    print(f"loaded {loaded.describe()}: {model.num_params() / 1e6:.1f}M parameters, on {rt.describe()}", file=log)
     if len(ids) > model.config.block_size:
         print(f"the prompt has {len(ids)} tokens; the model sees its last {model.config.block_size}", file=log)
     print(f"seed {seed} (--seed={seed} repeats these samples)", file=log, flush=True)

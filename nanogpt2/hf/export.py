@@ -39,9 +39,9 @@ from pathlib import Path
 from nanogpt2.common.files import atomic_write, temporary_name, write_json_atomic
 from nanogpt2.errors import UserError, run_main
 from nanogpt2.hf.layout import hf_config, hf_state_dict, require_biases
+from nanogpt2.loading import load_model
 from nanogpt2.model import GPT
 from nanogpt2.tokenizer import EOT_ID, EOT_TEXT, VOCAB_SIZE, get_tokenizer
-from nanogpt2.train.checkpoint import load_model
 
 MODEL_FILES = ("config.json", "model.safetensors")
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
@@ -172,7 +172,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Write a training checkpoint as a Hugging Face GPT-2 folder "
         "(config.json, model.safetensors and GPT-2's tokenizer files).",
     )
-    parser.add_argument("out_dir", help="a training out_dir (best.pt preferred, else ckpt.pt) or a checkpoint file")
+    parser.add_argument(
+        "out_dir", help="a training out_dir (best.pt preferred, else ckpt.pt), a checkpoint file, or any init_from"
+    )
     parser.add_argument("hf_dir", help="folder to write; must be new or empty unless --force")
     parser.add_argument("--force", action="store_true", help="overwrite files in a non-empty hf_dir")
     parser.add_argument(
@@ -183,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    model, ckpt = load_model(args.out_dir)
+    loaded = load_model(args.out_dir, keep_lora=True)  # a run, a checkpoint file, or any other init_from
+    model, ckpt = loaded.model, loaded.checkpoint or {}
     if args.peft:
         if "lora" not in ckpt:
             raise UserError(

@@ -1,11 +1,12 @@
-"""Checkpoint files: written atomically, read safely, turned back into models.
+"""Checkpoint files: written atomically, read safely.
 
 A training run keeps two files in its out_dir:
 
     ckpt.pt   the latest state, for resuming (init_from="resume")
     best.pt   the state with the lowest validation loss so far, for sampling and export
 
-Each is one `torch.save`d dict (see Trainer.checkpoint_state for the fields).
+Each is one `torch.save`d dict (see Trainer.checkpoint_state for the fields). Turning one back into
+a model is nanogpt2/loading.py's (model_from_checkpoint), with every other source of weights.
 Writing goes through `files.atomic_write` (a temporary file, flushed to disk, then
 renamed over the old one): a crash or Ctrl-C mid-write leaves the previous
 checkpoint intact, never half a file. Reading uses `weights_only=True`, so a checkpoint
@@ -17,7 +18,6 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ import torch
 
 from nanogpt2.common.files import atomic_write, fsync_folder, temporary_name
 from nanogpt2.errors import UserError
-from nanogpt2.model import GPT, GPTConfig
 
 LATEST = "ckpt.pt"
 BEST = "best.pt"
@@ -91,54 +90,3 @@ def _load(path: Path, map_location) -> Any:
             f"pip install 'nanogpt2[lowbit]'"
         ) from None
     return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def find_checkpoint(out_dir: str | Path, prefer: str = BEST) -> Path:
-    """The checkpoint file in a training out_dir: `prefer` if present, else the other one."""
-    out_dir = Path(out_dir)
-    for name in (prefer, LATEST if prefer == BEST else BEST):
-        if (out_dir / name).is_file():
-            return out_dir / name
-    raise UserError(f"{out_dir} holds no checkpoint ({BEST} or {LATEST}); train first or check the path")
-
-
-def model_from_checkpoint(ckpt: dict, **overrides) -> GPT:
-    """A GPT with the architecture and weights stored in `ckpt` (overrides: e.g. dropout).
-
-    A LoRA run's checkpoint holds only the adapters, and under "lora" the base model (a GPT-2 name or
-    folder), its fingerprint and the adapter settings: the base is loaded again, checked to be the
-    same weights, and given the adapters (unmerged, ready to train; see lora.merge_lora)."""
-    if "lora" in ckpt:
-        return lora_model_from_checkpoint(ckpt, **overrides)
-    config = replace(GPTConfig(**ckpt["model_config"]), **overrides)
-    try:
-        return GPT.from_state_dict(config, ckpt["model"])
-    except RuntimeError as e:
-        raise UserError(f"checkpoint weights do not fit its own model_config: {str(e).splitlines()[0]}") from None
-
-
-def lora_model_from_checkpoint(ckpt: dict, base_dtype: torch.dtype | None = None, **overrides) -> GPT:
-    """The base a LoRA checkpoint names, checked against its fingerprint, with the checkpoint's adapters."""
-    from nanogpt2.lora import apply_lora, base_fingerprint, load_adapter_state_dict
-
-    info, saved = ckpt["lora"], ckpt["model_config"]
-    # The base as the run had it: its block_size may have been cropped, which the fingerprint covers.
-    options = {"dropout": saved.get("dropout", 0.0), "block_size": saved["block_size"], **overrides}
-    base = GPT.from_pretrained(info["base"], **options)
-    if base_fingerprint(base) != info["fingerprint"]:
-        raise UserError(
-            f"the LoRA adapters were trained on other weights than {info['base']} holds now "
-            f"(fingerprint {info['fingerprint'][:12]}..., found {base_fingerprint(base)[:12]}...): "
-            f"restore those weights at that path, or start a new run"
-        )
-    s = info["settings"]
-    apply_lora(base, s["rank"], s["alpha"], s.get("dropout", 0.0), s["targets"], base_dtype=base_dtype)
-    load_adapter_state_dict(base, ckpt["model"])
-    return base
-
-
-def load_model(out_dir_or_file: str | Path, prefer: str = BEST) -> tuple[GPT, dict]:
-    """(model, checkpoint dict) from a training out_dir (best.pt preferred) or a checkpoint file."""
-    path = Path(out_dir_or_file)
-    ckpt = read_checkpoint(find_checkpoint(path, prefer) if path.is_dir() else path)
-    return model_from_checkpoint(ckpt), ckpt

@@ -21,8 +21,9 @@ class TrainConfig:
     """Folder for checkpoints (ckpt.pt latest, best.pt best validation), config.json and metrics.jsonl."""
 
     init_from: str = "scratch"
-    """scratch (random weights), resume (continue from out_dir/ckpt.pt), a GPT-2 name
-    (gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a local Hugging Face GPT-2 directory."""
+    """scratch (random weights), resume (continue from out_dir/ckpt.pt), a GPT-2 name (gpt2, gpt2-medium,
+    gpt2-large, gpt2-xl), a local Hugging Face GPT-2 directory, or another run's out_dir or checkpoint file
+    (a fine-tune of a fine-tune: its best.pt, else ckpt.pt; a LoRA run's adapters merged in)."""
 
     dataset: str = "shakespeare"
     """A prepared dataset: a name under data/ (data/NAME/train.bin, val.bin) or a path to such a folder.
@@ -192,56 +193,33 @@ class TrainConfig:
     """Seed for weights, dropout and batch sampling; the same seed gives the same run."""
 
     def __post_init__(self) -> None:
-        positive = [
-            "block_size",
-            "batch_size",
-            "gradient_accumulation_steps",
-            "max_iters",
-            "eval_interval",
-            "log_interval",
-        ]
-        optional_positive = ["n_layer", "n_head", "n_embd", "pad_vocab_multiple", "eval_iters", "lr_decay_iters"]
-        for name in positive + optional_positive:
+        self._check_numbers()
+        self._check_init_from()
+        if self.lora_rank:
+            check_positive_int("lora_rank", self.lora_rank)
+            if self.lora_base_dtype not in ("auto", "float32", "bfloat16"):
+                raise UserError(f"lora_base_dtype={self.lora_base_dtype!r}: use auto, float32 or bfloat16")
+        if self.optimizer not in ("adamw", "adamw8bit"):
+            raise UserError(f"optimizer={self.optimizer!r}: use adamw or adamw8bit")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise UserError(f"lr_schedule={self.lr_schedule!r}: use cosine or constant")
+        self._check_param_dtype()
+        self._check_optimizer_in_backward()
+
+    def _check_numbers(self) -> None:
+        """Sizes are positive integers, rates and probabilities in their ranges."""
+        positive = ["block_size", "batch_size", "gradient_accumulation_steps", "max_iters", "eval_interval"]
+        optional = ["n_layer", "n_head", "n_embd", "pad_vocab_multiple", "eval_iters", "lr_decay_iters"]
+        for name in [*positive, "log_interval", *optional]:
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
-        non_negative = ["warmup_iters", "weight_decay", "grad_clip", "learning_rate"]
-        for name in non_negative:
+        if self.loss_chunk_tokens:
+            check_positive_int("loss_chunk_tokens", self.loss_chunk_tokens)
+        for name in ("warmup_iters", "weight_decay", "grad_clip", "learning_rate"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_lr is not None and not 0 <= self.min_lr <= self.learning_rate:
             raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
-        if self.lora_rank:
-            check_positive_int("lora_rank", self.lora_rank)
-            if self.init_from == "scratch":
-                raise UserError(
-                    f"lora_rank={self.lora_rank} adapts pretrained weights: set init_from to a GPT-2 "
-                    f"name or folder (or lora_rank=0 to train every weight)"
-                )
-            if self.lora_base_dtype not in ("auto", "float32", "bfloat16"):
-                raise UserError(f"lora_base_dtype={self.lora_base_dtype!r}: use auto, float32 or bfloat16")
-        if self.loss_chunk_tokens:
-            check_positive_int("loss_chunk_tokens", self.loss_chunk_tokens)
-        if self.optimizer not in ("adamw", "adamw8bit"):
-            raise UserError(f"optimizer={self.optimizer!r}: use adamw or adamw8bit")
-        self._check_param_dtype()
-        if self.optimizer_in_backward:
-            needs = {
-                "gradient_accumulation_steps": (self.gradient_accumulation_steps, 1),
-                "grad_clip": (self.grad_clip, 0),
-            }
-            for name, (value, wanted) in needs.items():
-                if value != wanted:
-                    raise UserError(
-                        f"optimizer_in_backward=True updates each parameter during backward, so it needs "
-                        f"{name}={wanted} (got {value}); drop optimizer_in_backward or set {name}={wanted}"
-                    )
-            if self.compile:
-                raise UserError(
-                    "optimizer_in_backward=True saves no memory under compile (a compiled backward returns every "
-                    "gradient at once): set compile=False, or drop optimizer_in_backward"
-                )
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise UserError(f"lr_schedule={self.lr_schedule!r}: use cosine or constant")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
@@ -250,25 +228,48 @@ class TrainConfig:
             raise UserError(f"max_hours must be positive, got {self.max_hours}")
         if self.peak_tflops is not None and self.peak_tflops <= 0:
             raise UserError(f"peak_tflops must be positive, got {self.peak_tflops}")
-        if self.pretrained and self.init_from not in GPT2_SIZES and not _looks_like_path(self.init_from):
+
+    def _check_init_from(self) -> None:
+        """init_from names weights (nanogpt2/loading.py), and pretrained weights fix the model's shape."""
+        if self.lora_rank and self.init_from == "scratch":
+            raise UserError(
+                f"lora_rank={self.lora_rank} adapts pretrained weights: set init_from to a GPT-2 "
+                f"name or folder (or lora_rank=0 to train every weight)"
+            )
+        if not self.pretrained:
+            return
+        if self.init_from not in GPT2_SIZES and not _looks_like_path(self.init_from):
             raise UserError(
                 f"init_from={self.init_from!r} is not a GPT-2 name or a folder; use scratch, resume, one of "
-                f"{', '.join(GPT2_SIZES)}, or a path to a Hugging Face GPT-2 folder"
+                f"{', '.join(GPT2_SIZES)}, a Hugging Face GPT-2 folder, or a training run's out_dir"
             )
-        if self.pretrained:
-            for name in ("n_layer", "n_head", "n_embd"):
-                if getattr(self, name) is not None:
-                    raise UserError(
-                        f"{name} is fixed by the pretrained weights of {self.init_from!r}; remove it from the config"
-                    )
-            if self.pad_vocab_multiple not in (None, 1):
+        for name in ("n_layer", "n_head", "n_embd"):
+            if getattr(self, name) is not None:
                 raise UserError(
-                    "pad_vocab_multiple applies to scratch training only; pretrained weights keep 50257 rows"
+                    f"{name} is fixed by the pretrained weights of {self.init_from!r}; remove it from the config"
                 )
-            if self.block_size > 1024 and self.init_from in GPT2_SIZES:
+        if self.pad_vocab_multiple not in (None, 1):
+            raise UserError("pad_vocab_multiple applies to scratch training only; pretrained weights keep their rows")
+        if self.block_size > 1024 and self.init_from in GPT2_SIZES:
+            raise UserError(
+                f"block_size={self.block_size} is above {self.init_from}'s 1024 positions; use block_size <= 1024"
+            )
+
+    def _check_optimizer_in_backward(self) -> None:
+        if not self.optimizer_in_backward:
+            return
+        needs = {"gradient_accumulation_steps": (self.gradient_accumulation_steps, 1), "grad_clip": (self.grad_clip, 0)}
+        for name, (value, wanted) in needs.items():
+            if value != wanted:
                 raise UserError(
-                    f"block_size={self.block_size} is above {self.init_from}'s 1024 positions; use block_size <= 1024"
+                    f"optimizer_in_backward=True updates each parameter during backward, so it needs "
+                    f"{name}={wanted} (got {value}); drop optimizer_in_backward or set {name}={wanted}"
                 )
+        if self.compile:
+            raise UserError(
+                "optimizer_in_backward=True saves no memory under compile (a compiled backward returns every "
+                "gradient at once): set compile=False, or drop optimizer_in_backward"
+            )
 
     def _check_param_dtype(self) -> None:
         if self.param_dtype not in ("float32", "bfloat16"):

@@ -18,16 +18,16 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from nanogpt2.common.configurator import parse_config
 from nanogpt2.errors import UserError
+from nanogpt2.loading import model_from_checkpoint, resolve_init_from
 from nanogpt2.model import GPT
 from nanogpt2.model_config import GPTConfig
-from nanogpt2.train.checkpoint import LATEST, lora_model_from_checkpoint, model_from_checkpoint, read_checkpoint
+from nanogpt2.train.checkpoint import read_checkpoint
 from nanogpt2.train.config import TrainConfig
 from nanogpt2.train.optim import lr_at
 
@@ -45,7 +45,8 @@ def resume_config(argv: Sequence[str] | None) -> tuple[TrainConfig, dict | None,
     cfg = parse_config(TrainConfig, argv)
     if cfg.init_from != "resume":
         return cfg, None, []
-    path = Path(cfg.out_dir) / LATEST
+    path = resolve_init_from("resume", cfg.out_dir).path
+    assert path is not None
     if not path.is_file():
         raise UserError(
             f"init_from=resume but {path} does not exist: point out_dir at the run to continue, "
@@ -148,8 +149,7 @@ def model_for_resume(cfg: TrainConfig, ckpt: dict, lora_base_dtype: torch.dtype 
                 f"the run in {cfg.out_dir} has LoRA adapters {adapters}; the config asks for {wanted}: "
                 f"drop the lora_* settings to continue it"
             )
-        return lora_model_from_checkpoint(ckpt, base_dtype=lora_base_dtype, dropout=cfg.dropout)
-    return model_from_checkpoint(ckpt, dropout=cfg.dropout)
+    return model_from_checkpoint(ckpt, base_dtype=lora_base_dtype, dropout=cfg.dropout)
 
 
 def rng_state(device: torch.device) -> dict:

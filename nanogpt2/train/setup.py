@@ -1,13 +1,13 @@
-"""Everything a training run sets up before its first step, as one recipe: `build_run`.
+"""Everything a training run sets up before its first step, as one recipe: `build_run`, stage by stage.
 
-    config    defaults < config files < --key=value (and a resumed run's saved settings)
-    processes torchrun's process group, if any, and this process's device and dtype
-    data      the dataset's token files (prepared on the spot when it has a recipe)
-    model     random (scratch), OpenAI's GPT-2 / a local Hugging Face folder, or a checkpoint
-    training  AdamW, the fp16 loss scaler, the batch stream
-    resume    optimizer, random state and batch position from the checkpoint, which is then let go
-    speed     torch.compile, then DistributedDataParallel around it
-    reporting the MFU peak, the metrics logger, the run's header
+    config    defaults < config files < --key=value (and a resumed run's saved settings)   resume_config
+    processes torchrun's process group, if any, and this process's device and dtype    setup_processes
+    data      the dataset's token files (prepared on the spot when it has a recipe)      setup_data
+    model     random (scratch), pretrained or a run's weights (loading.py), or resumed  setup_model
+    training  the optimizer, the fp16 loss scaler, the batch stream                      setup_training
+    resume    optimizer, random state and batch position from the checkpoint           restore_training
+    speed     the CPU's fast paths or torch.compile, then DistributedDataParallel       setup_speed
+    reporting the MFU peak, the metrics logger, the run's header                         setup_reporting
 
 The pieces come back as a `Run`, which nanogpt2/train/trainer.py's Trainer drives.
 """
@@ -39,6 +39,7 @@ from nanogpt2.data import Dataset, RandomBatches, open_dataset
 from nanogpt2.data.find import find_dataset
 from nanogpt2.errors import UserError
 from nanogpt2.flops import lora_training_flops_per_token, training_flops_per_token
+from nanogpt2.loading import load_model
 from nanogpt2.lora import apply_lora, base_fingerprint, lora_settings
 from nanogpt2.model import GPT
 from nanogpt2.model_config import GPTConfig
@@ -76,13 +77,66 @@ class Run:
 
 
 def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
-    """Build every part of a run from command-line arguments (or a ready TrainConfig)."""
+    """Build every part of a run from command-line arguments (or a ready TrainConfig), stage by stage."""
     if isinstance(source, TrainConfig):
         cfg, ckpt, notes = source, None, list[str]()
     else:
         cfg, ckpt, notes = resume_config(source)  # raises RunComplete when a resumed run has nothing left to do
+    dist, rt, allocator = setup_processes(cfg)
+    say = _printer(dist)
+    for note in notes:
+        say(note)
+    out_dir = Path(cfg.out_dir)  # created by the Trainer, once set-up has succeeded
+    check_out_dir(out_dir)
+    # Benchmarks to score at each evaluation: read (and checked) now, not at the first evaluation.
+    eval_tasks = load_eval_tasks(cfg.eval_tasks, cfg.eval_tasks_limit) if dist.is_main else []
+    data = setup_data(cfg, dist, say)
+    raw_model, lora, source_text = setup_model(cfg, data, ckpt, rt, dist)
+    optimizer, scaler, train_batches = setup_training(cfg, raw_model, data, rt, dist)
+    step, best_val_loss = 0, math.inf
+    if ckpt is not None:
+        step, best_val_loss = restore_training(
+            ckpt,
+            optimizer=optimizer,
+            scaler=scaler,
+            train_batches=train_batches,
+            dataset=cfg.dataset,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            device=rt.device,
+            say=say,
+        )
+        del ckpt  # the host copy of weights and AdamW moments is not needed any more: let it go now
+    compiled, model = setup_speed(cfg, raw_model, rt, dist)
+    peak_flops, logger = setup_reporting(cfg, dist, rt, data, raw_model, source_text, step, compiled, allocator)
+    _describe_memory_recipe(cfg, raw_model, lora, logger.print)
+    return Run(
+        cfg=cfg,
+        dist=dist,
+        rt=rt,
+        out_dir=out_dir,
+        data=data,
+        raw_model=raw_model,
+        model=model,
+        eval_model=compiled,
+        optimizer=optimizer,
+        scaler=scaler,
+        train_batches=train_batches,
+        local_accum=cfg.gradient_accumulation_steps // dist.world_size,
+        step=step,
+        best_val_loss=best_val_loss,
+        resumed=cfg.init_from == "resume",
+        flops_per_token=flops_per_token(cfg, raw_model, lora),
+        peak_flops=peak_flops,
+        logger=logger,
+        eval_tasks=eval_tasks,
+        lora=lora,
+    )
 
-    # Processes, device and precision. The CUDA allocator's settings must come before its first use.
+
+def setup_processes(cfg: TrainConfig) -> tuple[dist_utils.DistInfo, Runtime, str | None]:
+    """torchrun's process group (if any), this process's device and dtype, and the CUDA allocator's setting
+    (which must be chosen before the allocator's first use)."""
     allocator = use_expandable_segments() if cfg.device in ("auto", "cuda") or cfg.device.startswith("cuda") else None
     dist = dist_utils.init_distributed(cfg.device)
     try:
@@ -105,28 +159,29 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
             f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple of the "
             f"{dist.world_size} processes"
         )
-    say = _printer(dist)
-    for note in notes:
-        say(note)
-    out_dir = Path(cfg.out_dir)  # created by the Trainer, once set-up has succeeded
-    check_out_dir(out_dir)
+    return dist, rt, allocator
 
-    # Benchmarks to score at each evaluation: read (and checked) now, not at the first evaluation.
-    eval_tasks = load_eval_tasks(cfg.eval_tasks, cfg.eval_tasks_limit) if dist.is_main else []
 
-    # Data: rank 0 prepares a missing dataset while the others wait.
+def setup_data(cfg: TrainConfig, dist: dist_utils.DistInfo, say: Callable[[str], None]) -> Dataset:
+    """The dataset's token files: rank 0 prepares a missing dataset that has a recipe while the others wait."""
     folder = find_dataset(cfg.dataset, prepare=dist.is_main, say=say)
     dist_utils.barrier()
-    data = open_dataset(folder)
+    return open_dataset(folder)
 
-    # Model: the same initial weights on every rank (one seed), then each rank its own dropout stream.
+
+def setup_model(
+    cfg: TrainConfig, data: Dataset, ckpt: dict | None, rt: Runtime, dist: dist_utils.DistInfo
+) -> tuple[GPT, dict | None, str]:
+    """(the model on its device, a LoRA run's identity or None, where the weights came from, in words).
+
+    Every rank builds the same initial weights (one seed), then seeds its own dropout stream."""
     seed_everything(cfg.seed)
     base_dtype = None
     if cfg.lora_rank and (
         cfg.lora_base_dtype == "bfloat16" or (cfg.lora_base_dtype == "auto" and rt.dtype == torch.bfloat16)
     ):
         base_dtype = torch.bfloat16  # the frozen base in bf16: half its memory; the adapters stay fp32
-    raw_model = build_model(cfg, int(data.meta.get("vocab_size", 50257)), ckpt, rt.device_type, base_dtype)
+    raw_model, source_text = build_model(cfg, int(data.meta.get("vocab_size", 50257)), ckpt, rt.device_type, base_dtype)
     lora = ckpt.get("lora") if ckpt is not None else None  # the base's identity, kept across resumes
     if cfg.lora_rank and ckpt is None:
         apply_lora(raw_model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, base_dtype)
@@ -138,6 +193,13 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         raw_model.to(torch.bfloat16 if cfg.param_dtype == "bfloat16" else torch.float32)
     raw_model.to(rt.device)
     seed_everything(cfg.seed + dist.rank)
+    return raw_model, lora, source_text
+
+
+def setup_training(
+    cfg: TrainConfig, raw_model: GPT, data: Dataset, rt: Runtime, dist: dist_utils.DistInfo
+) -> tuple[torch.optim.Optimizer, torch.amp.GradScaler, RandomBatches]:
+    """The optimizer (optim.py), fp16's loss scaler (a no-op otherwise), and this rank's stream of batches."""
     optimizer = make_optimizer(
         raw_model,
         cfg.learning_rate,
@@ -149,7 +211,7 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         in_backward=cfg.optimizer_in_backward,
     )
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.needs_grad_scaler)
-    train_batches = RandomBatches(
+    batches = RandomBatches(
         data.split("train"),
         cfg.batch_size,
         cfg.block_size,
@@ -158,37 +220,39 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         world_size=dist.world_size,
         device=rt.device,
     )
+    return optimizer, scaler, batches
 
-    step, best_val_loss = 0, math.inf
-    if ckpt is not None:
-        step, best_val_loss = restore_training(
-            ckpt,
-            optimizer=optimizer,
-            scaler=scaler,
-            train_batches=train_batches,
-            dataset=cfg.dataset,
-            rank=dist.rank,
-            world_size=dist.world_size,
-            device=rt.device,
-            say=say,
-        )
-        del ckpt  # the host copy of weights and AdamW moments is not needed any more: let it go now
 
-    # Speed: compile, then wrap for data parallelism. raw_model stays the plain module we save.
+def setup_speed(cfg: TrainConfig, raw_model: GPT, rt: Runtime, dist: dist_utils.DistInfo) -> tuple[Any, Any]:
+    """(the model evaluation calls, the model training calls): the CPU's fast paths where they pay, or
+    torch.compile, then DistributedDataParallel around it. raw_model stays the plain module checkpoints save."""
     compile_model = want_compile(cfg.compile, rt.device) and not cfg.optimizer_in_backward  # see its docstring
     # Eager fp32 on the CPU: the LM head and loss as one step, and cheaper dropout masks (nanogpt2/fast).
     if fast.training_paths_pay(rt.device_type, rt.dtype, raw_model.lm_head.weight.dtype, compile_model):
         fast.for_cpu_training(raw_model)
     compiled = torch.compile(raw_model) if compile_model else raw_model
-    model = (
-        DDP(compiled, device_ids=[rt.device.index] if rt.device_type == "cuda" else None) if dist.enabled else compiled
-    )
+    if not dist.enabled:
+        return compiled, compiled
+    return compiled, DDP(compiled, device_ids=[rt.device.index] if rt.device_type == "cuda" else None)
 
-    # Reporting.
+
+def setup_reporting(
+    cfg: TrainConfig,
+    dist: dist_utils.DistInfo,
+    rt: Runtime,
+    data: Dataset,
+    raw_model: GPT,
+    source_text: str,
+    step: int,
+    compiled: Any,
+    allocator: str | None,
+) -> tuple[float | None, MetricsLogger]:
+    """(the peak FLOP/s MFU is measured against, or None; the metrics logger), and the run's header printed."""
     device_name = torch.cuda.get_device_name(rt.device) if rt.device_type == "cuda" else None
     peak_flops, peak_name = peak_for_mfu(
         rt.device_type, device_name, str(rt.dtype).removeprefix("torch."), cfg.peak_tflops
     )
+    out_dir = Path(cfg.out_dir)
     wandb = None
     if cfg.wandb_log and not cfg.eval_only:
         wandb = {
@@ -207,7 +271,7 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         n_head=c.n_head,
         n_embd=c.n_embd,
         block_size=c.block_size,
-        source=cfg.init_from,
+        source=source_text,
         resumed_at=step if cfg.init_from == "resume" else None,
         data_path=str(data.path),
         train_tokens=data.num_tokens("train"),
@@ -221,48 +285,32 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         allocator=allocator,
     ):
         logger.print(line)
+    return peak_flops, logger
+
+
+def _describe_memory_recipe(cfg: TrainConfig, raw_model: GPT, lora: dict | None, say: Callable[[str], None]) -> None:
+    """The header's lines for the settings that change how weights are held or updated."""
     if cfg.param_dtype == "bfloat16":
         rounding = "stochastic rounding" if cfg.stochastic_rounding else "round-to-nearest (updates may vanish)"
-        logger.print(f"parameters and gradients in bfloat16; 8-bit AdamW updates them with {rounding}")
+        say(f"parameters and gradients in bfloat16; 8-bit AdamW updates them with {rounding}")
     if cfg.optimizer_in_backward:
-        logger.print("each parameter is updated during backward and its gradient freed at once (compile stays off)")
+        say("each parameter is updated during backward and its gradient freed at once (compile stays off)")
     if lora:
         trainable = sum(p.numel() for p in raw_model.parameters() if p.requires_grad)
         s = lora["settings"]
-        logger.print(
+        say(
             f"LoRA rank {s['rank']} (alpha {s['alpha']}) on {s['targets']} of {lora['base']}: "
             f"{trainable / 1e6:.2f}M trainable parameters, base frozen in "
             f"{str(raw_model.wte.weight.dtype).removeprefix('torch.')}"
         )
 
-    return Run(
-        cfg=cfg,
-        dist=dist,
-        rt=rt,
-        out_dir=out_dir,
-        data=data,
-        raw_model=raw_model,
-        model=model,
-        eval_model=compiled,
-        optimizer=optimizer,
-        scaler=scaler,
-        train_batches=train_batches,
-        local_accum=cfg.gradient_accumulation_steps // dist.world_size,
-        step=step,
-        best_val_loss=best_val_loss,
-        resumed=cfg.init_from == "resume",
-        flops_per_token=(  # MFU counts the matmuls the step does: a frozen base computes no weight gradients
-            lora_training_flops_per_token(
-                raw_model.config, cfg.block_size, lora["settings"]["rank"], lora["settings"]["targets"]
-            )
-            if lora
-            else training_flops_per_token(raw_model.config, cfg.block_size)
-        ),
-        peak_flops=peak_flops,
-        logger=logger,
-        eval_tasks=eval_tasks,
-        lora=lora,
-    )
+
+def flops_per_token(cfg: TrainConfig, raw_model: GPT, lora: dict | None) -> int:
+    """The matmul FLOPs one training token costs, as MFU counts them: a frozen base computes no weight gradients."""
+    if lora:
+        settings = lora["settings"]
+        return lora_training_flops_per_token(raw_model.config, cfg.block_size, settings["rank"], settings["targets"])
+    return training_flops_per_token(raw_model.config, cfg.block_size)
 
 
 def load_eval_tasks(spec: str, limit: int | None) -> list[tuple[str, Any]]:
@@ -306,18 +354,19 @@ def build_model(
     ckpt: dict | None,
     device_type: str = "cpu",
     lora_base_dtype: torch.dtype | None = None,
-) -> GPT:
-    """A fresh, pretrained or resumed GPT on the CPU, in float32 (device_type: where it will train).
-    A resumed LoRA run comes back with its adapters, its base held in lora_base_dtype."""
+) -> tuple[GPT, str]:
+    """(a fresh, pretrained or resumed GPT on the CPU, where it came from in words); device_type: where it
+    will train. A resumed LoRA run comes back with its adapters, its base held in lora_base_dtype."""
     if ckpt is not None:
-        return model_for_resume(cfg, ckpt, lora_base_dtype)
-    if cfg.pretrained:
-        model = GPT.from_pretrained(cfg.init_from, dropout=cfg.dropout, block_size=cfg.block_size)
-        if model.config.vocab_size < vocab_size:
+        return model_for_resume(cfg, ckpt, lora_base_dtype), f"the run in {cfg.out_dir}"
+    if cfg.pretrained:  # a GPT-2 name, a Hugging Face folder, or a run's out_dir or checkpoint (nanogpt2/loading.py)
+        loaded = load_model(cfg.init_from, dropout=cfg.dropout, block_size=cfg.block_size)
+        if loaded.model.config.vocab_size < vocab_size:
             raise UserError(
-                f"the dataset has {vocab_size} token ids but {cfg.init_from} knows only {model.config.vocab_size}"
+                f"the dataset has {vocab_size} token ids but {cfg.init_from} knows only "
+                f"{loaded.model.config.vocab_size}"
             )
-        return model
+        return loaded.model, loaded.describe()
     default = GPTConfig()  # scratch without a shape: GPT-2 small
     config = GPTConfig(
         n_layer=cfg.n_layer or default.n_layer,
@@ -329,7 +378,7 @@ def build_model(
         bias=cfg.bias,
         pad_vocab_multiple=cfg.pad_vocab_multiple or default_vocab_padding(device_type),
     )
-    return GPT(config)
+    return GPT(config), "scratch (random weights)"
 
 
 def default_vocab_padding(device_type: str) -> int:
