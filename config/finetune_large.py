@@ -13,7 +13,7 @@
 # --gpu=4070ti --batch-size=2 --grad-accum=16 --dropout=0.1 --optimizer=adamw8bit --param-dtype=bfloat16);
 # bench/memory.py --fake --cases=large-bf16 traces the same.
 # The earlier recipe (fp32 weights, 8-bit AdamW, activation checkpointing) takes 1.31x the compute, and compiled
-# it peaked at 11.3 GiB on an H100 under a 12 GiB cap: too close to a real 12 GB card's limit.
+# it peaked too close to a real 12 GB card's limit (bench/README.md has the GPU record).
 
 init_from = "gpt2-large"
 dataset = "shakespeare"

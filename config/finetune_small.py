@@ -13,9 +13,8 @@ dataset = "shakespeare"
 out_dir = "out-shakespeare"
 
 # Full GPT-2 context, 8 sequences x 1024 tokens per micro-step, 4 micro-steps: 32K tokens
-# per step. On an H100 under a 12 GiB cap (bench/results/gpu-h100-20261126/) micro-batch 8
-# ran at 354K tokens/s (MFU 30.6%) against micro-batch 4's 245K (21.2%), peaking at 7.2 GiB
-# allocated with torch.compile. Without compile the memory model
+# per step; micro-batch 8 was chosen over 4 for its MFU (bench/README.md has the GPU record).
+# Without compile the memory model
 # (python -m nanogpt2.flops --model=gpt2 --finetune --batch-size=8 --grad-accum=4 --dropout=0.1 --gpu=4070ti)
 # puts the peak at 8.6 GiB allocated (weights, gradients and AdamW states 1.9 GiB, bf16 weight copies
 # 0.2 GiB, activations 5.0 GiB, logits and the loss gradient 1.5 GiB), 9.6 GiB with allocator slack and

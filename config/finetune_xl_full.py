@@ -11,8 +11,7 @@
 # Predicted peak: 9.85 GiB allocated, 10.84 GiB with allocator slack and the CUDA context, of the 11.7 GiB a
 # 12 GB card reports (python -m nanogpt2.flops --model=gpt2-xl --finetune --gpu=4070ti --batch-size=1
 #  --grad-accum=32 --dropout=0.1 --checkpointing --optimizer=adamw8bit --param-dtype=bfloat16).
-# Traced on fake tensors: the same (bench/memory.py --fake --cases=xl-full); an H100 measured 10.05 GiB eager
-# (with loss chunks of 1024, which change nothing at micro-batch 1).
+# Traced on fake tensors: the same (bench/memory.py --fake --cases=xl-full); bench/README.md has the GPU record.
 # 3 GiB leaner still: --optimizer_in_backward=True --gradient_accumulation_steps=1 --grad_clip=0, at the price
 # of 1K instead of 32K tokens per step (lower learning_rate to match) and no gradient clipping.
 # For a smaller, faster fine-tune of the same model, config/finetune_xl_lora.py trains LoRA adapters.
@@ -27,8 +26,8 @@ gradient_accumulation_steps = 32  # 32K tokens per step
 param_dtype = "bfloat16"
 optimizer = "adamw8bit"
 checkpointing = True
-# Eager: the figures above are eager PyTorch's, and the one compiled measurement of a checkpointed recipe
-# (gpt2-large, H100) peaked 11% above eager, more than this card has to spare. Try compile=True once
+# Eager: the figures above are eager PyTorch's, and a checkpointed recipe has measured higher compiled than
+# eager (bench/README.md), with little to spare on this card. Try compile=True once
 # python bench/gpu.py --only=xl_full has measured it.
 compile = False
 

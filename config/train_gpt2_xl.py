@@ -8,8 +8,8 @@
 # rounding, activation checkpointing; one 1024-token sequence per micro-step) with GPT-3 XL's
 # optimisation settings (Brown et al. 2020, Table 2.1: 1.3B parameters, 2e-4 peak learning rate, 1M tokens
 # per step; here 0.5M as in config/train_gpt2.py) and 10B tokens, the length of the llm.c GPT-2 reproductions.
-# Predicted peak 9.85 GiB allocated (bench/memory.py --fake --cases=xl-scratch traces the same; an H100 measured
-# 10.10 GiB eager, with loss chunks of 1024, which change nothing at micro-batch 1).
+# Predicted peak 9.85 GiB allocated (bench/memory.py --fake --cases=xl-scratch traces the same; bench/README.md
+# has the GPU record).
 # How long: python -m nanogpt2.flops --model=gpt2-xl --tokens=10B --gpu=4070ti --fit says 37 days of plain
 # compute at 40% MFU, 45 days with checkpointing's recomputation.
 
@@ -29,8 +29,8 @@ gradient_accumulation_steps = 512  # 524,288 tokens per step
 param_dtype = "bfloat16"
 optimizer = "adamw8bit"
 checkpointing = True
-# Eager: the figures above are eager PyTorch's, and the one compiled measurement of a checkpointed recipe
-# (gpt2-large, H100) peaked 11% above eager, more than this card has to spare. Try compile=True once
+# Eager: the figures above are eager PyTorch's, and a checkpointed recipe has measured higher compiled than
+# eager (bench/README.md), with little to spare on this card. Try compile=True once
 # python bench/gpu.py --only=xl_full has measured it.
 compile = False
 

@@ -2,8 +2,9 @@
 
 Library code raises `UserError` (or a subclass) with a message that names the
 problem and the fix; `check_positive_int` is the one home of "a size must be a
-positive integer". Entry points (`train.py`, `sample.py`, `data/prepare.py`,
-`python -m nanogpt2.flops`, ...) run their `main` through `run_main`, which
+positive integer", and `some` of how a long list is cut short in a message.
+Entry points (`train.py`, `sample.py`, `data/prepare.py`, `python -m nanogpt2.flops`,
+...) run their `main` through `run_main`, which
 prints such an error as one line on stderr and exits with status 2 instead of
 showing a traceback. Anything else is a bug and keeps its traceback.
 """
@@ -25,6 +26,12 @@ def check_positive_int(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise UserError(f"{name} must be a positive integer (1, 2, 3, ...), got {value!r}")
     return value
+
+
+def some(names: list[str], limit: int = 5) -> str:
+    """The first `limit` names, and how many more: "a, b, c and 4 more" (for messages about long lists)."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:

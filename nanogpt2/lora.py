@@ -25,7 +25,7 @@ from typing import cast
 import torch
 import torch.nn as nn
 
-from nanogpt2.errors import UserError
+from nanogpt2.errors import UserError, some
 from nanogpt2.model import GPT
 
 TARGETS = {"attn": ("attn.c_attn", "attn.c_proj"), "all": ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
@@ -140,16 +140,16 @@ def load_adapter_state_dict(model: GPT, state: dict[str, torch.Tensor]) -> None:
     problems = []
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing:
-        problems.append(f"missing {_some(missing)}")
+        problems.append(f"missing {some(missing)}")
     if unexpected:
-        problems.append(f"unexpected {_some(unexpected)}")
+        problems.append(f"unexpected {some(unexpected)}")
     wrong = [
         f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
         for k, v in expected.items()
         if k in state and state[k].shape != v.shape
     ]
     if wrong:
-        problems.append(f"wrong shape {_some(wrong)}")
+        problems.append(f"wrong shape {some(wrong)}")
     if problems:
         raise UserError(
             f"the adapter does not fit this model's LoRA settings {lora_settings(model)}: " + "; ".join(problems)
@@ -157,10 +157,6 @@ def load_adapter_state_dict(model: GPT, state: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for k, v in expected.items():
             v.copy_(state[k])
-
-
-def _some(names: list[str], limit: int = 4) -> str:
-    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def merge_lora(model: GPT) -> GPT:

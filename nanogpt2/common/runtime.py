@@ -155,8 +155,8 @@ def keep_freed_cpu_memory() -> bool:
     A training step on the CPU allocates and frees the same few hundred-MB tensors
     (logits, their gradient) every step. glibc serves blocks above its mmap
     threshold with fresh mappings and unmaps them on free, so every step re-faults
-    ~1 GB of zeroed pages: bench/train.py measured 266K page faults and ~45% of a
-    small model's step spent in the kernel. Raising the mmap and trim thresholds
+    hundreds of MB of zeroed pages, and a small model's step spends much of its time
+    in the kernel (bench/README.md has the record). Raising the mmap and trim thresholds
     keeps freed memory in the heap for reuse (the same reason Intel's PyTorch CPU
     tuning guide recommends jemalloc or tcmalloc). The cost: the process keeps its
     peak memory until it exits.

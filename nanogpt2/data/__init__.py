@@ -21,23 +21,18 @@ The names below are imported on first use (PEP 562 module __getattr__): the batc
 loader needs PyTorch, and `python data/prepare.py` starts without paying for it.
 """
 
-from importlib import import_module
+from nanogpt2.common.lazy import lazy_attributes
 
 _HOMES = {
-    "Dataset": "format",
-    "DatasetError": "format",
-    "TokenFile": "format",
-    "open_dataset": "format",
-    "RandomBatches": "loader",
-    "sequential_batches": "loader",
-    "count_sequential_batches": "loader",
-    "PrepareConfig": "pipeline",
-    "prepare": "pipeline",
+    "Dataset": "nanogpt2.data.format",
+    "DatasetError": "nanogpt2.data.format",
+    "TokenFile": "nanogpt2.data.format",
+    "open_dataset": "nanogpt2.data.format",
+    "RandomBatches": "nanogpt2.data.loader",
+    "sequential_batches": "nanogpt2.data.loader",
+    "count_sequential_batches": "nanogpt2.data.loader",
+    "PrepareConfig": "nanogpt2.data.pipeline",
+    "prepare": "nanogpt2.data.pipeline",
 }
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str):
-    if name in _HOMES:
-        return getattr(import_module(f"nanogpt2.data.{_HOMES[name]}"), name)
-    raise AttributeError(f"module 'nanogpt2.data' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _HOMES)

@@ -41,7 +41,7 @@ from nanogpt2.data.sources import ReadStats, documents, parse_inputs
 from nanogpt2.data.tokenize import Piecer, encode_unit, numpy_encoder
 from nanogpt2.errors import check_positive_int
 
-UNIT_CHARS = 1 << 18  # characters per unit of work handed to a thread (256K: ~50 ms of tokenizing)
+UNIT_CHARS = 1 << 18  # characters per unit of work handed to a thread: big enough to repay the hand-off
 
 
 @dataclasses.dataclass

@@ -30,8 +30,8 @@ change the ids at that one spot and nowhere else.
 
 Why threads: tiktoken's Rust core releases Python's GIL while it encodes, so
 threads encode in parallel with no copying of text to other processes and no
-start-up cost. On 2 cores (bench/data.py, 2026-11-23) 2 threads encode 1.84x as
-fast as one thread, 2 processes 1.96x; the whole pipeline reaches 1.76x. `encode_to_numpy`
+start-up cost, nearly as fast as processes (bench/data.py measures both; bench/README.md
+has the record). `encode_to_numpy`
 hands back a NumPy buffer instead of a Python list of ints.
 """
 

@@ -1,7 +1,7 @@
 """Dropout on the CPU for about half the cost of PyTorch's mask, in the feed-forward layers and in attention.
 
-PyTorch's CPU dropout draws its keep-mask with bernoulli_, about 8 ms per million values here,
-which is ~10% of a small GPT's CPU training step. Drawing 31 random bits per value and keeping it
+PyTorch's CPU dropout draws its keep-mask with bernoulli_, a noticeable share of a small GPT's
+CPU training step with dropout on. Drawing 31 random bits per value and keeping it
 when they are >= p * 2^31 is the same Bernoulli(1 - p), to within 2^-31, in about half the time
 (tests/test_fast_training.py checks the rate, the scale and the gradient).
 

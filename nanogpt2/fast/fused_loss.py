@@ -24,10 +24,10 @@ LMHeadLoss does the same arithmetic with one buffer:
               operands instead of to the (N, V) buffer.
 
 It is the same arithmetic rearranged, equal to the plain path's loss and gradients up to
-fp32 rounding (tests/test_fused_loss.py). It takes eager fp32 only (fused_loss_applies), and
+fp32 rounding (tests/test_fast.py). It takes eager fp32 only (fused_loss_applies), and
 its backward is not itself differentiable (no double backward). train.py takes it for eager
-fp32 runs on the CPU, where it was measured faster (runtime.cpu_training_paths_pay;
-bench/results/train-cpu-*-fused-*.json and *-cpu-paths-*.json). A compiled
+fp32 runs on the CPU (nanogpt2.fast.training_paths_pay), where bench/train.py measured it
+faster (bench/README.md, "CPU speed paths, per CPU"). A compiled
 step fuses the plain path itself, and on CUDA the memory model (nanogpt2/flops/memory.py)
 and the GPU measurements describe the plain path.
 """

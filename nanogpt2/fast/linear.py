@@ -2,8 +2,8 @@
 
 Generating feeds the model one position per sequence, so each Linear's input has only B rows.
 With so few rows, MKL (PyTorch's CPU BLAS) computes the same y = x W^T faster as (W x^T)^T
-(bench/results/sample-*: block matmuls ~20% faster at batch 8, the same at batch 1, where
-reading W is all the work). transformers' GPT-2 gets this from storing W as (in, out), OpenAI's
+(bench/sample.py's few-rows mode measures it; at batch 1 both orders are one matrix-vector
+product, where reading W is all the work). transformers' GPT-2 gets this from storing W as (in, out), OpenAI's
 "Conv1D"; choosing the product's order instead keeps the weights, and the state dict, as they are.
 """
 
@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-FEW_ROWS = 16  # at most this many rows take the (W x^T)^T order (measured at 8; 16 is a bound, not tuned)
+FEW_ROWS = 16  # at most this many rows take the (W x^T)^T order (a bound, not tuned)
 
 
 class FewRowsLinear(nn.Linear):

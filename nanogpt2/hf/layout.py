@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from nanogpt2.errors import UserError
+from nanogpt2.errors import UserError, some
 from nanogpt2.model import GPT
 from nanogpt2.model_config import GPTConfig
 from nanogpt2.tokenizer import EOT_ID
@@ -146,11 +146,11 @@ def convert_hf_state_dict(hf: dict[str, torch.Tensor], config: GPTConfig, source
 
     problems = []
     if missing:
-        problems.append(f"missing {_some(missing)}")
+        problems.append(f"missing {some(missing)}")
     if unexpected:
-        problems.append(f"unexpected {_some(unexpected)}")
+        problems.append(f"unexpected {some(unexpected)}")
     if wrong:
-        problems.append(f"wrong shape {_some(wrong)}")
+        problems.append(f"wrong shape {some(wrong)}")
     if problems:
         raise PretrainedError(
             f"{source or 'checkpoint'} does not match the GPT-2 shape in its config.json: " + "; ".join(problems)
@@ -158,11 +158,6 @@ def convert_hf_state_dict(hf: dict[str, torch.Tensor], config: GPTConfig, source
 
     state["lm_head.weight"] = state["wte.weight"]
     return state
-
-
-def _some(names: list[str], limit: int = 6) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
