@@ -10,11 +10,9 @@ to bottom; every shape is written next to the line that makes it.
     C  embedding width n_embd  nh number of heads     hs head size = C // nh
     V  vocabulary size
 
-Two things here serve generation and training rather than the architecture:
-a KVCache, beside the attention that fills it, so that each new token costs one
-position's work instead of the whole text's; and two memory savers that give the
-same numbers (activation checkpointing, and the loss taken in chunks). Faster
-paths for particular devices live in nanogpt2/fast/, applied to a built model.
+Beside the architecture: a KVCache, so that generating a token costs one position's work, and
+two memory savers for training that give the same numbers (activation checkpointing, the loss
+in chunks). Faster paths for particular devices live in nanogpt2/fast/, applied to a built model.
 
 References
     [GPT-2]  Radford et al. 2019, "Language Models are Unsupervised Multitask Learners".
@@ -98,19 +96,14 @@ class CausalSelfAttention(nn.Module):
 class KVCache:
     """The keys and values every layer has computed so far, kept while generating text [KV].
 
-    Without it, each new token means running the whole sequence through the model
-    again. With it, a token's keys and values are computed once and stored: the
-    prompt goes through in one pass (the "prefill"), and each new token then costs
-    one position's work, attending to the stored keys and values of the others.
-    Position t's keys and values depend only on tokens <= t (causality), so
-    storing them changes no result.
+    Without it, each new token means running the whole sequence through the model again. With
+    it, the prompt goes through once (the "prefill") and each new token costs one position's
+    work, attending to the stored keys and values. Position t's keys and values depend only on
+    tokens <= t (causality), so storing them changes no result.
 
-    Each layer's keys and values share one buffer, allocated once at full capacity, so a
-    new position is one copy into place: nothing grows or is reallocated per token.
-    Attention reads only the filled part, so under torch.compile the cache length is a
-    dynamic shape: after the first decode step one graph serves every length
-    (tests/test_compile.py). A static-shaped cache would instead make every eager step
-    attend over all `capacity` slots, masked: work that grows with the capacity, not the text.
+    Each layer's keys and values share one buffer, allocated once at full capacity: a new
+    position is one copy into place. Attention reads only the filled part, so under torch.compile
+    the length is a dynamic shape and one graph serves every length (tests/test_compile.py).
     """
 
     def __init__(self, n_layer: int, capacity: int):
@@ -200,9 +193,8 @@ class GPT(nn.Module):
         self.loss_chunk_tokens = 0  # the LM head and loss this many positions at a time (chunked_loss)
 
         self.apply(self._init_weights)
-        # GPT-2 scales the init of each layer that writes into the residual stream by
-        # 1/sqrt(N), N = number of such layers (2 per block), so that the variance of
-        # the stream does not grow with depth ([GPT-2] 2.3).
+        # GPT-2 scales the init of each layer that writes into the residual stream by 1/sqrt(N),
+        # N = 2 per block, so that the stream's variance does not grow with depth ([GPT-2] 2.3).
         for block in self.h:
             assert isinstance(block, Block)
             for proj in (block.attn.c_proj, block.mlp.c_proj):
@@ -225,14 +217,10 @@ class GPT(nn.Module):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Logits for the next token at every position, and the loss if targets are given.
 
-        idx:       (B, T) token ids, T <= block_size.
-        targets:   (B, T) the id that should follow each position; -1 marks positions to ignore.
-        cache:     generation only: idx continues the sequence whose keys and values the cache
-                   holds (it sits at positions cache.length ...), and is added to it.
-        last_only: logits for the last position only, (B, 1, V): all that generation needs,
-                   and it skips most of the LM head's work.
-        Returns    logits (B, T, vocab_size) and the mean cross-entropy (or None). Training with
-                   loss_chunk_tokens set returns no logits (None): see chunked_loss.
+        idx (B, T) token ids, T <= block_size; targets (B, T): the id that should follow each position,
+        -1 where ignored. cache (generation): idx continues the text the cache holds, and is added to it.
+        last_only: logits for the last position only, (B, 1, V), all that generation needs.
+        Returns logits (B, T, vocab_size), None when training with loss_chunk_tokens, and the loss or None.
         """
         x = self.hidden_states(idx, cache)  # (B, T, C)
         if last_only:
@@ -278,13 +266,10 @@ class GPT(nn.Module):
         return logits, loss
 
     def chunked_loss(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The mean cross-entropy of logits_and_loss, without ever holding all (B*T, V) logits.
-
-        The logits are the largest tensors of a GPT-2 step (50,257 per token), and cross-entropy's
-        backward holds them in several copies. Here the B*T rows go through the LM head and the loss
-        loss_chunk_tokens at a time, each chunk checkpointed [Ckpt]: backward recomputes its logits,
-        so one chunk's exist at a time. The cost is the LM head's forward matmul run twice.
-        """
+        """The mean cross-entropy of logits_and_loss, without ever holding all (B*T, V) logits: the largest
+        tensors of a GPT-2 step, which cross-entropy's backward holds in several copies. The rows go through
+        the head and the loss loss_chunk_tokens at a time, each chunk checkpointed [Ckpt], so that one chunk's
+        logits exist at a time; the cost is the head's forward matmul run twice."""
         x, targets = x.flatten(0, -2), targets.flatten()  # (N, C), (N,)
         total = x.new_zeros((), dtype=torch.float32)
         for xs, ts in zip(x.split(self.loss_chunk_tokens), targets.split(self.loss_chunk_tokens)):
@@ -304,11 +289,8 @@ class GPT(nn.Module):
         return torch.cat([idx, *new], dim=1)
 
     def generate_tokens(self, idx: torch.Tensor, max_new_tokens: int, **options) -> Iterator[torch.Tensor]:
-        """Continue each row of idx (B, P), yielding each new token (B,) as soon as it is chosen.
-
-        Options (temperature, top_k, top_p, seed, eot_id, use_cache, window_shift, fast): see
-        nanogpt2.generate.loop.generate_tokens, which runs the prefill and one step per token.
-        """
+        """Continue each row of idx (B, P), yielding each new token (B,) as soon as it is chosen. Options
+        (temperature, top_k, top_p, seed, eot_id, ...): nanogpt2/generate/loop.py's generate_tokens."""
         from nanogpt2.generate.loop import generate_tokens  # that module uses this one's KVCache
 
         return generate_tokens(self, idx, max_new_tokens, **options)
@@ -316,11 +298,8 @@ class GPT(nn.Module):
     # -- bookkeeping --------------------------------------------------------------
 
     def num_params(self, non_embedding: bool = False) -> int:
-        """Number of parameters (tied weights counted once).
-
-        non_embedding=True leaves out the token and position tables, the count
-        Kaplan et al. 2020 use for scaling laws ("N").
-        """
+        """Number of parameters (tied weights counted once). non_embedding=True leaves out the token and
+        position tables, the count Kaplan et al. 2020 use for scaling laws ("N")."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= self.wte.weight.numel() + self.wpe.weight.numel()
@@ -338,9 +317,8 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str | os.PathLike, **overrides) -> GPT:
-        """OpenAI's GPT-2 ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl") or a local
-        Hugging Face directory. Only `dropout` may be overridden, and `block_size` cropped.
-        The downloading and key mapping live in nanogpt2/hf/pretrained.py."""
+        """OpenAI's GPT-2 ("gpt2" ... "gpt2-xl") or a local Hugging Face directory (nanogpt2/hf/pretrained.py).
+        Only `dropout` may be overridden, and `block_size` cropped."""
         from nanogpt2.hf.pretrained import load_pretrained
 
         return load_pretrained(name_or_dir, **overrides)
