@@ -69,6 +69,9 @@ def environment(device: torch.device | str = "cpu") -> dict:
         name = f"CPU: {_cpu_name()}"
     return {
         "device": name,
+        "cpu": _cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the vector instructions torch uses: AVX2, ...
+        "cpu_bf16_native": _bf16_native(),  # AVX512-BF16 or AMX: what the screened head needs to pay
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
@@ -140,6 +143,12 @@ def _fmt(v) -> str:
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
     return str(v)
+
+
+def _bf16_native() -> bool:
+    from nanogpt2.fast.screened_head import bf16_matmuls_are_native
+
+    return bf16_matmuls_are_native()
 
 
 def _cpu_name() -> str:

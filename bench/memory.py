@@ -27,9 +27,8 @@ loss, LoRA, bf16 weights, 8-bit AdamW, the step fused into backward), is bench/m
 
 What tracing cannot see is memory that is not a tensor's: the kernels' workspaces (cuBLAS's,
 FlashAttention's backward accumulators) and the caching allocator's rounding (a cached block up
-to 1 MiB larger than the tensor is handed out whole). On an H100 these made max_memory_allocated
-0.07-0.10 GiB larger than the traced peak for gpt2 and gpt2-medium, 0.31 GiB for gpt2-large,
-0.15-0.25 GiB for the gpt2-large and gpt2-xl recipes (1.3-2.5%).
+to 1 MiB larger than the tensor is handed out whole). On a GPU these make max_memory_allocated
+a few percent larger than the traced peak (bench/README.md has the measured gaps).
 """
 
 from __future__ import annotations
@@ -82,7 +81,7 @@ class Case:
 
 # The memory-saving recipes for a 12 GB card (nanogpt2.flops --fit lists them), at full size.
 # config/finetune_xl_full.py and config/train_gpt2_xl.py. (At micro-batch 1 chunking the loss saves nothing: the
-# H100 record of 2026-11-26 took "xl-full" and "xl-scratch" with chunks of 1024, now the *-chunk1024 cases.)
+# first GPU record took "xl-full" and "xl-scratch" with chunks of 1024, now the *-chunk1024 cases.)
 XL_FULL = dict(param_dtype="bfloat16", optimizer="adamw8bit", checkpointing=True)
 
 CASES = {

@@ -25,8 +25,8 @@ Everything else (matmuls cast to bf16 with autocast's weight cache, LayerNorm an
 residual stream in fp32, AdamW's state) is the same on both devices. What tracing cannot
 see is memory that is not a tensor's: the kernels' workspaces (cuBLAS's, FlashAttention's
 backward accumulators) and the caching allocator's rounding (a cached block up to 1 MiB
-larger than the tensor is handed out whole). On an H100 these made max_memory_allocated
-0.07-0.10 GiB larger than the traced peak for gpt2 and gpt2-medium, 0.31 GiB for gpt2-large.
+larger than the tensor is handed out whole). On a GPU these make max_memory_allocated a few
+percent larger than the traced peak (bench/README.md has the measured gaps).
 Math attention with dropout is not traced: its dropout happens inside a C++ kernel
 that would take the CPU's path. A fourth call differs too: 4. F.layer_norm is on CUDA
 autocast's fp32 list and not on the CPU's, which matters once the residual stream is bf16
