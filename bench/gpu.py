@@ -1,6 +1,6 @@
 """Every measurement only a GPU can take, in one command, each saved the moment it is taken.
 
-    python bench/gpu.py                          # the whole suite on cuda:0 (about 10 minutes on an H100)
+    python bench/gpu.py                          # the whole suite on cuda:0
     python bench/gpu.py --only=main,train        # some steps
     python bench/gpu.py --dry-run                # the same steps with tiny shapes on the CPU (the tests run this)
 

@@ -6,7 +6,7 @@ separates documents. tiktoken ships the same ranks under the name "r50k_base"
 and is several times faster than the pure-Python original.
 
 tiktoken downloads the ranks file once and caches it. Offline, point
-TIKTOKEN_CACHE_DIR at a folder that already holds it (README: "Offline use").
+TIKTOKEN_CACHE_DIR at a folder that already holds it (docs/offline.md).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def get_tokenizer() -> Tokenizer:
         raise UserError(
             f"cannot load GPT-2's BPE ranks ({ENCODING_NAME}): {type(e).__name__}. "
             f"Offline? Set TIKTOKEN_CACHE_DIR to a folder holding the cached ranks file "
-            f"(see README, 'Offline use')"
+            f"(see docs/offline.md)"
         ) from None
     if encoding.n_vocab != VOCAB_SIZE or encoding.eot_token != EOT_ID:
         raise UserError(f"tiktoken's {ENCODING_NAME} has {encoding.n_vocab} tokens, expected GPT-2's {VOCAB_SIZE}")

@@ -3,7 +3,7 @@
 PyTorch's CPU dropout draws its keep-mask with bernoulli_, a noticeable share of a small GPT's
 CPU training step with dropout on. Drawing 31 random bits per value and keeping it
 when they are >= p * 2^31 is the same Bernoulli(1 - p), to within 2^-31, in about half the time
-(tests/test_fast_training.py checks the rate, the scale and the gradient).
+(tests/test_fast.py checks the rate, the scale and the gradient).
 
 The attention weights' dropout happens inside scaled_dot_product_attention, where no other mask can
 reach it. With dropout on, PyTorch's CPU SDPA computes attention written out anyway: none of its
