@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import import_module
+from typing import Any
 
 
-def lazy_attributes(package: str, homes: dict[str, str]) -> Callable[[str], object]:
+def lazy_attributes(package: str, homes: dict[str, str]) -> Callable[[str], Any]:
     """A module-level __getattr__ for `package` that imports each name in `homes` (name -> the module that
     defines it) the first time it is asked for."""
 
-    def __getattr__(name: str) -> object:
+    def __getattr__(name: str) -> Any:
         if name in homes:
             return getattr(import_module(homes[name]), name)
         raise AttributeError(f"module {package!r} has no attribute {name!r}")

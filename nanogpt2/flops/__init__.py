@@ -6,8 +6,8 @@ Read in this order:
     counting.py   parameters and FLOPs per token, exactly (checked against FlopCounterMode), and MFU
     hardware.py   GPUs: dense peak FLOP/s by dtype, memory, and detection from the CUDA device name
     memory.py     the bytes one training step holds at its peak (checked against autograd and a GPU),
-                  from memory_state.py (weights, gradients, optimizer moments) and memory_activations.py
-                  (what autograd saves)
+                  from memory_state.py (weights, gradients, optimizer moments), memory_activations.py
+                  (what autograd saves) and memory_phases.py (the step's moments, one function each)
     fit.py        which recipes (micro-batch, checkpointing, optimizer, bf16 weights, LoRA) fit a GPU
     scaling.py    compute-optimal model size and tokens (Chinchilla and its refits)
     cli.py        the command line that puts them together, and text.py, which lays its report out

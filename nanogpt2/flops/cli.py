@@ -197,13 +197,33 @@ def resolve_gpu(args: argparse.Namespace) -> tuple[hardware.GPUSpec | None, floa
 
 
 def build_report(args: argparse.Namespace) -> dict:
+    """The calculator's report (format_report prints it): the model and its FLOPs per token; with a GPU, its
+    throughput; with a budget, its tokens, FLOPs and time, and for a model from scratch the scaling laws'
+    view of it; the memory of one training step; and with --fit the recipes that fit."""
     name, cfg = model_config(args)
     spec, peak, mem_bytes = resolve_gpu(args)
+    report: dict = {**model_report(name, cfg, args), "hardware": None, "budget": None, "scaling": None}
+    exact, six_n = report["flops_per_token"]["exact"], report["flops_per_token"]["six_n"]
+    rate = None  # model FLOP/s of the whole job
+    if peak is not None:
+        rate = args.gpus * peak * args.mfu
+        report["hardware"] = hardware_report(args, spec, peak, exact)
+    report["budget"] = budget_report(args, exact, six_n, rate)
+    if report["budget"] and not args.finetune:
+        report["scaling"] = scaling_report(report["budget"], report["params"]["total"])
+    report["memory"] = memory_report(cfg, args, mem_bytes)
+    if args.fit:
+        report["fit"] = fit_report(cfg, args, mem_bytes, report["budget"])
+    return report
+
+
+def model_report(name: str, cfg: GPTConfig, args: argparse.Namespace) -> dict:
+    """The report's model, params and flops_per_token: the shape, its parameters and training FLOPs per token."""
     T = cfg.block_size
     params = F.count_params(cfg)
     exact, six_n = F.training_flops_per_token(cfg, T), F.kaplan_flops_per_token(cfg)
-    parts = {k: 3 * v // T for k, v in F.forward_matmul_flops(cfg, T).items()}
-    report: dict = {
+    parts = {k: 3 * v // T for k, v in F.forward_matmul_flops(cfg, T).items()}  # forward + backward, per token
+    return {
         "model": {
             "name": name,
             "n_layer": cfg.n_layer,
@@ -216,26 +236,27 @@ def build_report(args: argparse.Namespace) -> dict:
         },
         "params": {"total": params.total, "non_embedding": params.non_embedding},
         "flops_per_token": {"six_n": six_n, "exact": exact, "exact_breakdown": parts},
-        "hardware": None,
-        "budget": None,
-        "scaling": None,
     }
-    rate = None  # model FLOP/s of the whole job
-    if peak is not None:
-        rate = args.gpus * peak * args.mfu
-        report["hardware"] = {
-            "gpu": spec.name if spec else "your GPU",
-            "gpus": args.gpus,
-            "dtype": args.dtype,
-            "peak_flops": peak,
-            "peak_note": hardware.describe_peak(spec, args.dtype)
-            if spec and not args.peak_tflops
-            else "given by --peak-tflops",
-            "mfu": args.mfu,
-            "tokens_per_second": F.tokens_per_second(exact, peak, args.mfu) * args.gpus,
-        }
-    tokens: float | None = None
-    total: float | None = None
+
+
+def hardware_report(args: argparse.Namespace, spec: hardware.GPUSpec | None, peak: float, exact: int) -> dict:
+    """The GPU(s), the peak their MFU is taken against, and the tokens per second that MFU gives."""
+    note = hardware.describe_peak(spec, args.dtype) if spec and not args.peak_tflops else "given by --peak-tflops"
+    return {
+        "gpu": spec.name if spec else "your GPU",
+        "gpus": args.gpus,
+        "dtype": args.dtype,
+        "peak_flops": peak,
+        "peak_note": note,
+        "mfu": args.mfu,
+        "tokens_per_second": F.tokens_per_second(exact, peak, args.mfu) * args.gpus,
+    }
+
+
+def budget_report(args: argparse.Namespace, exact: int, six_n: int, rate: float | None) -> dict | None:
+    """The budget of --tokens, --flops or --days/--hours in tokens, FLOPs and (with a GPU) time; None if none.
+
+    exact and six_n: training FLOPs per token; rate: the job's model FLOP/s (None without a GPU)."""
     seconds: float | None = None
     if args.tokens:
         tokens = parse_count(args.tokens, "tokens")
@@ -249,38 +270,46 @@ def build_report(args: argparse.Namespace) -> dict:
         seconds = (args.days or 0) * 86400 + (args.hours or 0) * 3600
         total = seconds * rate
         tokens = total / exact
-    if total is not None and tokens is not None:
-        seconds = seconds or (total / rate if rate else None)
-        report["budget"] = {
-            "tokens": tokens,
-            "flops": total,
-            "flops_six_n": six_n * tokens,
-            "seconds": seconds,
-            "gpu_hours": seconds * args.gpus / 3600 if seconds else None,
-        }
-        if not args.finetune:
-            report["scaling"] = {
-                "tokens_per_param": tokens / params.total,
-                "rule_of_thumb": scaling.TOKENS_PER_PARAM,
-                "compute_optimal": scaling.compute_optimal(total),
-                "predicted_loss": scaling.predicted_losses(params.total, tokens),
-            }
-    report["memory"] = memory_report(cfg, args, mem_bytes)
-    if args.fit:
-        if not mem_bytes:
-            raise UserError("--fit needs the GPU's memory: add --gpu NAME or --memory-gib N")
-        if not 0 <= args.display_gib < mem_bytes / 2**30:
-            raise UserError(f"--display-gib={args.display_gib} must be at least 0 and below the GPU's memory")
-        usable = int(mem_bytes - args.display_gib * 2**30)
-        options = dict(dtype=args.dtype, attention=args.attention, ddp=args.gpus > 1)
-        recipes = fit.fit_recipes(cfg, usable, lora=args.finetune, grad_accum=args.grad_accum, **options)
-        report["fit"] = {"usable_bytes": usable, "display_gib": args.display_gib, "recipes": recipes}
-        # The budget's time with the cheapest recipe that trains every weight and keeps gradient accumulation
-        # and clipping (a real run's batch is many micro-batches: the step in backward cannot accumulate).
-        full = [r for r in recipes if r["full"] and not r["optimizer_in_backward"]]
-        budget = report["budget"]
-        if full and budget and budget["seconds"]:
-            report["fit"]["chosen"] = {**full[0], "seconds": budget["seconds"] * full[0]["compute"]}
+    else:
+        return None
+    seconds = seconds or (total / rate if rate else None)
+    return {
+        "tokens": tokens,
+        "flops": total,
+        "flops_six_n": six_n * tokens,
+        "seconds": seconds,
+        "gpu_hours": seconds * args.gpus / 3600 if seconds else None,
+    }
+
+
+def scaling_report(budget: dict, n_params: int) -> dict:
+    """A model from scratch against the scaling laws: its tokens per parameter, the compute-optimal model for
+    the budget's FLOPs, and the losses the laws predict."""
+    tokens, total = budget["tokens"], budget["flops"]
+    return {
+        "tokens_per_param": tokens / n_params,
+        "rule_of_thumb": scaling.TOKENS_PER_PARAM,
+        "compute_optimal": scaling.compute_optimal(total),
+        "predicted_loss": scaling.predicted_losses(n_params, tokens),
+    }
+
+
+def fit_report(cfg: GPTConfig, args: argparse.Namespace, mem_bytes: float | None, budget: dict | None) -> dict:
+    """--fit: the training recipes that fit the GPU's memory less a display's, cheapest first, and the budget's
+    time with the cheapest that trains like a real run."""
+    if not mem_bytes:
+        raise UserError("--fit needs the GPU's memory: add --gpu NAME or --memory-gib N")
+    if not 0 <= args.display_gib < mem_bytes / 2**30:
+        raise UserError(f"--display-gib={args.display_gib} must be at least 0 and below the GPU's memory")
+    usable = int(mem_bytes - args.display_gib * 2**30)
+    options = dict(dtype=args.dtype, attention=args.attention, ddp=args.gpus > 1)
+    recipes = fit.fit_recipes(cfg, usable, lora=args.finetune, grad_accum=args.grad_accum, **options)
+    report: dict = {"usable_bytes": usable, "display_gib": args.display_gib, "recipes": recipes}
+    # The budget's time with the cheapest recipe that trains every weight and keeps gradient accumulation
+    # and clipping (a real run's batch is many micro-batches: the step in backward cannot accumulate).
+    full = [r for r in recipes if r["full"] and not r["optimizer_in_backward"]]
+    if full and budget and budget["seconds"]:
+        report["chosen"] = {**full[0], "seconds": budget["seconds"] * full[0]["compute"]}
     return report
 
 
@@ -345,9 +374,6 @@ def cli(argv: Sequence[str] | None = None) -> dict:
     text = format_report(report) + ("\n\n" + format_fit(report["fit"]) if report.get("fit") else "")
     print(json.dumps(report, indent=2) if args.json else text)
     return report
-
-
-# -- text ----------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> None:

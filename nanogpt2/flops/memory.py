@@ -13,7 +13,8 @@ in Large Transformer Models", 4.1, for the activations):
 
 The activations saved for the backward pass are listed tensor by tensor in
 memory_activations.py (Korthikanti et al.'s method), the bytes that last the whole run
-(weights, gradients, moments; bf16 parameters, 8-bit moments, LoRA) in memory_state.py.
+(weights, gradients, moments; bf16 parameters, 8-bit moments, LoRA) in memory_state.py,
+and the bytes alive at each moment of the step (below) in memory_phases.py.
 
 The loss, with V = vocabulary size: cross_entropy runs log_softmax in the logits'
 dtype (it passes that dtype explicitly, which CUDA autocast respects) and saves its
@@ -53,15 +54,15 @@ So the peak counts the bytes of live tensors. tests/test_memory.py checks the sa
 activations byte for byte, and the peak within 5%, against a training step traced
 as CUDA runs it, on fake tensors (bench/memory.py), at small shapes, for every option
 and the combinations --fit uses; bench/memory.py compares the peak at GPT-2's sizes with
-that trace (within 0.1% for the 12 GB recipes), or with a GPU's
-torch.cuda.max_memory_allocated. The latter also counts what is not a tensor:
-kernel workspaces (cuBLAS, FlashAttention's backward) and the allocator's rounding,
-0.07-0.31 GiB (1-2.5%) on an H100, left (with fragmentation) to ALLOCATOR_SLACK. The CUDA
-context (kernels, cuBLAS) sits outside PyTorch's allocator and is allowed for separately.
+that trace, or with a GPU's torch.cuda.max_memory_allocated. The latter also counts what
+is not a tensor: kernel workspaces (cuBLAS, FlashAttention's backward) and the allocator's
+rounding, so it reads a little above the estimate, a gap left (with fragmentation) to
+ALLOCATOR_SLACK. The CUDA context (kernels, cuBLAS) sits outside PyTorch's allocator and
+is allowed for separately. bench/README.md records what these comparisons measured.
 
-This is eager PyTorch. torch.compile can need more, not less: gpt2-large with checkpointing
-and 8-bit AdamW (config/finetune_large.py's first recipe) peaked at 11.32 GiB compiled against 10.35 GiB eager
-on an H100 (bench/results/memory-h100-recipes-20261126.json), 10.18 GiB estimated.
+This is eager PyTorch. torch.compile can need more memory than this estimate, not less: with
+checkpointing (config/finetune_large.py's first recipe) the compiled step peaked above the
+eager one and the estimate; bench/README.md records the measurement.
 """
 
 from __future__ import annotations
@@ -69,14 +70,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nanogpt2.errors import UserError, check_positive_int
-from nanogpt2.flops.memory_activations import block_bytes, embedding_bytes, head_bytes, loss_saved_bytes
-from nanogpt2.flops.memory_state import (  # noqa: F401  (param_shapes, optimizer_state_bytes: re-exported)
+from nanogpt2.flops.memory_phases import Step, step_phases, step_terms
+from nanogpt2.flops.memory_state import (  # noqa: F401  (all but PARAM_BYTES: re-exported)
     LORA_TARGETS,
     PARAM_BYTES,
     optimizer_state_bytes,
     param_shapes,
-    state_bytes,
-    update_transient_max,
 )
 from nanogpt2.model_config import GPTConfig
 
@@ -114,7 +113,7 @@ class MemoryEstimate:
 
     @property
     def peak(self) -> int:
-        """Peak bytes of live tensors. torch.cuda.max_memory_allocated() reports 1-3% more (module docstring)."""
+        """Peak bytes of live tensors. torch.cuda.max_memory_allocated() reports a little more (module docstring)."""
         return max(self.phases.values())
 
     @property
@@ -169,149 +168,39 @@ def estimate_training_memory(
     _check(config, batch_size, seq_len, dtype, attention, grad_accum)
     recipe = (optimizer, param_dtype, loss_chunk_tokens, optimizer_in_backward, lora_rank, lora_base_dtype)
     _check_recipe(dtype, grad_accum, ddp, *recipe)
-    a = ACT_BYTES[dtype]
-    autocast = a < 4
-    C, L, V, Vp = config.n_embd, config.n_layer, config.vocab_size, config.padded_vocab_size
-    n = batch_size * seq_len  # tokens per micro-step
-    lora = lora_rank > 0
-    trained = not lora  # are the base weights (the tied embedding above all) trained?
-    bf16_stream = param_dtype == "bfloat16" or (lora and lora_base_dtype == "bfloat16")
-    rs = 2 if bf16_stream else 4  # bytes of the residual stream: the embeddings' dtype
-    chunk = min(loss_chunk_tokens, n)
-
-    weights, gradients, optimizer_bytes = state_bytes(
-        config,
-        param_dtype=param_dtype,
+    step = Step(
+        config=config,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        act_bytes=ACT_BYTES[dtype],
+        attention=attention,
+        checkpointing=checkpointing,
+        grad_accum=grad_accum,
+        ddp=ddp,
+        hold_logits=hold_logits,
         optimizer=optimizer,
-        lora_base_dtype=lora_base_dtype,
+        param_dtype=param_dtype,
+        loss_chunk_tokens=loss_chunk_tokens,
+        optimizer_in_backward=optimizer_in_backward,
         lora_rank=lora_rank,
         lora_targets=lora_targets,
+        lora_base_dtype=lora_base_dtype,
     )
-    gb = 4 if lora or param_dtype == "float32" else 2  # bytes per gradient value
-    ddp_buckets = gradients if ddp else 0
-    # bf16 copies autocast makes of fp32 weight matrices (the LM head's is the tied embedding). Of trained
-    # weights it caches them until the forward pass ends, checkpointed or not; of frozen ones (a LoRA base)
-    # it makes one per use, which lives only as long as a matmul saves it (its input needs a gradient: not
-    # c_attn's in the first block).
-    fp32_matrices = autocast and not bf16_stream
-    block_lowp = 2 * 12 * C * C if fp32_matrices else 0
-    head_lowp = 2 * Vp * C if fp32_matrices else 0
-    blocks_lowp_saved = L * block_lowp - (2 * 3 * C * C if lora and fp32_matrices else 0)
-    # The fp32 adapters' cached copies, saved by their matmuls but for the first block's c_attn lora_A: its input
-    # needs no gradient.
-    adapters_lowp = gradients // 2 - 2 * lora_rank * C if lora and autocast else 0
-    lowp_through_forward = (blocks_lowp_saved if trained or not checkpointing else 0) + head_lowp + adapters_lowp
-    # After it, those that matmuls saved: the head's is not, when the loss chunks are checkpointed.
-    lowp_after_forward = (0 if checkpointing else blocks_lowp_saved + adapters_lowp) + (0 if chunk else head_lowp)
-
-    ln_copies = bf16_stream and autocast
-    per_block, first_block = (
-        block_bytes(
-            config,
-            batch_size,
-            seq_len,
-            a,
-            attention,
-            lora_rank=lora_rank,
-            lora_targets=lora_targets,
-            first=first,
-            ln_copies=ln_copies,
-        )
-        for first in (False, True)
-    )
-    embed = embedding_bytes(config, batch_size, seq_len, trained)
-    # With checkpointing, only each block's input (the residual stream) is kept.
-    saved_blocks = L * rs * C * n if checkpointing else (L - 1) * per_block + first_block
-    head = head_bytes(config, n, a, trained=trained, chunked=bool(chunk), ln_copies=ln_copies)
-    loss_saved = 0 if chunk else loss_saved_bytes(config, n, a)
-    logits = a * Vp * n if hold_logits and not chunk else 0
-    loss_gradient = 0 if chunk else (4 * V * n if autocast else 8 * V * n)
-
-    grads_now = gradients if grad_accum > 1 else 0
-    ids = 16 * n * grad_accum  # the step's micro-batches of int64 inputs and targets, all loaded
-    static = weights + optimizer_bytes + ddp_buckets + grads_now + ids
-    acts = embed + saved_blocks + head
-    # The tied embedding's gradient from the LM head waits (in autograd's input buffer, beside any .grad)
-    # until the embedding's own arrives at the very end of the backward pass.
-    wte_grad = gb * Vp * C if trained else 0
-    phases: dict[str, int] = {}
-    if chunk:
-        # The largest chunk's loss in the forward pass: its LM-head input, logits, log-probabilities and
-        # their fp32 copy. In backward each chunk is recomputed (with a new bf16 copy of fp32 weights) and
-        # then its gradients formed: nll_loss's fp32 one; later the logits' and the chunk's share of the
-        # embedding's weight gradient (bf16, summed over chunks), while ln_f's output gradient fills up.
-        forward_chunk = (a * C + a * Vp + a * V + (4 * V if autocast else 0)) * chunk
-        phases["forward (loss chunk)"] = static + lowp_through_forward + acts + forward_chunk
-        saved_chunk = (a * C if trained else 0) * chunk + head_lowp + loss_saved_bytes(config, chunk, a)
-        nll_grad = (4 * V if autocast else 8 * V) * chunk
-        head_grad = (a * C * chunk if trained else 0) + a * Vp * chunk + a * C * chunk + head_lowp
-        head_grad += a * Vp * C if trained else 0
-        summed = a * Vp * C if trained and n > chunk else 0
-        phases["backward (loss chunk)"] = (
-            static + lowp_after_forward + acts + summed + 4 * C * (n - chunk) + max(saved_chunk + nll_grad, head_grad)
-        )
-    else:
-        # The forward pass ends inside cross-entropy: the logits (the LM head's output, of which a padded
-        # vocabulary's first V columns are a view), ln_f's fp32 output (which forward() holds in a
-        # variable), and what the loss saved.
-        forward_logits = a * Vp * n + (4 * C * n if autocast else 0)
-        phases["forward (loss)"] = static + lowp_through_forward + acts + forward_logits
-        # The backward pass starts with nll_loss's gradient, fp32 (n, V), beside what the loss saved. In fp32,
-        # log_softmax's backward then makes a second fp32 (n, V) gradient while the first is alive; under
-        # autocast the fp32 copy is freed first and the rest is 16-bit, so that moment is smaller.
-        phases["backward (loss gradient)"] = static + lowp_after_forward + acts + logits + loss_gradient
-        # Then the LM head: the logits' gradient (padded width) and ln_f's, and the embedding's weight
-        # gradient (bf16 under autocast, then an fp32 copy of it for fp32 weights).
-        if trained:
-            wgrad = max(a * Vp * n, (4 * Vp * C if fp32_matrices else 0)) + a * Vp * C
-            phases["backward (LM head)"] = static + lowp_after_forward + acts - loss_saved + logits + a * C * n + wgrad
-    if trained:
-        # The backward pass ends with the embeddings: the token embedding's own gradient joins the LM head's,
-        # and autograd adds them into a third tensor, beside every other gradient formed by then.
-        formed = 0 if optimizer_in_backward else gradients - (wte_grad if grad_accum == 1 else 0)
-        phases["backward (embedding)"] = weights + optimizer_bytes + ddp_buckets + ids + logits + formed + 3 * wte_grad
-    if not optimizer_in_backward:
-        update = update_transient_max(config, optimizer, lora_rank, lora_targets)
-        phases["optimizer step"] = weights + gradients + optimizer_bytes + ddp_buckets + ids + logits + update
-    if checkpointing:
-        # Block i recomputed, from the last block to the first: its activations (and bf16 copies of its fp32
-        # weights), approximately the gradients flowing through it (two residual-stream gradients and two of
-        # the 4C-wide MLP tensors), the inputs of blocks 0..i still saved, and the gradients formed so far:
-        # all of them with accumulation, else the tied embedding's (waiting for the embedding's) and ln_f's
-        # and those of blocks i+1 on; with the update in backward, only the embedding's. Both change
-        # linearly with i, so the first or the last block is the worst.
-        transient = (2 * rs * C + 2 * 4 * a * C) * n
-        block_input = rs * C * n
-        if grad_accum > 1 or not trained:
-            held = L * block_input + wte_grad
-        elif optimizer_in_backward:
-            # A weight is updated once its gradient is complete, after the block's backward has used up the
-            # tensors it needed: the update's scratch stands in for those transients, it does not add to them.
-            held = L * block_input + wte_grad
-            transient = max(transient, update_transient_max(config, optimizer))
-        else:
-            ln_f = gb * (2 * C if config.bias else C)
-            block_grads = (gradients - gb * (Vp * C + config.block_size * C) - ln_f) // L
-            held = wte_grad + ln_f + max(L * block_input, block_input + (L - 1) * block_grads)
-        if lora and grad_accum == 1:
-            held += gradients
-        phases["backward (recomputed block)"] = (
-            static + embed + held + logits + per_block + block_lowp + adapters_lowp // L + transient
-        )
+    terms = step_terms(step)  # the bytes every moment shares; step_phases adds each moment's own
     return MemoryEstimate(
         batch_size=batch_size,
         seq_len=seq_len,
-        weights=weights,
-        gradients=gradients,
+        weights=terms.weights,
+        gradients=terms.gradients,
         gradients_live=grad_accum > 1,
-        optimizer=optimizer_bytes,
-        ddp_buckets=ddp_buckets,
-        low_precision_weights=lowp_through_forward,
-        block_activations=embed + saved_blocks,
-        head_activations=head,
-        logits=logits,
-        loss_gradient=loss_gradient,
-        phases=phases,
+        optimizer=terms.optimizer,
+        ddp_buckets=terms.ddp_buckets,
+        low_precision_weights=terms.lowp_through_forward,
+        block_activations=terms.embed + terms.saved_blocks,
+        head_activations=terms.head,
+        logits=terms.logits,
+        loss_gradient=terms.loss_gradient,
+        phases=step_phases(terms),
     )
 
 
