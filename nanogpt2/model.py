@@ -269,7 +269,8 @@ class GPT(nn.Module):
         """The mean cross-entropy of logits_and_loss, without ever holding all (B*T, V) logits: the largest
         tensors of a GPT-2 step, which cross-entropy's backward holds in several copies. The rows go through
         the head and the loss loss_chunk_tokens at a time, each chunk checkpointed [Ckpt], so that one chunk's
-        logits exist at a time; the cost is the head's forward matmul run twice."""
+        logits exist at a time; the cost is the head's forward matmul run twice. (torch 2.13's chunked
+        F.linear_cross_entropy is leaner on the CPU, but bypasses autocast and compile: bench/README.md.)"""
         x, targets = x.flatten(0, -2), targets.flatten()  # (N, C), (N,)
         total = x.new_zeros((), dtype=torch.float32)
         for xs, ts in zip(x.split(self.loss_chunk_tokens), targets.split(self.loss_chunk_tokens)):

@@ -8,7 +8,7 @@ the modules keep their weights, and the state dict its keys and tensors.
     fused_loss.FusedLossGPT     the LM head + cross-entropy in one (N, V) buffer    CPU training, eager fp32
     dropout.MaskBitsDropout     dropout masks from 31 random bits (same Bernoulli)  CPU training with dropout
     dropout.DropoutAttention    attention written out, so its dropout is that too   CPU training with dropout
-    linear.FewRowsLinear        x W^T as (W x^T)^T for 2..16 rows                   CPU generation
+    linear.FewRowsLinear        the LM head's x W^T as (W x^T)^T for 2..16 rows     CPU generation
     screened_head.ScreenedHead  the top-k tokens from a bf16 screen, proven exact   CPU generation, native bf16
 
 train/setup.py, the sampling and evaluation commands and the benchmarks opt in through the functions
@@ -68,9 +68,9 @@ def generation_paths_pay(device_type: str) -> bool:
 
 
 def for_cpu_generation(model: GPT) -> GPT:
-    """`model`, in place, with every plain nn.Linear multiplying few rows in MKL's faster order (FewRowsLinear).
-    The screened head needs no call: generation takes it by itself where it pays (screened_head_for)."""
-    for module in model.modules():
-        if type(module) is nn.Linear:
-            module.__class__ = FewRowsLinear
+    """`model`, in place, with its LM head multiplying few rows in MKL's faster order (FewRowsLinear): for the
+    head's (V, C) weight, V >> C, the order pays at every batch size of 2 to 16; for the blocks' it does not
+    (bench/README.md). The screened head needs no call: generation takes it where it pays (screened_head_for)."""
+    if type(model.lm_head) is nn.Linear:
+        model.lm_head.__class__ = FewRowsLinear
     return model

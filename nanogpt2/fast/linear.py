@@ -1,11 +1,12 @@
 """nn.Linear for the few rows of a generation step on the CPU: the same product, in the order MKL runs fastest.
 
 Generating feeds the model one position per sequence, so each Linear's input has only B rows.
-With so few rows, MKL (PyTorch's CPU BLAS) computes the same y = x W^T faster as (W x^T)^T
-(bench/sample.py's few-rows mode measures it; at batch 1 both orders are one matrix-vector
-product, where reading W is all the work). transformers' GPT-2 gets this from storing W as (in, out), OpenAI's
-"Conv1D"; choosing the product's order instead keeps the weights, and the state dict, as they are.
-"""
+For the LM head, whose (V, C) weight is far taller than wide, MKL (PyTorch's CPU BLAS) computes
+the same y = x W^T faster as (W x^T)^T for 2 to 16 rows; for the blocks' squarer weights it does
+not, and at one row both orders are the same matrix-vector product (bench/sample.py's few-rows
+mode measures it end to end; bench/README.md has the records). transformers' GPT-2 gets a similar
+effect from storing W as (in, out), OpenAI's "Conv1D"; choosing the product's order instead keeps
+the weights, and the state dict, as they are."""
 
 from __future__ import annotations
 
