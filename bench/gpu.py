@@ -29,6 +29,7 @@ Steps:
   sample   bench/sample.py on CUDA: ours with the KV cache vs transformers' generate
   autotune bench/train.py, ours compiled with mode max-autotune-no-cudagraphs (compare with "train")
   chunked  bench/train.py, ours compiled with the chunked LM head + loss (compare with "train")
+  loss     bench/loss.py under bf16 autocast: our chunked loss against torch's F.linear_cross_entropy
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ STEPS = (
     "sample",
     "autotune",
     "chunked",
+    "loss",
 )  # in the order they run: most wanted first
 
 
@@ -126,6 +128,15 @@ def steps(work: Path, out: Path, dry: bool) -> dict[str, tuple[list[str], int]]:
             ]
             + (tiny_train + ["--compile=false"] if dry else ["--compile=true"]),
             180,
+        ),
+        "loss": (
+            [py, str(BENCH / "loss.py"), "--json", str(out / "loss.json")]
+            + (
+                ["--rows=64", "--width=16", "--vocab=500", "--chunk=16", "--rounds=1", "--repeat=1"]
+                if dry
+                else ["--device=cuda", "--rows=8192", "--width=768", "--chunk=2048", "--dtype=bfloat16"]
+            ),
+            120,
         ),
         "sample": (
             [

@@ -2,7 +2,7 @@
 
     python bench/loss.py                                  # CPU: 1024 positions of width 256, V = 50,257
     python bench/loss.py --rows=1024 --width=768 --rounds=5
-    python bench/loss.py --device=cuda --rows=8192 --width=768
+    python bench/loss.py --device=cuda --rows=8192 --width=768 --chunk=2048 --dtype=bfloat16
 
 The last step of a GPT is logits = x W^T (N x V) and their cross-entropy; for GPT-2's 50,257 tokens
 it makes the largest tensors of the step. The ways, each giving the same loss and gradients:
@@ -51,6 +51,16 @@ def loss_functions(V: int, chunk: int, model: GPT) -> dict:
     return ways
 
 
+def _under_autocast(fn, device_type: str, dtype: torch.dtype):
+    """fn run under autocast, as the training loop runs the model."""
+
+    def run(x, w, t):
+        with torch.autocast(device_type, dtype=dtype):
+            return fn(x, w, t)
+
+    return run
+
+
 def peak_bytes(loss_fn, x: torch.Tensor, w: torch.Tensor, device: torch.device) -> int:
     """Peak bytes of live tensors while loss_fn() and its backward run, beyond those alive before."""
     x.grad = w.grad = None
@@ -92,6 +102,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeat", type=int, default=3, help="timed calls per way per round")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", help="autocast dtype (bfloat16, float16) or float32 (none)")
     p.add_argument("--json", default=None, help="result file (default: bench/results/loss-<device>-<date>.json)")
     args = p.parse_args(argv)
     if args.threads:
@@ -109,6 +120,11 @@ def main(argv=None) -> None:
     targets = torch.randint(0, V, (N,), generator=g).to(device)
     targets[: N // 16] = -1  # some ignored positions, as padding makes them
     available = loss_functions(V, args.chunk, model)
+    autocast = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    if autocast is not None:  # the fused loss is fp32 only: under autocast the model keeps the plain path
+        available = {
+            name: _under_autocast(fn, device.type, autocast) for name, fn in available.items() if name != "fused"
+        }
     ways = [way for way in args.ways.split(",") if way in available]
     skipped = [way for way in args.ways.split(",") if way not in available]
     if skipped:
@@ -158,6 +174,7 @@ def main(argv=None) -> None:
         "rounds": args.rounds,
         "repeat": args.repeat,
         "threads": torch.get_num_threads(),
+        "dtype": args.dtype,
         "times_s": {way: [round(t, 4) for t in ts] for way, ts in times.items()},
         "not_available": skipped,
     }

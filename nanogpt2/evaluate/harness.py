@@ -37,6 +37,7 @@ import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
+from nanogpt2 import fast
 from nanogpt2.common.runtime import resolve_runtime, want_compile
 from nanogpt2.evaluate.scoring import Scorer
 from nanogpt2.loading import load_model
@@ -71,6 +72,8 @@ class NanoGPT2LM(TemplateLM):
         if model is None:
             model = load_model(str(init_from)).model
         self.gpt = self.runtime.inference_model(model)
+        if fast.generation_paths_pay(self.runtime.device_type):  # generate_until's decoding (nanogpt2/fast)
+            fast.for_cpu_generation(self.gpt)
         compiled = want_compile(compile, self.runtime.device)
         if compiled:
             self.gpt.compile()
