@@ -27,7 +27,19 @@ def test_gpu_suite_dry_run_writes_every_record(tmp_path):
     suite = json.loads((out / "suite.json").read_text())
     assert suite["dry_run"] is True
     names = [s["step"] for s in suite["steps"]]
-    assert names == ["main", "large", "xl_full", "xl_lora", "train", "memory", "eager", "sample", "autotune", "chunked"]
+    assert names == [
+        "main",
+        "large",
+        "xl_full",
+        "xl_lora",
+        "train",
+        "memory",
+        "eager",
+        "sample",
+        "autotune",
+        "chunked",
+        "loss",
+    ]
     assert all(s["status"] == "ok" for s in suite["steps"]), suite["steps"]
     records = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json") if p.name != "suite.json"}
     assert set(records) == {
@@ -41,6 +53,7 @@ def test_gpu_suite_dry_run_writes_every_record(tmp_path):
         "sample",
         "train-autotune",
         "train-chunked",
+        "loss",
     }
     main = records["main"]["results"][0]
     assert main["name"] == "finetune_small" and main["tokens_per_sec"] > 0
@@ -60,5 +73,5 @@ def test_gpu_suite_refuses_unknown_steps(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: unknown step(s) nope; choose from "
-        "main, large, xl_full, xl_lora, train, memory, eager, sample, autotune, chunked"
+        "main, large, xl_full, xl_lora, train, memory, eager, sample, autotune, chunked, loss"
     ]
