@@ -12,7 +12,9 @@ showing a traceback. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 
@@ -28,16 +30,36 @@ def check_positive_int(name: str, value: object) -> int:
     return value
 
 
+def plural(n: int, noun: str) -> str:
+    """n and the noun, in the plural unless n is 1: "1 token", "2,048 tokens", "0 documents"."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def some(names: list[str], limit: int = 5) -> str:
     """The first `limit` names, and how many more: "a, b, c and 4 more" (for messages about long lists)."""
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler's time limit, `kill`): unwind like Ctrl-C, so that every atomic write
+    deletes its temporary file, and exit 143 (128 + 15, the shell's convention)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
-    """Call `main(argv)` and turn a `UserError` into `error: ...` and exit status 2."""
+    """Call `main(argv)` and turn a `UserError` into `error: ...` and exit status 2, SIGTERM into a clean
+    exit 143. (train.py handles SIGTERM itself while it trains: it saves a checkpoint first.)"""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         main(argv)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        sys.exit(143)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -29,6 +29,7 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import math
 import runpy
 import textwrap
 import types
@@ -149,7 +150,7 @@ def coerce(key: str, text: str, hint: Any) -> Any:
                 raise ValueError
             return int(number)
         if hint is float:
-            return float(text)
+            return _finite(key, float(text), "the command line")
         if hint is str:
             return text
         value = ast.literal_eval(text)  # tuples, lists, dicts
@@ -227,8 +228,8 @@ def _check_type(key: str, value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if isinstance(value, bool) and hint is not bool:
         pass  # bool is an int subclass, but n_layer=True is a mistake
-    elif hint is float and isinstance(value, int):
-        return float(value)
+    elif hint is float and isinstance(value, (int, float)):
+        return _finite(key, float(value), where)
     elif origin in (tuple, list) and isinstance(value, (tuple, list)):
         args = typing.get_args(hint)
         if origin is list or args[-1:] == (Ellipsis,):  # list[X] or tuple[X, ...]
@@ -238,6 +239,14 @@ def _check_type(key: str, value: Any, hint: Any, where: str) -> Any:
     elif hint is Any or (isinstance(hint, type) and isinstance(value, hint)):
         return value
     raise ConfigError(f"{key}={value!r} in {where}: expected {_type_name(hint)}")
+
+
+def _finite(key: str, value: float, where: str) -> float:
+    """value, unless it is NaN or infinite: no setting means anything there (and JSON cannot hold them)."""
+    if not math.isfinite(value):
+        said = f"--{key}={value}" if where == "the command line" else f"{key}={value} in {where}"
+        raise ConfigError(f"{said}: expected a finite number, not NaN or infinity")
+    return value
 
 
 def _plain(hint: Any) -> Any:

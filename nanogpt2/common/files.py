@@ -61,13 +61,13 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     removed = []
     for tmp in path.parent.glob(f".{path.name}.tmp-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Is there a process with this id? (Signal 0 checks without sending anything.)"""
     try:
         os.kill(pid, 0)
@@ -76,6 +76,14 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # it exists, owned by someone else
         return True
     return True
+
+
+def give_default_mode(path: str | os.PathLike) -> None:
+    """Set path's permissions to what open() would have given it under this process's umask (rw for the
+    user, r for others under the usual 022): for files a library wrote with 0600, as safetensors does."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
