@@ -13,12 +13,15 @@ Each document is followed by the end-of-text id (50256), the separator of GPT-2'
 tokenizer, as nanoGPT's openwebtext/prepare.py does.
 
 meta.json is the folder's table of contents: the tokenizer, the vocabulary size,
-the end-of-text id and the token and document counts of each split. Because the
+the end-of-text id, the largest id the files hold, and the token and document counts
+of each split. Because the
 counts are in it, a truncated copy (an interrupted `cp`, a full disk) or a
 train.bin from another preparation is refused with a message instead of
 training on the wrong data. The preparer writes it last (nanogpt2/common/files.py),
 so an interrupted preparation never leaves a folder whose meta.json vouches for
-half-written token files.
+half-written token files. An id at or above the vocabulary size is refused when the
+folder is opened, not when a batch happens to hold it: from meta.json's max_id, or, for
+a folder without one (nanoGPT's), by reading the files once (first_id_at_least).
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
-from nanogpt2.errors import UserError
+from nanogpt2.errors import UserError, plural
 from nanogpt2.tokenizer import ENCODING_NAME, EOT_ID, VOCAB_SIZE
 
 FORMAT_NAME = "nanogpt2-tokens"
@@ -161,6 +165,7 @@ def open_dataset(path: str | os.PathLike) -> Dataset:
     else:
         meta = gpt2_meta(origin="nanoGPT-style folder without meta.json: read as GPT-2 uint16 tokens")
     _check_sizes(folder, meta, redo)
+    _check_ids(folder, meta, redo)
     return Dataset(folder, meta)
 
 
@@ -207,6 +212,50 @@ def _check_sizes(folder: Path, meta: dict, redo: str) -> None:
         expected = meta.get("splits", {}).get(split, {}).get("tokens")
         if expected is not None and size != expected * TOKEN_DTYPE.itemsize:
             raise DatasetError(
-                f"{path} holds {size // TOKEN_DTYPE.itemsize:,} tokens but {META_FILE} says {expected:,}: the file "
-                f"is truncated or from another preparation; {redo}"
+                f"{path} holds {plural(size // TOKEN_DTYPE.itemsize, 'token')} but {META_FILE} says {expected:,}: "
+                f"the file is truncated or from another preparation; {redo}"
             )
+
+
+def _check_ids(folder: Path, meta: dict, redo: str) -> None:
+    """Refuse token ids at or above the vocabulary size, which training would crash on whenever a batch
+    happened to hold one (hours in, perhaps). Data prepared here records its largest id in meta.json; a
+    folder without it (nanoGPT's, or a foreign file) is read once, in bounded memory."""
+    vocab = int(meta.get("vocab_size", VOCAB_SIZE))
+    largest = meta.get("max_id")
+    if isinstance(largest, int) and largest < vocab:
+        return
+    for split in SPLITS:
+        path = bin_path(folder, split)
+        found = first_id_at_least(TokenFile.whole(path), vocab)
+        if found is not None:
+            position, value = found
+            raise DatasetError(
+                f"{path}: token id {value:,} at position {position:,} is outside the vocabulary of {vocab:,} ids "
+                f"(0 to {vocab - 1:,}): not GPT-2 tokens in uint16, or another tokenizer's; {redo}"
+            )
+
+
+def first_id_at_least(tokens: TokenFile, limit: int, chunk: int = 1 << 23, quiet_seconds: float = 2.0):
+    """(position, id) of the first id >= limit in `tokens`, or None. Reads 16 MB at a time into one buffer
+    (bounded memory whatever the file's size), with a progress line once it has taken quiet_seconds."""
+    from nanogpt2.common.progress import progress
+
+    buffer = np.empty(min(chunk, max(len(tokens), 1)), dtype=TOKEN_DTYPE)
+    start, bar = time.monotonic(), None
+    with open(tokens.path, "rb") as f:
+        f.seek(tokens.offset)
+        for done in range(0, len(tokens), len(buffer)):
+            ids = buffer[: min(len(buffer), len(tokens) - done)]
+            f.readinto(ids.view(np.uint8).data)  # type: ignore[arg-type]  # an ndarray exposes its buffer
+            if int(ids.max()) >= limit:
+                if bar is not None:
+                    bar.close()
+                return done + int(np.argmax(ids >= limit)), int(ids[np.argmax(ids >= limit)])
+            if bar is None and time.monotonic() - start > quiet_seconds:
+                bar = progress(total=len(tokens), initial=done, desc=f"checking token ids in {tokens.path}", unit="tok")
+            if bar is not None:
+                bar.update(len(ids))
+    if bar is not None:
+        bar.close()
+    return None

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from nanogpt2.data.format import DatasetError, TokenFile
-from nanogpt2.errors import check_positive_int
+from nanogpt2.errors import check_positive_int, plural
 
 STATE_VERSION = 1
 _MASK64 = (1 << 64) - 1
@@ -112,8 +112,8 @@ class RandomBatches:
         n = len(tokens)
         if n <= block_size:
             raise DatasetError(
-                f"this split has {n:,} tokens, but one training window needs block_size + 1 = {block_size + 1:,}: "
-                f"lower --block_size or prepare more text"
+                f"this split has {plural(n, 'token')}, but one training window needs block_size + 1 = "
+                f"{block_size + 1:,}: lower --block_size or prepare more text"
             )
         self.reader = _WindowReader(tokens)
         self.num_tokens, self.batch_size, self.block_size = n, batch_size, block_size

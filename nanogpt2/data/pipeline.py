@@ -39,7 +39,7 @@ from nanogpt2.common.progress import progress
 from nanogpt2.data.format import META_FILE, SPLITS, TOKEN_DTYPE, DatasetError, bin_path, gpt2_meta
 from nanogpt2.data.sources import ReadStats, documents, parse_inputs
 from nanogpt2.data.tokenize import Piecer, encode_unit, numpy_encoder
-from nanogpt2.errors import check_positive_int
+from nanogpt2.errors import check_positive_int, plural
 
 UNIT_CHARS = 1 << 18  # characters per unit of work handed to a thread: big enough to repay the hand-off
 
@@ -54,7 +54,8 @@ class PrepareConfig:
     out: str = ""
     """Folder to write train.bin, val.bin and meta.json into (created if missing)."""
     val_fraction: float = 0.1
-    """Share of documents for validation (of tokens, when the input is a single document)."""
+    """Share of documents for validation (of tokens, when the input is a single document). 0: no validation
+    split (an empty val.bin): train with --eval_interval=0, or score another dataset with --eval_tasks."""
     seed: int = 0
     """Seed of the document-level train/val split: the same seed and inputs give the same files."""
     column: str = "text"
@@ -79,8 +80,10 @@ class PrepareConfig:
             raise DatasetError("no input given: pass --input with text files, folders, tables or hf:NAME")
         if not self.out:
             raise DatasetError("no output folder given: pass --out, e.g. --out data/mine")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise DatasetError(f"val_fraction={self.val_fraction}: must be between 0 and 1 (e.g. 0.1)")
+        if not 0.0 <= self.val_fraction < 1.0:  # `not` also refuses NaN
+            raise DatasetError(
+                f"val_fraction={self.val_fraction}: must be between 0 and 1 (e.g. 0.1; 0 keeps no validation split)"
+            )
         if self.workers < 0:
             raise DatasetError(f"workers={self.workers}: must be 0 (all cores) or more")
         check_positive_int("block_size", self.block_size)
@@ -99,7 +102,12 @@ def goes_to_val(seed: int, index: int, val_fraction: float) -> bool:
 def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
     """Write cfg.out/{train.bin, val.bin, meta.json} from cfg.inputs and return the meta.json contents."""
     sources = parse_inputs(
-        cfg.inputs, lines=cfg.lines, column=cfg.column, hf_split=cfg.hf_split, streaming=cfg.streaming
+        cfg.inputs,
+        lines=cfg.lines,
+        column=cfg.column,
+        hf_split=cfg.hf_split,
+        streaming=cfg.streaming,
+        say=(lambda line: None) if cfg.quiet else say,
     )
     out = Path(cfg.out).expanduser()
     if out.exists() and not out.is_dir():
@@ -114,7 +122,7 @@ def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
         with contextlib.ExitStack() as stack:  # on leaving without an error, both files replace the old ones
             files = [stack.enter_context(atomic_write(bin_path(out, s), "w+b")) for s in SPLITS]
             t0 = time.perf_counter()
-            stats, counts, last_doc = _tokenize_all(cfg, sources, encode, files)
+            stats, counts, last_doc, max_id = _tokenize_all(cfg, sources, encode, files)
             seconds = time.perf_counter() - t0
             mode = _balance(cfg, files, counts, last_doc)
             _check_block(cfg, counts)
@@ -123,6 +131,7 @@ def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
         # (without any meta.json it would be read as a nanoGPT-style folder and accepted).
         meta = gpt2_meta(
             {s: {"tokens": counts[i][0], "documents": counts[i][1]} for i, s in enumerate(SPLITS)},
+            max_id=max_id,  # over both splits (moving a document's tail between them changes no id)
             sources=[s.description for s in sources],
             split=mode,
             val_fraction=cfg.val_fraction,
@@ -156,12 +165,14 @@ class _Output:
         self.counts = [[0, 0], [0, 0]]  # [tokens, documents] of train and val
         self.last_doc = [0, 0]  # tokens of the last whole document of each split (end-of-text included)
         self._current = [0, 0]  # tokens so far of the document being written, per split
+        self.max_id = -1  # the largest id written, for meta.json (the loader checks it against the vocabulary)
 
     def write(self, arrays, items, lengths) -> None:
         for split in (0, 1):
             if len(arrays[split]):
                 self.files[split].write(arrays[split].astype(TOKEN_DTYPE, copy=False).data)
                 self.counts[split][0] += len(arrays[split])
+                self.max_id = max(self.max_id, int(arrays[split].max()))
         for (_, ends, split), n in zip(items, lengths):
             self._current[split] += n
             if ends:
@@ -172,7 +183,8 @@ class _Output:
 def _tokenize_all(cfg: PrepareConfig, sources, encode, files: list[IO[bytes]]):
     """Stream every document through the thread pool into the two split files.
 
-    Returns (read stats, [[tokens, documents] per split], [tokens of the last whole document per split]).
+    Returns (read stats, [[tokens, documents] per split], [tokens of the last whole document per split],
+    the largest id written).
     """
     workers = cfg.workers or os.cpu_count() or 1
     stats, output = ReadStats(), _Output(files)
@@ -232,11 +244,13 @@ def _tokenize_all(cfg: PrepareConfig, sources, encode, files: list[IO[bytes]]):
     finally:
         if bar is not None:
             bar.close()
-    return stats, output.counts, output.last_doc
+    return stats, output.counts, output.last_doc, output.max_id
 
 
 def _balance(cfg: PrepareConfig, files: list[IO[bytes]], counts, last_doc) -> str:
-    """Make sure both splits have text, and say how the split was made."""
+    """Make sure both splits have text (val none when val_fraction is 0), and say how the split was made."""
+    if cfg.val_fraction == 0:
+        return "none: val_fraction=0, every document is train"
     if counts[0][1] + counts[1][1] == 1:
         # One document: its last val_fraction of tokens is val (end-of-text stays with the tail).
         if counts[1][0]:  # it landed in val: move it to train first
@@ -271,9 +285,9 @@ def _move_tail(src_file: IO[bytes], dst_file: IO[bytes], start: int, counts, src
 def _check_block(cfg: PrepareConfig, counts) -> None:
     need = cfg.block_size + 1  # a window of block_size inputs plus the target after the last one
     for i, split in enumerate(SPLITS):
-        if counts[i][0] < need:
+        if counts[i][0] < need and not (split == "val" and cfg.val_fraction == 0):
             raise DatasetError(
-                f"the {split} split has {counts[i][0]:,} tokens, fewer than the {need:,} that one window of "
+                f"the {split} split has {plural(counts[i][0], 'token')}, fewer than the {need:,} that one window of "
                 f"block_size={cfg.block_size} needs: give more text, a larger --val_fraction, or a smaller "
                 f"--block_size (and train with that block_size)"
             )
@@ -284,16 +298,29 @@ def _summary(say, out: Path, meta: dict, stats: ReadStats, seconds: float) -> No
     tokens = tr["tokens"] + va["tokens"]
     rate = f"{tokens / seconds / 1e6:.2f}M tokens/s, {stats.bytes_read / seconds / 1e6:.1f} MB/s" if seconds else ""
 
-    def docs(n: int) -> str:
+    def docs(n: int, tokens: int) -> str:
         # A single document too big to give whole to one split is cut in two: say so, not "0 documents".
-        return f"{n:,} document{'' if n == 1 else 's'}" if n else "part of a document"
+        return f"{n:,} document{'' if n == 1 else 's'}" if n or not tokens else "part of a document"
 
     say(
-        f"wrote {out}: train {tr['tokens']:,} tokens ({docs(tr['documents'])}), val {va['tokens']:,} tokens "
-        f"({docs(va['documents'])}) from {stats.bytes_read / 1e6:,.1f} MB of text in {seconds:.1f}s ({rate})"
+        f"wrote {out}: train {plural(tr['tokens'], 'token')} ({docs(tr['documents'], tr['tokens'])}), val "
+        f"{plural(va['tokens'], 'token')} ({docs(va['documents'], va['tokens'])}) from "
+        f"{stats.bytes_read / 1e6:,.1f} MB of text in {seconds:.1f}s ({rate})"
     )
+    if not va["tokens"]:
+        say(
+            "no validation split (val_fraction=0): train with --eval_interval=0 (no evaluation), or score "
+            "held-out text with --eval_tasks=perplexity:PATH"
+        )
+    share = va["tokens"] / tokens
+    if share > 0.5 or share > 3 * meta["val_fraction"]:  # whole documents drawn at random: a big one can tip it
+        say(
+            f"warning: the val split holds {share:.0%} of the tokens, for val_fraction={meta['val_fraction']:g} of "
+            f"the documents: one large document went to val. Try another --seed, or cut big files into "
+            f"documents (--lines, or several files)"
+        )
     if stats.skipped_empty:
-        say(f"skipped {stats.skipped_empty:,} empty or whitespace-only documents")
+        say(f"skipped {plural(stats.skipped_empty, 'empty or whitespace-only document')}")
     if stats.undecodable_bytes:
         say(
             f"warning: {stats.undecodable_bytes:,} bytes were not valid UTF-8 and became U+FFFD, in "

@@ -24,12 +24,15 @@ whitespace are skipped and counted; an input that has no text at all is an error
 from __future__ import annotations
 
 import codecs
+import collections
 import csv
 import dataclasses
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from nanogpt2.common.network import reachable
 from nanogpt2.data.format import DatasetError
 
 TEXT_SUFFIXES = (".txt", ".md")
@@ -78,15 +81,22 @@ class Source:
 
 
 def parse_inputs(
-    specs: list[str], *, lines: bool = False, column: str = "text", hf_split: str = "train", streaming: str = "auto"
+    specs: list[str],
+    *,
+    lines: bool = False,
+    column: str = "text",
+    hf_split: str = "train",
+    streaming: str = "auto",
+    say: Callable[[str], None] = print,
 ) -> list[Source]:
-    """Turn command-line inputs into Sources, checking up front that every one exists and is supported."""
+    """Turn command-line inputs into Sources, checking up front that every one exists and is supported.
+    An input given twice, or inside a folder also given, is read once, and `say` tells which."""
     if not specs:
         raise DatasetError(
             "no input given: pass --input with text files, folders, .csv/.jsonl/.json/.parquet files or hf:DATASET_NAME"
         )
     sources: list[Source] = []
-    for spec in specs:
+    for spec in _read_once(specs, say):
         if spec.startswith("hf:"):
             name, _, config = spec[3:].partition(":")
             if not name:
@@ -98,6 +108,8 @@ def parse_inputs(
             raise DatasetError(
                 f"input {path} does not exist; check the path (Hugging Face datasets are written hf:NAME)"
             )
+        if path.is_file() and path.stat().st_size == 0:
+            raise DatasetError(f"input {path} has no text: it is empty (0 bytes); give a file with text in it")
         if path.is_dir():
             sources.append(TextFolder(path, lines))
         elif path.suffix.lower() in TEXT_SUFFIXES:
@@ -112,6 +124,29 @@ def parse_inputs(
                 f".jsonl/.json or .parquet files, folders of .txt/.md files, or hf:DATASET_NAME"
             )
     return sources
+
+
+def _read_once(specs: list[str], say: Callable[[str], None]) -> list[str]:
+    """specs without repeats: the same path (or dataset) again, or a path inside a folder also given,
+    would make the same documents twice, with nothing to show for it but twice the tokens."""
+
+    def key(spec: str) -> str:
+        return spec if spec.startswith("hf:") else str(Path(spec).expanduser().resolve())
+
+    folders = {key(s): s for s in specs if not s.startswith("hf:") and Path(s).expanduser().is_dir()}
+    times = collections.Counter(key(s) for s in specs)
+    kept, seen = [], set()
+    for spec in specs:
+        k = key(spec)
+        outer = next((folders[f] for f in folders if f != k and Path(f) in Path(k).parents), None)
+        if outer is not None:
+            say(f"note: {spec} is inside {outer}, also given: reading it once")
+        elif k not in seen:
+            seen.add(k)
+            kept.append(spec)
+            if times[k] > 1:
+                say(f"note: {spec} was given {times[k]} times: reading it once")
+    return kept
 
 
 def documents(source: Source, stats: ReadStats) -> Iterator[Piece]:
@@ -291,14 +326,36 @@ class HubDataset(Source):
         self.description = f"hf:{name}" + (f":{config}" if config else "") + f" split {split!r} (column {column!r})"
 
     def pieces(self, stats: ReadStats) -> Iterator[Piece]:
+        offline = _offline_unless_reachable()  # before `datasets` reads its settings
         datasets = _import_datasets(f"hf:{self.name}")
+        if offline:
+            datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = True
 
         def load():
-            auto = self.streaming == "auto"
+            auto = self.streaming == "auto" and not offline  # offline, only a cached copy can be read
             stream = self.streaming == "yes" or (auto and _is_large(datasets, self.name, self.config))
             return datasets.load_dataset(self.name, self.config, split=self.split, streaming=stream)
 
-        return _rows(load, self.column, f"hf:{self.name} (split {self.split!r})", stats)
+        where = f"hf:{self.name} (split {self.split!r})"
+        if offline:
+            where += (
+                " from the local cache only: the Hugging Face Hub is unreachable (offline? prepare from local "
+                "files instead, e.g. --input data.jsonl)"
+            )
+        return _rows(load, self.column, where, stats)
+
+
+def _offline_unless_reachable() -> bool:
+    """True when the Hub is off limits (HF_HUB_OFFLINE) or does not answer within seconds: then only the
+    local cache is read, at once, instead of after half a minute of retries (nanogpt2/common/network.py)."""
+    if any(os.environ.get(name, "0") not in ("", "0") for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return True
+    from huggingface_hub import constants
+
+    if reachable(constants.ENDPOINT):
+        return False
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    return True
 
 
 def _is_large(datasets, name: str, config: str | None, limit: int = 1 << 30) -> bool:
@@ -334,7 +391,7 @@ def _rows(load, column: str, where: str, stats: ReadStats) -> Iterator[Piece]:
     except DatasetError:
         raise
     except Exception as e:  # datasets/pyarrow/network errors: one line, not a 60-line traceback
-        first = (str(e).strip().splitlines() or [""])[0][:300]
+        first = (str(e).strip().splitlines() or [""])[0][:300] or "no rows could be read (an empty or cut-off file?)"
         raise DatasetError(f"cannot read {where}: {type(e).__name__}: {first}") from None
 
 

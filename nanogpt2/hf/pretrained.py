@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from nanogpt2.common.network import reachable
 from nanogpt2.hf.layout import PretrainedError, config_from_hf, convert_hf_state_dict
 from nanogpt2.model import GPT
 from nanogpt2.model_config import GPT2_SIZES, GPTConfig
@@ -71,7 +72,7 @@ def _download(name: str) -> tuple[Path, Path]:
     from huggingface_hub.errors import EntryNotFoundError
 
     repo = HUB_REPOS[name]
-    offline = constants.HF_HUB_OFFLINE or not _reachable(constants.ENDPOINT)
+    offline = constants.HF_HUB_OFFLINE or not reachable(constants.ENDPOINT)
     try:
         config = hf_hub_download(repo, "config.json", local_files_only=offline)
         for filename in WEIGHT_FILES:
@@ -87,20 +88,6 @@ def _download(name: str) -> tuple[Path, Path]:
             f"https://huggingface.co/{repo}) to this machine and pass its path instead of {name!r}"
         ) from None
     raise PretrainedError(f"the Hub repository {repo} has none of {', '.join(WEIGHT_FILES)}")
-
-
-def _reachable(url: str, timeout: float = 3.0) -> bool:
-    """Does the host of `url` accept a TCP connection within `timeout` seconds (DNS included)?"""
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _read_json(path: Path) -> dict:
