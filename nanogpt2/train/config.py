@@ -20,6 +20,10 @@ class TrainConfig:
     out_dir: str = "out"
     """Folder for checkpoints (ckpt.pt latest, best.pt best validation), config.json and metrics.jsonl."""
 
+    overwrite: bool = False
+    """A new run into an out_dir that holds another run's checkpoints or metrics is refused; True removes that
+    run's ckpt.pt, best.pt, metrics.jsonl and config.json first. (init_from=resume continues a run instead.)"""
+
     init_from: str = "scratch"
     """scratch (random weights), resume (continue from out_dir/ckpt.pt), a GPT-2 name (gpt2, gpt2-medium,
     gpt2-large, gpt2-xl), a local Hugging Face GPT-2 directory, or another run's out_dir or checkpoint file
@@ -146,13 +150,15 @@ class TrainConfig:
 
     # -- evaluation and checkpoints ----------------------------------------------------------
     eval_interval: int = 250
-    """Evaluate (and save ckpt.pt, plus best.pt on a new best validation loss) every this many steps."""
+    """Evaluate (and save ckpt.pt, plus best.pt on a new best validation loss) every this many steps. 0: never
+    evaluate (a dataset prepared with val_fraction=0), saving ckpt.pt at the end; there is then no best.pt."""
 
     eval_iters: int | None = 100
     """Batches per split for each evaluation. None: the whole validation split, exactly."""
 
     eval_only: bool = False
-    """Only report the loss and perplexity of init_from's model on the dataset, then exit."""
+    """Only report the loss and perplexity of init_from's model on the dataset, then exit. Writes nothing:
+    out_dir is neither created nor touched."""
 
     eval_tasks: str = ""
     """Benchmarks scored at every evaluation besides the loss: comma-separated TASK:DATA pairs of
@@ -208,14 +214,14 @@ class TrainConfig:
 
     def _check_numbers(self) -> None:
         """Sizes are positive integers, rates and probabilities in their ranges."""
-        positive = ["block_size", "batch_size", "gradient_accumulation_steps", "max_iters", "eval_interval"]
+        positive = ["block_size", "batch_size", "gradient_accumulation_steps", "max_iters"]
         optional = ["n_layer", "n_head", "n_embd", "pad_vocab_multiple", "eval_iters", "lr_decay_iters"]
         for name in [*positive, "log_interval", *optional]:
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
         if self.loss_chunk_tokens:
             check_positive_int("loss_chunk_tokens", self.loss_chunk_tokens)
-        for name in ("warmup_iters", "weight_decay", "grad_clip", "learning_rate"):
+        for name in ("warmup_iters", "weight_decay", "grad_clip", "learning_rate", "eval_interval"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_lr is not None and not 0 <= self.min_lr <= self.learning_rate:

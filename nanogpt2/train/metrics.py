@@ -19,7 +19,7 @@ from pathlib import Path
 
 from nanogpt2.common.files import atomic_write
 from nanogpt2.common.progress import is_tty, progress
-from nanogpt2.errors import UserError
+from nanogpt2.errors import UserError, plural
 
 
 def read_metrics(out_dir: str | Path, kind: str | None = None) -> list[dict]:
@@ -39,9 +39,12 @@ class MetricsLogger:
         start_step: int = 0,
         wandb_config: dict | None = None,
         stream=None,
+        write_file: bool = True,
     ):
-        """enabled=False (processes other than rank 0) makes every method a no-op."""
+        """enabled=False (processes other than rank 0) makes every method a no-op; write_file=False keeps the
+        console and writes no metrics.jsonl (train.py --eval_only=True, which leaves out_dir alone)."""
         self.enabled = enabled
+        self.write_file = write_file
         self.stream = stream or sys.stdout
         self.path = Path(out_dir) / "metrics.jsonl"
         self._wandb = None
@@ -57,9 +60,12 @@ class MetricsLogger:
         """Append {"kind", "step", "time", **figures} to metrics.jsonl (and wandb)."""
         if not self.enabled:
             return
+        # A NaN or infinity is not JSON: such a figure is written as null (the run says so on the console).
+        figures = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in figures.items()}
         row = {"kind": kind, "step": step, "time": round(time.time(), 3), **figures}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row, allow_nan=True) + "\n")
+        if self.write_file:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row, allow_nan=False) + "\n")
         if self._wandb is not None:
             self._wandb.log({f"{kind}/{k}": v for k, v in figures.items() if isinstance(v, (int, float))}, step=step)
 
@@ -171,7 +177,7 @@ def describe_run(
     lines = [
         f"model {params / 1e6:.1f}M parameters ({n_layer} layers, {n_head} heads, width {n_embd}, "
         f"context {block_size}) from {source}" + (f" at step {resumed_at}" if resumed_at is not None else ""),
-        f"data {data_path}: {train_tokens:,} train / {val_tokens:,} val tokens; {tokens_per_step:,} tokens per "
+        f"data {data_path}: {train_tokens:,} train / {plural(val_tokens, 'val token')}; {tokens_per_step:,} tokens per "
         f"step = {batch_size} x {block_size} x {accumulation} accumulation ({processes} process(es))",
         f"device {device}, compile {'on' if compiled else 'off'}, peak for MFU: {peak_name}",
     ]

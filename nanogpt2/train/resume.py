@@ -27,7 +27,7 @@ from nanogpt2.errors import UserError
 from nanogpt2.loading import model_from_checkpoint, resolve_init_from
 from nanogpt2.model import GPT
 from nanogpt2.model_config import GPTConfig
-from nanogpt2.train.checkpoint import read_checkpoint
+from nanogpt2.train.checkpoint import BEST, read_checkpoint
 from nanogpt2.train.config import TrainConfig
 from nanogpt2.train.optim import lr_at
 
@@ -48,6 +48,12 @@ def resume_config(argv: Sequence[str] | None) -> tuple[TrainConfig, dict | None,
     path = resolve_init_from("resume", cfg.out_dir).path
     assert path is not None
     if not path.is_file():
+        best = path.with_name(BEST)
+        if best.is_file():  # resuming needs the latest state; best.pt is the best model, to start a new run from
+            raise UserError(
+                f"init_from=resume but {path} does not exist; {best} does, but the best checkpoint is for "
+                f"sampling and exporting: start a new run from it with --init_from={best} and a new out_dir"
+            )
         raise UserError(
             f"init_from=resume but {path} does not exist: point out_dir at the run to continue, "
             f"or start one with init_from=scratch or a GPT-2 name"
@@ -103,6 +109,13 @@ def _keep_schedule(cfg: TrainConfig, saved: dict, step: int) -> tuple[TrainConfi
         )
 
     now, stretched = lr(old_max), lr(cfg.max_iters)
+    if step < cfg.warmup_iters:  # the rate still climbs, whichever end the cosine has
+        where = f"still warming up: {now:.2e} now, {cfg.learning_rate:.2e} at step {cfg.warmup_iters}, then"
+        return kept, [
+            f"note: max_iters {old_max} -> {cfg.max_iters}: the learning rate is {where} the run's cosine, "
+            f"which ends at step {old_max} (min_lr from then on). Pass --lr_decay_iters={cfg.max_iters} to "
+            f"stretch the cosine to the new end instead"
+        ]
     return kept, [
         f"note: max_iters {old_max} -> {cfg.max_iters}: the learning rate keeps the run's schedule "
         f"(cosine to min_lr at step {old_max}, then min_lr; {now:.2e} now). Pass "

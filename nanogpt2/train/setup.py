@@ -37,7 +37,7 @@ from nanogpt2.common.runtime import (
 )
 from nanogpt2.data import Dataset, RandomBatches, open_dataset
 from nanogpt2.data.find import find_dataset
-from nanogpt2.errors import UserError
+from nanogpt2.errors import UserError, plural
 from nanogpt2.flops import lora_training_flops_per_token, training_flops_per_token
 from nanogpt2.loading import load_model
 from nanogpt2.lora import apply_lora, base_fingerprint, lora_settings
@@ -48,6 +48,7 @@ from nanogpt2.train.config import TrainConfig
 from nanogpt2.train.metrics import MetricsLogger, describe_run, peak_for_mfu
 from nanogpt2.train.optim import make_optimizer
 from nanogpt2.train.resume import model_for_resume, restore_training, resume_config
+from nanogpt2.train.run_dir import check_new_run, check_not_locked
 
 
 @dataclass
@@ -87,7 +88,11 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
     for note in notes:
         say(note)
     out_dir = Path(cfg.out_dir)  # created by the Trainer, once set-up has succeeded
-    check_out_dir(out_dir)
+    if not cfg.eval_only:  # which writes nothing there
+        check_out_dir(out_dir)
+        check_not_locked(out_dir)
+        if cfg.init_from != "resume":
+            check_new_run(out_dir, cfg.overwrite)
     # Benchmarks to score at each evaluation: read (and checked) now, not at the first evaluation.
     eval_tasks = load_eval_tasks(cfg.eval_tasks, cfg.eval_tasks_limit) if dist.is_main else []
     data = setup_data(cfg, dist, say)
@@ -109,7 +114,7 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         del ckpt  # the host copy of weights and AdamW moments is not needed any more: let it go now
     compiled, model = setup_speed(cfg, raw_model, rt, dist)
     peak_flops, logger = setup_reporting(cfg, dist, rt, data, raw_model, source_text, step, compiled, allocator)
-    _describe_memory_recipe(cfg, raw_model, lora, logger.print)
+    _describe_settings(cfg, raw_model, lora, logger.print)
     return Run(
         cfg=cfg,
         dist=dist,
@@ -166,7 +171,17 @@ def setup_data(cfg: TrainConfig, dist: dist_utils.DistInfo, say: Callable[[str],
     """The dataset's token files: rank 0 prepares a missing dataset that has a recipe while the others wait."""
     folder = find_dataset(cfg.dataset, prepare=dist.is_main, say=say)
     dist_utils.barrier()
-    return open_dataset(folder)
+    data = open_dataset(folder)
+    evaluated = cfg.eval_interval > 0 or cfg.eval_only
+    val_need = 2 if cfg.eval_iters is None else cfg.block_size + 1  # the exact pass scores short splits too
+    for split, need in (("train", cfg.block_size + 1), ("val", val_need if evaluated else 0)):
+        if data.num_tokens(split) < need:  # a random window is block_size inputs and the target after them
+            fix = "" if split == "train" else " or --eval_interval=0 (no evaluation),"
+            raise UserError(
+                f"the {split} split of {folder} has {plural(data.num_tokens(split), 'token')}, fewer than the {need:,} "
+                f"one window needs: use a smaller --block_size,{fix} or prepare more text"
+            )
+    return data
 
 
 def setup_model(
@@ -262,7 +277,12 @@ def setup_reporting(
             "dir": str(out_dir),
         }
     logger = MetricsLogger(
-        out_dir, enabled=dist.is_main, total_steps=cfg.max_iters, start_step=step, wandb_config=wandb
+        out_dir,
+        enabled=dist.is_main,
+        total_steps=cfg.max_iters,
+        start_step=step,
+        wandb_config=wandb,
+        write_file=not cfg.eval_only,  # eval_only leaves out_dir alone
     )
     c = raw_model.config
     for line in describe_run(
@@ -288,8 +308,14 @@ def setup_reporting(
     return peak_flops, logger
 
 
-def _describe_memory_recipe(cfg: TrainConfig, raw_model: GPT, lora: dict | None, say: Callable[[str], None]) -> None:
-    """The header's lines for the settings that change how weights are held or updated."""
+def _describe_settings(cfg: TrainConfig, raw_model: GPT, lora: dict | None, say: Callable[[str], None]) -> None:
+    """The header's lines for the settings that change how weights are held or updated, or never peak."""
+    if cfg.warmup_iters > cfg.max_iters and cfg.init_from != "resume":
+        peak = cfg.learning_rate * cfg.max_iters / cfg.warmup_iters
+        say(
+            f"note: warmup_iters={cfg.warmup_iters} is longer than max_iters={cfg.max_iters}: the learning rate "
+            f"climbs only to {peak:.2e} of its {cfg.learning_rate:.2e} by the last step"
+        )
     if cfg.param_dtype == "bfloat16":
         rounding = "stochastic rounding" if cfg.stochastic_rounding else "round-to-nearest (updates may vanish)"
         say(f"parameters and gradients in bfloat16; 8-bit AdamW updates them with {rounding}")

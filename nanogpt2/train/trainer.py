@@ -39,6 +39,7 @@ from nanogpt2.train.checkpoint import BEST, FORMAT_VERSION, LATEST, atomic_save,
 from nanogpt2.train.config import TrainConfig
 from nanogpt2.train.optim import clip_grad_norm, lr_at
 from nanogpt2.train.resume import RunComplete, rng_state
+from nanogpt2.train.run_dir import RunFolder, RunLock, check_new_run, remove_run_files
 from nanogpt2.train.setup import Run, build_run
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation batches come from their own stream, never the training one
@@ -59,11 +60,19 @@ def train(argv: Sequence[str] | TrainConfig | None = None) -> dict:
     except RunComplete as done:
         print(done, flush=True)
         return {"step": None, "best_val_loss": None, "stopped_by": None, "exit_code": 0}
-    trainer = Trainer(run)
     try:
-        return trainer.evaluate_only() if trainer.cfg.eval_only else trainer.fit()
+        trainer = Trainer(run)
+    except BaseException:
+        run.logger.close()
+        dist_utils.shutdown()
+        raise
+    finished = False
+    try:
+        summary = trainer.evaluate_only() if trainer.cfg.eval_only else trainer.fit()
+        finished = True
+        return summary
     finally:
-        trainer.close()
+        trainer.close(failed=not finished)
 
 
 class Trainer:
@@ -78,18 +87,38 @@ class Trainer:
         self.flops_per_token, self.peak_flops, self.logger = run.flops_per_token, run.peak_flops, run.logger
         self.eval_tasks, self.lora = run.eval_tasks, run.lora
         self.min_lr = self.cfg.min_lr if self.cfg.min_lr is not None else self.cfg.learning_rate / 10
-        if self.dist.is_main:  # only now: a run that fails to set up leaves no empty folder behind
+        self.folder = RunFolder(self.out_dir)
+        self.lock = RunLock(self.out_dir)
+        if self.dist.is_main and not self.cfg.eval_only:  # eval_only writes nothing into out_dir
             try:
-                self.out_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise UserError(f"cannot create out_dir {self.out_dir}: {_why(e)}; choose another out_dir") from None
-            if self.resumed and not self.cfg.eval_only:  # rows a crash left past the checkpoint are redone now
-                dropped = self.logger.drop_rows_after(self.step)
-                if dropped:
-                    self.say(
-                        f"note: dropped {dropped} metrics.jsonl row(s) logged after step {self.step}, "
-                        f"the checkpoint's: those steps are trained again"
-                    )
+                self._take_out_dir()
+            except BaseException:
+                self.lock.release()
+                self.folder.clean_failed_start()
+                raise
+
+    def _take_out_dir(self) -> None:
+        """Create out_dir (only now: a run that fails to set up leaves no folder behind), hold its lock, and
+        clear an earlier run's files (--overwrite=True) or the rows a crash logged past the checkpoint."""
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create out_dir {self.out_dir}: {_why(e)}; choose another out_dir") from None
+        note = self.lock.acquire()
+        if note:
+            self.say(note)
+        if not self.resumed:
+            check_new_run(self.out_dir, self.cfg.overwrite)  # again: another run may have written since set-up
+            removed = remove_run_files(self.out_dir) if self.cfg.overwrite else []
+            if removed:
+                self.say(f"note: --overwrite=True: removed the earlier run's {', '.join(removed)} from {self.out_dir}")
+        else:  # rows a crash left past the checkpoint are redone now
+            dropped = self.logger.drop_rows_after(self.step)
+            if dropped:
+                self.say(
+                    f"note: dropped {dropped} metrics.jsonl row(s) logged after step {self.step}, "
+                    f"the checkpoint's: those steps are trained again"
+                )
 
     # -- the loop -----------------------------------------------------------------
 
@@ -102,8 +131,9 @@ class Trainer:
         last_eval = self.step if self.resumed else None  # a resumed run was evaluated where it stopped
         stopped_by = None
         with StopRequest(say=self.say) as stop:
+            evaluating = cfg.eval_interval > 0  # 0: no evaluation (a dataset without a val split)
             while self.step < cfg.max_iters:
-                if self.step % cfg.eval_interval == 0 and self.step != last_eval:
+                if evaluating and self.step % cfg.eval_interval == 0 and self.step != last_eval:
                     self.evaluate_and_checkpoint()
                     last_eval = self.step
                 lr = self.lr(self.step)
@@ -115,7 +145,7 @@ class Trainer:
                 if dist_utils.any_process(stop.requested is not None or out_of_time, self.rt.device):
                     stopped_by = "signal" if stop.requested is not None else "max_hours"
                     break
-            if stopped_by == "signal":  # be quick: save where we are, no evaluation
+            if stopped_by == "signal" or not evaluating:  # be quick: save where we are, no evaluation
                 self.save_checkpoint(best=False)
             elif self.step != last_eval:
                 self.evaluate_and_checkpoint()
@@ -306,6 +336,7 @@ class Trainer:
         if self.dist.is_main:
             try:
                 atomic_save(state, self.out_dir / LATEST)
+                self.folder.checkpointed = True
                 if best:
                     link_or_copy(self.out_dir / LATEST, self.out_dir / BEST)
             except (OSError, RuntimeError) as e:  # a full disk inside torch.save is RuntimeError("... unexpected pos")
@@ -359,8 +390,12 @@ class Trainer:
             f"{what}: training diverged; {where}. Try a lower learning_rate, a longer warmup_iters, or dtype=bfloat16"
         )
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """End the run: the logger, the lock, and after a failed start the files it made (run_dir.py)."""
         self.logger.close()
+        self.lock.release()
+        if failed and self.dist.is_main and not self.cfg.eval_only:
+            self.folder.clean_failed_start()
         dist_utils.shutdown()
 
 
