@@ -12,6 +12,7 @@ directory, and loaded through the same `GPT.from_pretrained` path as "gpt2".
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,8 +59,8 @@ TINY_8BIT = [
 ]
 SHARED_CORPUS = REPO.parent / "shared" / "corpora" / "shakespeare"
 OWN_CORPUS = REPO / "tests" / "fixtures" / "shakespeare"
-# Training outputs (.gitignore's out*/ and wandb/) that a test forgetting its tmp_path would leave in the repo.
-RUN_OUTPUTS = ("out*", "wandb")
+# Training outputs (.gitignore's out*/) that a test forgetting its tmp_path would leave in the repo.
+RUN_OUTPUTS = "out*"
 
 
 def corpus_dir() -> Path:
@@ -84,16 +85,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _run_outputs_in_repo() -> set[str]:
-    return {p.name for pattern in RUN_OUTPUTS for p in REPO.glob(pattern)}
+def _made_by_a_test(folder: Path, basetemp: Path) -> bool:
+    """A training output folder a test made: its config.json names a dataset under pytest's temporary root,
+    where every test's data lives. (Anyone may train into the checkout while the suite runs: not a test's.)"""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return str(config.get("dataset", "")).startswith(str(basetemp))
 
 
 @pytest.fixture(scope="session", autouse=True)
-def repo_stays_clean():
+def repo_stays_clean(tmp_path_factory):
     """Tests write under tmp_path: fail the session if one left a training output in the repo root."""
-    before = _run_outputs_in_repo()
+    before = {p.name for p in REPO.glob(RUN_OUTPUTS)}
     yield
-    left = sorted(_run_outputs_in_repo() - before)
+    basetemp = tmp_path_factory.getbasetemp()
+    left = sorted(p.name for p in REPO.glob(RUN_OUTPUTS) if p.name not in before and _made_by_a_test(p, basetemp))
     assert not left, f"a test wrote {left} into {REPO}; give it an out_dir under tmp_path"
 
 

@@ -140,7 +140,7 @@ def test_empty_prompt_starts_from_end_of_text():
         (["--temperature=-0.5"], "temperature"),
         (["--top_k=0"], "top_k"),
         (["--num_samples=0"], "num_samples"),
-        (["--start=FILE:/no/such/prompt.txt"], "no such file"),
+        (["--start=FILE:/no/such/prompt.txt"], "does not exist"),
         (["--init_from=/no/such/run"], "does not exist"),
         (["--init_from=EMPTY"], "no checkpoint"),
         (["--tempreature=1"], "did you mean 'temperature'"),

@@ -68,6 +68,11 @@ class NanoGPT2LM(TemplateLM):
         super().__init__()
         if (init_from is None) == (model is None):
             raise ValueError("give exactly one of init_from=PATH_OR_NAME (in --model_args) or model=GPT")
+        if device and device.startswith("cuda") and not torch.cuda.is_available():
+            # lm-eval's command line passes device="cuda:0" unless told otherwise; its own hf model falls
+            # back to the CPU then, and so does this one.
+            print(f"nanogpt2: device={device!r} but CUDA is not available here; running on the CPU", file=sys.stderr)
+            device = "cpu"
         self.runtime = resolve_runtime(device or "auto", dtype)
         if model is None:
             model = load_model(str(init_from)).model

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from nanogpt2.data import open_dataset
-from nanogpt2.errors import UserError
+from nanogpt2.errors import UserError, plural
 from nanogpt2.evaluate.scoring import Scorer, count_windows
 from nanogpt2.tokenizer import EOT_ID, VOCAB_SIZE, get_tokenizer
 
@@ -123,7 +123,9 @@ def _split_task(path: Path, split: str, limit: int | None, stride: int | None) -
     if limit is not None:
         tokens = tokens[: limit + 1]
     if len(tokens) < 2:
-        raise UserError(f"the {split} split of {path} has {len(tokens)} tokens; at least 2 are needed to score one")
+        raise UserError(
+            f"the {split} split of {path} has {plural(len(tokens), 'token')}; at least 2 are needed to score one"
+        )
     gpt2 = dataset.meta.get("tokenizer") == "gpt2"
     return PerplexityTask(
         f"{path} ({split})",

@@ -172,6 +172,11 @@ def model_config(args: argparse.Namespace) -> tuple[str, GPTConfig]:
     name = args.model or "gpt2"
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; use one of {', '.join(MODELS)}, or --n-layer/--n-head/--n-embd")
+    if args.finetune and args.block_size > 1024:  # as train.py refuses it: OpenAI's weights have 1024 positions
+        raise UserError(
+            f"--block-size={args.block_size} with --finetune: {name}'s pretrained weights have 1024 positions; "
+            f"use --block-size 1024 or less (or drop --finetune for a model trained from scratch)"
+        )
     return name, GPTConfig.gpt2(name, **common)
 
 

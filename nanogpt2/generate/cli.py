@@ -87,7 +87,8 @@ def read_start(start: str) -> str:
         return start
     path = Path(start.removeprefix("FILE:")).expanduser()
     if not path.is_file():
-        raise UserError(f"start={start!r}: no such file {path}; write --start=FILE:path/to/prompt.txt")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise UserError(f"start={start!r}: {path} {what}; write --start=FILE:path/to/prompt.txt")
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -120,7 +121,7 @@ def sample(argv: Sequence[str], out: TextIO | None = None, log: TextIO | None = 
 
     print(f"loaded {loaded.describe()}: {model.num_params() / 1e6:.1f}M parameters, on {rt.describe()}", file=log)
     if len(ids) > model.config.block_size:
-        print(f"the prompt has {len(ids)} tokens; the model sees its last {model.config.block_size}", file=log)
+        print(f"the prompt has {len(ids):,} tokens; the model sees its last {model.config.block_size:,}", file=log)
     print(f"seed {seed} (--seed={seed} repeats these samples)", file=log, flush=True)
 
     tokenizer = get_tokenizer()

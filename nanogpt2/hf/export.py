@@ -36,12 +36,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nanogpt2.common.files import atomic_write, temporary_name, write_json_atomic
+from nanogpt2.common.files import atomic_write, give_default_mode, temporary_name, write_json_atomic
 from nanogpt2.errors import UserError, run_main
 from nanogpt2.hf.layout import hf_config, hf_state_dict, require_biases
 from nanogpt2.loading import load_model
 from nanogpt2.model import GPT
 from nanogpt2.tokenizer import EOT_ID, EOT_TEXT, VOCAB_SIZE, get_tokenizer
+from nanogpt2.train.run_dir import run_files
 
 MODEL_FILES = ("config.json", "model.safetensors")
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
@@ -51,8 +52,7 @@ def export_hf(model: GPT, hf_dir: str | Path, overwrite: bool = False) -> list[P
     """Write `model` (and GPT-2's tokenizer) to hf_dir in Hugging Face's GPT-2 layout; returns the files."""
     require_biases(model.config, "a transformers GPT-2 folder")
     hf_dir = Path(hf_dir)
-    if hf_dir.exists() and not hf_dir.is_dir():
-        raise UserError(f"{hf_dir} is a file; give a folder to export into")
+    check_not_a_run(hf_dir)
     if hf_dir.is_dir() and any(hf_dir.iterdir()) and not overwrite:
         raise UserError(f"{hf_dir} is not empty; choose a new folder, or pass --force to overwrite its files")
     from safetensors import SafetensorError
@@ -69,6 +69,19 @@ def export_hf(model: GPT, hf_dir: str | Path, overwrite: bool = False) -> list[P
         ) from None
 
 
+def check_not_a_run(folder: Path) -> None:
+    """Refuse to export into a file, or into a training run's folder, even with --force: the export's
+    config.json would replace the run's settings, and its files sit among the run's checkpoints."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file; give a folder to export into")
+    found = run_files(folder) if folder.is_dir() else []
+    if found:
+        raise UserError(
+            f"{folder} holds a training run ({', '.join(found)}): exporting there would replace the run's "
+            f"config.json; give the export a folder of its own"
+        )
+
+
 def _write_folder(model: GPT, hf_dir: Path) -> list[Path]:
     cfg = model.config
     hf_dir.mkdir(parents=True, exist_ok=True)
@@ -79,6 +92,7 @@ def _write_folder(model: GPT, hf_dir: Path) -> list[Path]:
     tmp = temporary_name(weights)  # safetensors writes to a path: write beside, then rename over
     try:
         save_file(hf_state_dict(model), str(tmp), metadata={"format": "pt"})
+        give_default_mode(tmp)  # safetensors creates its file 0600; save_pretrained's follow the umask
         os.replace(tmp, weights)
     finally:
         tmp.unlink(missing_ok=True)
@@ -185,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
+    check_not_a_run(Path(args.hf_dir))  # before the (slower) model load
     loaded = load_model(args.out_dir, keep_lora=True)  # a run, a checkpoint file, or any other init_from
     model, ckpt = loaded.model, loaded.checkpoint or {}
     if args.peft:

@@ -37,21 +37,38 @@ WEIGHTS = "adapter_model.safetensors"
 LEGACY_WEIGHTS = "adapter_model.bin"  # older PEFT releases
 PREFIX = "base_model.model.transformer."  # PeftModel -> GPT2LMHeadModel -> GPT2Model, whose names are ours
 
-# LoraConfig settings whose every value but the neutral one changes what the adapter computes.
-NEUTRAL = {"bias": "none", "use_rslora": False, "use_dora": False, "lora_bias": False, "use_qalora": False}
-# LoraConfig settings that must be empty: (per-layer ranks or alphas, extra trained modules, ...).
-MUST_BE_EMPTY = (
-    "modules_to_save",
-    "rank_pattern",
-    "alpha_pattern",
-    "layers_to_transform",
-    "layer_replication",
-    "exclude_modules",
-    "target_parameters",
-    "trainable_token_indices",
-    "alora_invocation_tokens",
-    "use_bdlora",
-)
+
+# What nanogpt2 accepts of each LoraConfig setting. An allow-list: a setting not named here is refused unless it
+# is unset (None, empty or false), as a newer PEFT's own fields are by default. Settings that change what the
+# adapter computes must have the value nanogpt2/lora.py computes; bookkeeping may have any value.
+def _any(value) -> bool:
+    return True
+
+
+def _empty(value) -> bool:
+    return value in (None, {}, [], False)
+
+
+ACCEPTED: dict[str, tuple] = {  # setting -> (test of the value, what is needed, in words)
+    "peft_type": (lambda v: v == "LORA", "LORA"),
+    "r": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    "lora_alpha": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0"),
+    "lora_dropout": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "in [0, 1)"),
+    "target_modules": (_any, "GPT-2's Linear layers (checked by targets_from_peft)"),
+    "fan_in_fan_out": (_any, "true or false (how PEFT merges into Conv1D; A and B do not change)"),
+    # How A and B started. Other methods (pissa, olora, loftq, corda, ...) rewrite the base weights as they
+    # initialise, so the adapter only computes the right thing on top of that rewritten base.
+    "init_lora_weights": (lambda v: v in (True, False, "gaussian"), "true, false or gaussian"),
+    "bias": (lambda v: v == "none", "none"),
+    "use_rslora": (lambda v: v is False, "false"),
+    "use_dora": (lambda v: v is False, "false"),
+    "lora_bias": (lambda v: v is False, "false"),
+    "use_qalora": (lambda v: v is False, "false"),
+    "ensure_weight_tying": (lambda v: v is False, "false"),
+    # Bookkeeping: what PEFT records about the adapter, not what it computes.
+    **{key: (_any, "anything") for key in ("task_type", "base_model_name_or_path", "revision", "inference_mode")},
+    **{key: (_any, "anything") for key in ("peft_version", "auto_mapping", "megatron_core", "qalora_group_size")},
+}
 
 
 def save_peft_adapter(model: GPT, folder: str | Path, base_model_name_or_path: str) -> list[Path]:
@@ -107,17 +124,13 @@ def load_peft_adapter(model: GPT, folder: str | Path) -> None:
         raise UserError(f"cannot read {config_path}: {e}") from None
     if config.get("peft_type") != "LORA":
         raise UserError(f"{config_path}: peft_type is {config.get('peft_type')!r}; only LoRA adapters can be loaded")
-    for key, neutral in NEUTRAL.items():
-        if config.get(key, neutral) != neutral:
+    for key, value in config.items():
+        test, needed = ACCEPTED.get(key, (_empty, None))
+        if not test(value):
+            why = f"nanogpt2's LoRA needs {needed}" if needed else "a setting nanogpt2's LoRA does not compute"
             raise UserError(
-                f"{config_path}: {key}={config[key]!r} is not supported (nanogpt2's LoRA needs "
-                f"{neutral!r}); merge the adapter with PEFT (merge_and_unload) and load the merged model"
-            )
-    for key in MUST_BE_EMPTY:
-        if config.get(key):
-            raise UserError(
-                f"{config_path}: {key}={config[key]!r} is not supported (nanogpt2's LoRA needs it "
-                f"empty); merge the adapter with PEFT (merge_and_unload) and load the merged model"
+                f"{config_path}: {key}={value!r} is not supported ({why}); merge the adapter with PEFT "
+                f"(merge_and_unload) and load the merged model"
             )
     targets = targets_from_peft(config.get("target_modules"), model.config.n_layer, config_path)
 
