@@ -1,10 +1,8 @@
 """GPT-2, written out in full: causal self-attention -> MLP -> block -> GPT.
 
-The network is the one OpenAI released in 2019, weight for weight, so that the
-checkpoints they published load into it and produce the same numbers as the
-reference implementation (tests/test_model.py checks this against
-`transformers`). Its shape, GPTConfig, is in model_config.py. Read this file top
-to bottom; every shape is written next to the line that makes it.
+The network OpenAI released in 2019, weight for weight: their checkpoints load into it and give the
+numbers `transformers` gives (tests/test_model.py). Its shape, GPTConfig, is in model_config.py.
+Read it top to bottom; every shape is written next to the line that makes it.
 
     B  batch size              T  sequence length (<= block_size)
     C  embedding width n_embd  nh number of heads     hs head size = C // nh
@@ -286,7 +284,7 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **options) -> torch.Tensor:
         """idx (B, P) followed by max_new_tokens generated tokens: (B, P + new). Options: generate_tokens."""
-        new = [token[:, None] for token in self.generate_tokens(idx, max_new_tokens, **options)]
+        new = [token[:, None] for token in self.generate_tokens(idx, max_new_tokens, **options)]  # each (B, 1)
         return torch.cat([idx, *new], dim=1)
 
     def generate_tokens(self, idx: torch.Tensor, max_new_tokens: int, **options) -> Iterator[torch.Tensor]:
