@@ -22,7 +22,7 @@ CODE_SPAN = re.compile(r"`[^`\n]*`")
 HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.MULTILINE)
 # A name written in backticks that ends like a record's file name.
 JSON_NAME = re.compile(r"`([A-Za-z0-9_./*-]+\.json)`")
-SUITE_SENTENCE = re.compile(r"The suite \((?:NNN|\d+) tests\) ran in")
+SUITE_SENTENCE = re.compile(r"The suite \((?:NNN|\d+) tests[^)]*\) ran in")
 
 
 def doc_pages() -> list[Path]:
