@@ -31,6 +31,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
@@ -41,6 +42,9 @@ FORMAT_NAME = "nanogpt2-tokens"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
 TOKEN_DTYPE = np.dtype("<u2")  # little-endian uint16, whatever the machine's byte order
+MASK_DTYPE = np.dtype("u1")  # pair data's loss mask: one byte per token
+MASK_FORMAT, MASK_VERSION = "nanogpt2-loss-mask", 1
+TARGET_BIT, EXAMPLE_START_BIT = 1, 2  # a mask byte: the token is trained on; the token starts an example
 META_FILE = "meta.json"
 
 
@@ -50,6 +54,10 @@ class DatasetError(UserError):
 
 def bin_path(folder: Path, split: str) -> Path:
     return Path(folder) / f"{split}.bin"
+
+
+def mask_path(folder: Path, split: str) -> Path:
+    return Path(folder) / f"{split}.mask"
 
 
 def gpt2_meta(counts: dict[str, dict] | None = None, **extra) -> dict:
@@ -68,6 +76,9 @@ def gpt2_meta(counts: dict[str, dict] | None = None, **extra) -> dict:
     }
 
 
+F = TypeVar("F", bound="TokenFile")
+
+
 @dataclasses.dataclass(frozen=True)
 class TokenFile:
     """`length` token ids stored in `path` from byte `offset` on, as little-endian uint16.
@@ -81,35 +92,41 @@ class TokenFile:
     path: Path
     offset: int
     length: int
-    dtype = TOKEN_DTYPE  # a class constant, not a field: what the bytes are
+    dtype: ClassVar[np.dtype] = TOKEN_DTYPE  # a class constant, not a field: what the bytes are
 
     @classmethod
-    def whole(cls, path: str | os.PathLike) -> TokenFile:
+    def whole(cls: type[F], path: str | os.PathLike) -> F:
         """Every token of the file `path`."""
         path = Path(path)
-        return cls(path, 0, path.stat().st_size // TOKEN_DTYPE.itemsize)
+        return cls(path, 0, path.stat().st_size // cls.dtype.itemsize)
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: slice) -> TokenFile:
+    def __getitem__(self: F, index: slice) -> F:
         if not isinstance(index, slice):
             raise TypeError("a TokenFile takes slices, tokens[a:b]; use .array() for single ids")
         start, stop, step = index.indices(self.length)
         if step != 1:
             raise TypeError("a TokenFile takes contiguous slices only (no step)")
-        return TokenFile(self.path, self.offset + start * TOKEN_DTYPE.itemsize, max(0, stop - start))
+        return type(self)(self.path, self.offset + start * self.dtype.itemsize, max(0, stop - start))
 
     def array(self) -> np.ndarray:
         """The ids as a read-only 1-D uint16 array backed by the file (np.memmap: nothing is read
         until used, so an 18 GB split costs no memory)."""
         if self.length == 0:  # mmap cannot map zero bytes
-            return np.zeros(0, dtype=TOKEN_DTYPE)
-        return np.memmap(self.path, dtype=TOKEN_DTYPE, mode="r", offset=self.offset, shape=(self.length,))
+            return np.zeros(0, dtype=self.dtype)
+        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=(self.length,))
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:  # np.asarray(tokens), np.array_equal(tokens, ...)
         array = self.array()
         return array if dtype is None else array.astype(dtype)
+
+
+class MaskFile(TokenFile):
+    """A split's loss mask: one uint8 per token of its .bin (pair data; TARGET_BIT and EXAMPLE_START_BIT)."""
+
+    dtype = MASK_DTYPE
 
 
 class Dataset:
@@ -122,6 +139,17 @@ class Dataset:
     def split(self, name: str) -> TokenFile:
         """The token ids of split `name`: its file (for the batch loader; `.array()` to read them)."""
         return TokenFile.whole(bin_path(self.path, self._check(name)))
+
+    def mask(self, name: str) -> MaskFile | None:
+        """Split `name`'s loss mask (pair data), or None for plain text, where every token is a target."""
+        if "loss_mask" not in self.meta:
+            return None
+        return MaskFile.whole(mask_path(self.path, self._check(name)))
+
+    @property
+    def window(self) -> int | None:
+        """Tokens per packed window of pair data (block_size + 1), or None for a plain token stream."""
+        return int(self.meta["loss_mask"]["window"]) if "loss_mask" in self.meta else None
 
     def num_tokens(self, name: str) -> int:
         """Number of tokens in split `name` (from the file size; equal to meta.json's count)."""
@@ -166,6 +194,8 @@ def open_dataset(path: str | os.PathLike) -> Dataset:
         meta = gpt2_meta(origin="nanoGPT-style folder without meta.json: read as GPT-2 uint16 tokens")
     _check_sizes(folder, meta, redo)
     _check_ids(folder, meta, redo)
+    if "loss_mask" in meta:
+        _check_masks(folder, meta, redo)
     return Dataset(folder, meta)
 
 
@@ -259,3 +289,27 @@ def first_id_at_least(tokens: TokenFile, limit: int, chunk: int = 1 << 23, quiet
     if bar is not None:
         bar.close()
     return None
+
+
+def _check_masks(folder: Path, meta: dict, redo: str) -> None:
+    """Pair data: each split's .mask is one byte per token of its .bin, in a version this code reads, and the
+    splits are whole windows."""
+    info = meta["loss_mask"]
+    if not isinstance(info, dict) or info.get("format") != MASK_FORMAT or not isinstance(info.get("window"), int):
+        raise DatasetError(f"{folder / META_FILE} has a loss_mask entry this nanogpt2 cannot read; {redo}")
+    if info.get("version", 0) > MASK_VERSION:
+        raise DatasetError(
+            f"{folder / META_FILE}: loss mask version {info.get('version')}; this nanogpt2 reads up to "
+            f"{MASK_VERSION}: update nanogpt2 or {redo}"
+        )
+    for split in SPLITS:
+        path, tokens = mask_path(folder, split), len(TokenFile.whole(bin_path(folder, split)))
+        if not path.is_file():
+            raise DatasetError(f"{folder} holds pair data (meta.json's loss_mask) but no {path.name}; {redo}")
+        if path.stat().st_size != tokens:
+            raise DatasetError(
+                f"{path} has {plural(path.stat().st_size, 'byte')}, but {bin_path(folder, split).name} has "
+                f"{plural(tokens, 'token')}: one mask byte per token is expected; {redo}"
+            )
+        if tokens % info["window"]:
+            raise DatasetError(f"{bin_path(folder, split)} is not whole windows of {info['window']:,} tokens; {redo}")

@@ -17,6 +17,10 @@ split without documents, the last document of the other split moves over.
 Nothing half-written looks valid: ids go to hidden temporary files that are
 deleted on any failure (nanogpt2/common/files.py); only after every check do they replace
 train.bin and val.bin, and meta.json (with the counts the loader checks) is written last.
+
+Pair data for fine-tuning (--prompt_column with --completion_column, or --chat) takes
+another road, in pairs.py: each row is one example, rendered by a template, written
+with a loss mask beside the tokens and packed into windows of block_size + 1.
 """
 
 from __future__ import annotations
@@ -29,14 +33,14 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
 from nanogpt2.common.files import atomic_write, write_json_atomic
 from nanogpt2.common.progress import progress
-from nanogpt2.data.format import META_FILE, SPLITS, TOKEN_DTYPE, DatasetError, bin_path, gpt2_meta
+from nanogpt2.data.format import META_FILE, SPLITS, TOKEN_DTYPE, DatasetError, bin_path, gpt2_meta, mask_path
 from nanogpt2.data.sources import ReadStats, documents, parse_inputs
 from nanogpt2.data.tokenize import Piecer, encode_unit, numpy_encoder
 from nanogpt2.errors import check_positive_int, plural
@@ -65,11 +69,29 @@ class PrepareConfig:
     workers: int = 0
     """Tokenizer threads; 0 means one per CPU core."""
     block_size: int = 1024
-    """Refuse a split shorter than one training window of this many tokens (+1 for the shifted target)."""
+    """Refuse a split shorter than one training window of this many tokens (+1 for the shifted target). Pair
+    data is packed into windows of exactly block_size + 1 tokens: train it with the same block_size."""
     hf_split: str = dataclasses.field(default="train", metadata={"flag": "split"})
     """Which split of a Hugging Face dataset (hf:NAME) to read."""
     streaming: str = "auto"
     """Stream Hugging Face datasets: auto (stream unless known to be under 1 GB), yes or no."""
+    prompt_column: str = ""
+    """The prompt column of pair data for fine-tuning (.csv, .jsonl, .json, .parquet or hf:NAME); set it with
+    --completion_column, and each row is one prompt/answer example: only the answer is trained, through a
+    loss mask written beside the tokens (train.mask, val.mask). Empty: plain text."""
+    completion_column: str = "completion"
+    """The answer column of pair data (with --prompt_column): its tokens and the end-of-text after them are trained."""
+    chat: bool = False
+    """Pair data of conversations: each row's --messages_column holds a list of {"role": "system", "user" or
+    "assistant", "content": text}, with a user turn, ending with the assistant's; only the assistant is trained."""
+    messages_column: str = "messages"
+    """The conversation column of --chat data (a list of messages, or that list as JSON text in a CSV cell)."""
+    template: str = "chat"
+    """How a pair becomes text: chat ("User: PROMPT\\nAssistant: ANSWER", turns as GPT-2 saw them in web text) or
+    plain (prompt and answer back to back, as they are). The end-of-text after the answer is trained either way."""
+    too_long: str = "truncate"
+    """A pair example longer than one window of block_size + 1 tokens: truncate (keep its first block_size + 1
+    tokens; left out if its prompt alone fills them) or refuse (an error naming the row)."""
     quiet: bool = False
     """No progress bar and no summary line."""
 
@@ -91,6 +113,31 @@ class PrepareConfig:
             raise DatasetError(f"streaming={self.streaming!r}: choose auto, yes or no")
         if not self.column:
             raise DatasetError("column is empty: name the column that holds the text (e.g. --column text)")
+        self._check_pairs()
+
+    def _check_pairs(self) -> None:
+        from nanogpt2.data.pairs import TEMPLATES, TOO_LONG  # the templates' one home (it imports this module)
+
+        if self.template not in TEMPLATES:
+            raise DatasetError(f"template={self.template!r}: choose {' or '.join(TEMPLATES)}")
+        if self.too_long not in TOO_LONG:
+            raise DatasetError(f"too_long={self.too_long!r}: choose {' or '.join(TOO_LONG)}")
+        if self.prompt_column and self.chat:
+            raise DatasetError(
+                "prompt_column and chat are both set: give --prompt_column (with --completion_column) for "
+                "prompt/answer pairs, or --chat (with --messages_column) for conversations"
+            )
+        if self.prompt_column and not self.completion_column:
+            raise DatasetError("completion_column is empty: name the column that holds the answers")
+        if self.chat and not self.messages_column:
+            raise DatasetError("messages_column is empty: name the column that holds the conversations")
+        if self.chat and self.template == "plain":
+            raise DatasetError("template=plain has no turns to render a conversation (--chat): use --template=chat")
+
+    @property
+    def pairs(self) -> bool:
+        """Pair mode: one prompt/answer example per row (pairs.py), not plain text."""
+        return bool(self.prompt_column) or self.chat
 
 
 def goes_to_val(seed: int, index: int, val_fraction: float) -> bool:
@@ -100,7 +147,12 @@ def goes_to_val(seed: int, index: int, val_fraction: float) -> bool:
 
 
 def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
-    """Write cfg.out/{train.bin, val.bin, meta.json} from cfg.inputs and return the meta.json contents."""
+    """Write cfg.out/{train.bin, val.bin, meta.json} from cfg.inputs and return the meta.json contents.
+    Pair data (cfg.pairs) also gets train.mask and val.mask: see pairs.py."""
+    if cfg.pairs:
+        from nanogpt2.data.pairs_prepare import prepare_pairs
+
+        return prepare_pairs(cfg, say)
     sources = parse_inputs(
         cfg.inputs,
         lines=cfg.lines,
@@ -109,16 +161,8 @@ def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
         streaming=cfg.streaming,
         say=(lambda line: None) if cfg.quiet else say,
     )
-    out = Path(cfg.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise DatasetError(f"--out {out} is a file; name a folder")
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a path through a file, no permission, a read-only disk
-        raise DatasetError(f"--out {out} cannot be created: {e.strerror or e}; name another folder") from None
     encode = numpy_encoder()  # fails here, before any work, if the tokenizer cannot load
-    try:
+    with output_folder(cfg) as out:
         with contextlib.ExitStack() as stack:  # on leaving without an error, both files replace the old ones
             files = [stack.enter_context(atomic_write(bin_path(out, s), "w+b")) for s in SPLITS]
             t0 = time.perf_counter()
@@ -143,6 +187,27 @@ def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
             created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         )
         write_json_atomic(out / META_FILE, meta)
+        for split in SPLITS:  # loss masks of an earlier preparation of pair data no longer match the tokens
+            mask_path(out, split).unlink(missing_ok=True)
+    if not cfg.quiet:
+        _summary(say, out, meta, stats, seconds)
+    return meta
+
+
+@contextlib.contextmanager
+def output_folder(cfg: PrepareConfig) -> Iterator[Path]:
+    """cfg.out, created if missing, for the block that writes the dataset into it. If the block fails, a folder
+    created here is removed again when empty, and an OSError (a full disk) becomes a one-line DatasetError."""
+    out = Path(cfg.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"--out {out} is a file; name a folder")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a path through a file, no permission, a read-only disk
+        raise DatasetError(f"--out {out} cannot be created: {e.strerror or e}; name another folder") from None
+    try:
+        yield out
     except BaseException as e:
         if created and not any(out.iterdir()):
             out.rmdir()  # leave no empty dataset folder behind either
@@ -152,9 +217,6 @@ def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
                 f"earlier preparation are intact. Free some space or name another --out"
             ) from None
         raise
-    if not cfg.quiet:
-        _summary(say, out, meta, stats, seconds)
-    return meta
 
 
 class _Output:
