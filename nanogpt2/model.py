@@ -55,14 +55,17 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout  # on the attention weights, inside the fused kernel
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         B, T, C = x.shape
         nh, hs = self.n_head, C // self.n_head
         # Queries, keys and values side by side, viewed (not copied) as 3 stacks of heads with the
         # head axis in front of time, so that each head attends independently.
         qkv = self.c_attn(x).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
         if cache is None:
-            y = self.attend(*qkv.unbind(0))  # (B, nh, T, hs)
+            q, k, v = qkv.unbind(0)  # 3 x (B, nh, T, hs)
+            y = self.attend(q, k, v, mask)  # (B, nh, T, hs)
         else:
             y = self.attend_cached(qkv, cache, layer)  # (B, nh, T, hs)
         # Heads side by side again. PyTorch's CPU and CUDA flash kernels write y as (B, T, nh, hs) in
@@ -70,12 +73,17 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """A whole sequence: softmax(q k^T / sqrt(hs) + causal mask) v, each (B, nh, T, hs).
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """A whole sequence: softmax(q k^T / sqrt(hs) + causal mask) v, each (B, nh, T, hs). mask (B, 1, T, T)
+        bool, if given, is the causal mask of packed examples (GPT.example_mask): keys of its own example only.
 
         PyTorch's fused kernel (FlashAttention [Flash] on GPUs) never stores the (T, T) scores."""
         p = self.dropout if self.training else 0.0
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        if mask is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
 
     def attend_cached(self, qkv: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
         """Generating: these T queries continue the L - T positions the cache holds. qkv (3, B, nh, T, hs)."""
@@ -159,8 +167,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer)  # (B, T, C): tokens exchange information
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, mask)  # (B, T, C): tokens exchange information
         x = x + self.mlp(self.ln_2(x))  # (B, T, C): each token is processed on its own
         return x
 
@@ -212,20 +222,25 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
         last_only: bool = False,
+        examples: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Logits for the next token at every position, and the loss if targets are given.
 
         idx (B, T) token ids, T <= block_size; targets (B, T): the id that should follow each position,
         -1 where ignored. cache (generation): idx continues the text the cache holds, and is added to it.
         last_only: logits for the last position only, (B, 1, V), all that generation needs.
+        examples (B, T): for packed examples, which one each position belongs to (nondecreasing in t):
+        each example then sees only itself, from position 0, as it would alone.
         Returns logits (B, T, vocab_size), None when training with loss_chunk_tokens, and the loss or None.
         """
-        x = self.hidden_states(idx, cache)  # (B, T, C)
+        x = self.hidden_states(idx, cache, examples)  # (B, T, C)
         if last_only:
             x = x[:, -1:, :]  # (B, 1, C)
         return self.logits_and_loss(x, targets)
 
-    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def hidden_states(
+        self, idx: torch.Tensor, cache: KVCache | None = None, examples: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The final LayerNorm's output at every position of idx (B, T): (B, T, C)."""
         B, T = idx.shape
         start = 0 if cache is None else cache.length  # position of idx[:, 0]
@@ -233,6 +248,11 @@ class GPT(nn.Module):
         if start + T > limit:
             raise ValueError(f"positions {start}..{start + T - 1} do not fit in {limit} (block_size or cache size)")
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        mask = None
+        if examples is not None:  # packed examples: positions restart at each, attention stays inside it
+            first = torch.cat([torch.ones_like(examples[:, :1]), examples[:, 1:] - examples[:, :-1]], 1) != 0
+            pos = pos - torch.cummax(torch.where(first, pos, 0), dim=1).values  # (B, T): 0 at each start
+            mask = self.example_mask(examples)
 
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C): what the token is + where it is
         for i, block in enumerate(self.h):
@@ -240,12 +260,19 @@ class GPT(nn.Module):
                 # Activation checkpointing [Ckpt]: keep only the block's input and recompute its
                 # activations during backward, trading a second forward pass for their memory.
                 # The random state is replayed, so dropout draws the same masks both times.
-                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, None, i, mask, use_reentrant=False)
             else:
-                x = block(x, cache, i)  # (B, T, C)
+                x = block(x, cache, i, mask)  # (B, T, C)
         if cache is not None:
             cache.length += T
         return self.ln_f(x)  # (B, T, C)
+
+    @staticmethod
+    def example_mask(examples: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T, T) bool: query t may see key s <= t of its own example (a block-diagonal causal mask)."""
+        T = examples.size(1)
+        causal = torch.ones(T, T, dtype=torch.bool, device=examples.device).tril()  # (T, T)
+        return (examples[:, :, None] == examples[:, None, :])[:, None] & causal  # (B, 1, T, T)
 
     def logits_and_loss(
         self, x: torch.Tensor, targets: torch.Tensor | None = None

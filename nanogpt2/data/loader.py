@@ -122,8 +122,8 @@ class RandomBatches:
         self.step = 0
         self._window = np.empty((batch_size, block_size + 1), dtype=tokens.dtype)
 
-    def offsets(self, step: int) -> np.ndarray:
-        """Start positions of the windows of batch `step` (each in [0, num_tokens - block_size - 1])."""
+    def _stream(self, step: int) -> np.random.Generator:
+        """The random numbers of batch `step` of this rank, and no other batch's."""
         # Philox is a counter-based generator (Salmon et al. 2011, "Parallel random numbers: as easy
         # as 1, 2, 3"): keyed by the seed and started at a counter holding the batch's number in
         # the shared stream, it jumps straight to any batch. The number sits in the counter's third
@@ -131,8 +131,11 @@ class RandomBatches:
         index = step * self.world_size + self.rank
         key = np.array([self.seed & _MASK64, 0], dtype=np.uint64)
         counter = np.array([0, 0, index & _MASK64, index >> 64], dtype=np.uint64)
-        rng = np.random.Generator(np.random.Philox(key=key, counter=counter))
-        return rng.integers(0, self.num_tokens - self.block_size, size=self.batch_size)
+        return np.random.Generator(np.random.Philox(key=key, counter=counter))
+
+    def offsets(self, step: int) -> np.ndarray:
+        """Start positions of the windows of batch `step` (each in [0, num_tokens - block_size - 1])."""
+        return self._stream(step).integers(0, self.num_tokens - self.block_size, size=self.batch_size)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next (x, y), each (batch_size, block_size) int64 on the device; y[:, t] follows x[:, t]."""

@@ -45,12 +45,18 @@ class DropoutAttention(CausalSelfAttention):
         attention.__class__ = cls
         return attention  # type: ignore[return-value]
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if not (self.training and self.dropout > 0):
-            return super().attend(q, k, v)  # nothing to drop: the fused kernel
+            return super().attend(q, k, v, mask)  # nothing to drop: the fused kernel
         B, nh, T, hs = q.shape
-        future = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)  # key > query
+        if mask is None:  # causal: -inf where the key comes after the query
+            hidden = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)  # (T, T)
+        else:  # packed examples: -inf outside the query's own example, too (GPT.example_mask)
+            hidden = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
+            hidden = hidden.expand(B, nh, T, T).reshape(B * nh, T, T)
         # q k^T / sqrt(hs) + the mask, as one batched matmul-and-add: (B*nh, T, T) scores
-        scores = torch.baddbmm(future, q.reshape(B * nh, T, hs), k.reshape(B * nh, T, hs).mT, alpha=hs**-0.5)
+        scores = torch.baddbmm(hidden, q.reshape(B * nh, T, hs), k.reshape(B * nh, T, hs).mT, alpha=hs**-0.5)
         weights = self.weights_dropout(scores.softmax(dim=-1))  # (B*nh, T, T)
         return (weights @ v.reshape(B * nh, T, hs)).view(B, nh, T, hs)  # (B, nh, T, hs)

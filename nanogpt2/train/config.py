@@ -80,6 +80,15 @@ class TrainConfig:
     lr_decay_iters: int | None = None
     """Step at which the cosine reaches min_lr. None: max_iters."""
 
+    loss_mask: bool | None = None
+    """Pair data (data/prepare.py --prompt_column ... or --chat): train only on the completions and the
+    <|endoftext|> after them, the mean over those tokens. None: on for pair data; False: every token is a target
+    (as for plain text). Plain text has no mask: every token is a target."""
+
+    example_masking: bool | None = None
+    """Pair data: attention stays inside each packed example, and positions restart at 0 for each, as when the
+    model later sees one prompt alone. None: on for pair data; False: examples in a window see each other."""
+
     lora_rank: int = 0
     """LoRA (Hu et al. 2021): train a rank-r update beside each frozen weight matrix of lora_targets instead of
     every weight. 0: off (full fine-tuning). 8-16 is typical; needs init_from=a GPT-2 name or folder."""

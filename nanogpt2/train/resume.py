@@ -205,6 +205,15 @@ def restore_training(
     if was is not None and was != dataset:
         say(f"note: the checkpoint trained on dataset {was!r}; this run continues on {dataset!r}")
     saved, now = ckpt["loader"][0], train_batches.state_dict()
+    if saved.get("packed_window") != now.get("packed_window"):  # plain text and pair data batch differently
+        kinds = {None: "plain text"}
+        was, is_ = (
+            kinds.get(w, f"pair data in windows of {w}") for w in (saved.get("packed_window"), now.get("packed_window"))
+        )
+        raise UserError(
+            f"the checkpoint trained on {was}, but dataset {dataset!r} is {is_}: their batches and losses differ, "
+            f"so the run cannot continue on it; start a new run from this one (--init_from=RUN_DIR) instead"
+        )
     changed = [
         f"{k} {saved.get(k)} -> {now[k]}" for k in ("num_tokens", "batch_size", "block_size") if saved.get(k) != now[k]
     ]

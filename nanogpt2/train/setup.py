@@ -37,13 +37,16 @@ from nanogpt2.common.runtime import (
 )
 from nanogpt2.data import Dataset, RandomBatches, open_dataset
 from nanogpt2.data.find import find_dataset
+from nanogpt2.data.packed import check_window
 from nanogpt2.errors import UserError, plural
+from nanogpt2.fast.flex import flex_pays, for_cuda_training
 from nanogpt2.flops import lora_training_flops_per_token, training_flops_per_token
 from nanogpt2.loading import load_model
 from nanogpt2.lora import apply_lora, base_fingerprint, lora_settings
 from nanogpt2.model import GPT
 from nanogpt2.model_config import GPTConfig
 from nanogpt2.train import distributed as dist_utils
+from nanogpt2.train.batches import masking, random_batches
 from nanogpt2.train.config import TrainConfig
 from nanogpt2.train.metrics import MetricsLogger, describe_run, peak_for_mfu
 from nanogpt2.train.optim import make_optimizer
@@ -112,8 +115,9 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
             say=say,
         )
         del ckpt  # the host copy of weights and AdamW moments is not needed any more: let it go now
-    compiled, model = setup_speed(cfg, raw_model, rt, dist)
+    compiled, model = setup_speed(cfg, raw_model, rt, dist, packed=data.window is not None)
     peak_flops, logger = setup_reporting(cfg, dist, rt, data, raw_model, source_text, step, compiled, allocator)
+    _describe_loss(cfg, data, logger.print)
     _describe_settings(cfg, raw_model, lora, logger.print)
     return Run(
         cfg=cfg,
@@ -172,6 +176,8 @@ def setup_data(cfg: TrainConfig, dist: dist_utils.DistInfo, say: Callable[[str],
     folder = find_dataset(cfg.dataset, prepare=dist.is_main, say=say)
     dist_utils.barrier()
     data = open_dataset(folder)
+    if data.window is not None:  # pair data: packed for one block_size
+        check_window(data.window, cfg.block_size)
     evaluated = cfg.eval_interval > 0 or cfg.eval_only
     val_need = 2 if cfg.eval_iters is None else cfg.block_size + 1  # the exact pass scores short splits too
     for split, need in (("train", cfg.block_size + 1), ("val", val_need if evaluated else 0)):
@@ -226,25 +232,21 @@ def setup_training(
         in_backward=cfg.optimizer_in_backward,
     )
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.needs_grad_scaler)
-    batches = RandomBatches(
-        data.split("train"),
-        cfg.batch_size,
-        cfg.block_size,
-        seed=cfg.seed,
-        rank=dist.rank,
-        world_size=dist.world_size,
-        device=rt.device,
-    )
-    return optimizer, scaler, batches
+    return optimizer, scaler, random_batches(cfg, data, "train", cfg.seed, rt, dist)
 
 
-def setup_speed(cfg: TrainConfig, raw_model: GPT, rt: Runtime, dist: dist_utils.DistInfo) -> tuple[Any, Any]:
-    """(the model evaluation calls, the model training calls): the CPU's fast paths where they pay, or
+def setup_speed(
+    cfg: TrainConfig, raw_model: GPT, rt: Runtime, dist: dist_utils.DistInfo, packed: bool = False
+) -> tuple[Any, Any]:
+    """(the model evaluation calls, the model training calls): the device's fast paths where they pay, or
     torch.compile, then DistributedDataParallel around it. raw_model stays the plain module checkpoints save."""
     compile_model = want_compile(cfg.compile, rt.device) and not cfg.optimizer_in_backward  # see its docstring
     # Eager fp32 on the CPU: the LM head and loss as one step, and cheaper dropout masks (nanogpt2/fast).
     if fast.training_paths_pay(rt.device_type, rt.dtype, raw_model.lm_head.weight.dtype, compile_model):
         fast.for_cpu_training(raw_model)
+    # Packed pair data on a GPU, compiled: FlexAttention skips the blocks between examples (fast/flex.py).
+    if packed and masking(cfg)[1] and flex_pays(rt.device_type, compile_model, raw_model.config.dropout):
+        for_cuda_training(raw_model)
     compiled = torch.compile(raw_model) if compile_model else raw_model
     if not dist.enabled:
         return compiled, compiled
@@ -308,8 +310,20 @@ def setup_reporting(
     return peak_flops, logger
 
 
+def _describe_loss(cfg: TrainConfig, data: Dataset, say: Callable[[str], None]) -> None:
+    """Pair data: say what the loss counts and what attention sees, before any figure is logged."""
+    if data.window is None:
+        return
+    loss_mask, example_masking = masking(cfg)
+    template = data.meta["loss_mask"]["template"]
+    said = "masked: the mean over completions and their <|endoftext|>" if loss_mask else "every token (loss_mask=False)"
+    sees = "its own example, from position 0" if example_masking else "the whole window (example_masking=False)"
+    say(f"pair data ({template} template): the loss is {said}; each position attends to {sees}")
+
+
 def _describe_settings(cfg: TrainConfig, raw_model: GPT, lora: dict | None, say: Callable[[str], None]) -> None:
-    """The header's lines for the settings that change how weights are held or updated, or never peak."""
+    """The header's lines for the settings that change what the loss counts, how weights are held or updated,
+    or a rate that never peaks."""
     if cfg.warmup_iters > cfg.max_iters and cfg.init_from != "resume":
         peak = cfg.learning_rate * cfg.max_iters / cfg.warmup_iters
         say(

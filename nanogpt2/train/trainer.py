@@ -30,11 +30,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nanogpt2.common.configurator import config_dict, save_config
 from nanogpt2.common.progress import format_duration, progress
-from nanogpt2.data import RandomBatches, count_sequential_batches, sequential_batches
 from nanogpt2.errors import UserError
 from nanogpt2.flops import mfu as model_flops_utilization
 from nanogpt2.lora import adapter_state_dict
 from nanogpt2.train import distributed as dist_utils
+from nanogpt2.train.batches import exact_batches, random_batches
 from nanogpt2.train.checkpoint import BEST, FORMAT_VERSION, LATEST, atomic_save, link_or_copy
 from nanogpt2.train.config import TrainConfig
 from nanogpt2.train.optim import clip_grad_norm, lr_at
@@ -171,27 +171,41 @@ class Trainer:
             schedule=cfg.lr_schedule,
         )
 
-    def train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float) -> torch.Tensor:
+    def train_step(self, batches: list[tuple], lr: float) -> torch.Tensor:
         """One optimizer step over the micro-batches; returns their mean loss (on this rank)."""
         self.set_lr(lr)  # before backward: with optimizer_in_backward the parameters are updated during it
         loss = self.accumulate_gradients(batches)
         self.optimizer_step()
         return loss
 
-    def accumulate_gradients(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """Forward and backward over each micro-batch; .grad ends up holding the gradient of the mean loss."""
+    def accumulate_gradients(self, batches: list[tuple]) -> torch.Tensor:
+        """Forward and backward over each micro-batch (x, y) or, for pair data, (x, y, examples); .grad ends up
+        holding the gradient of the mean loss over the step's targets."""
         k = len(batches)
+        weights = self.micro_batch_weights(batches)
         loss_sum = torch.zeros((), device=self.rt.device)
-        for i, (x, y) in enumerate(batches):
+        for i, (x, y, *examples) in enumerate(batches):
             # Under DDP, skip the gradient all-reduce on all but the last micro-step: the
             # gradients only need averaging across processes once they are complete.
             sync = i == k - 1 or not isinstance(self.model, DDP)
             with nullcontext() if sync else self.model.no_sync(), self.rt.autocast():
                 # Keep only the loss: holding the (B, T, V) logits through backward would cost 2*B*T*V bytes.
-                loss = self.model(x, y)[1] / k  # the sum of k scaled gradients is the gradient of the mean loss
+                loss = self.model(x, y, examples=examples[0] if examples else None)[1]
+                loss = loss / k if weights is None else loss * weights[i]  # the step's mean from the micro-means
             self.scaler.scale(loss).backward()
             loss_sum += loss.detach()
         return loss_sum
+
+    def micro_batch_weights(self, batches: list[tuple]) -> list[float] | None:
+        """Pair data: each micro-batch's share of the step's targets, which vary with the prompts, so that the
+        loss is the mean over every completion token of the step, on every process (DDP then averages the
+        processes' gradients: each share is taken of the targets of all of them, times their number).
+        None for plain text, where every micro-batch has the same targets and the share is 1/k."""
+        if not self.data.window:
+            return None
+        counts = torch.tensor([float((y != -1).sum()) for _, y, *_ in batches], device=self.rt.device)
+        total = dist_utils.all_reduce_sum(counts.sum().clone())
+        return (counts * self.dist.world_size / total.clamp(min=1)).tolist()
 
     def optimizer_step(self) -> None:
         """Clip, step AdamW at the learning rate set_lr gave it, and clear the gradients (with
@@ -221,32 +235,18 @@ class Trainer:
         self.eval_model.eval()
         losses = {}
         for split in splits:
-            tokens = self.data.split(split)
             if cfg.eval_iters is None:
-                n = count_sequential_batches(
-                    len(tokens), cfg.batch_size, cfg.block_size, rank=d.rank, world_size=d.world_size
-                )
-                batches = sequential_batches(
-                    tokens, cfg.batch_size, cfg.block_size, device=self.rt.device, rank=d.rank, world_size=d.world_size
-                )
+                n, batches = exact_batches(cfg, self.data, split, self.rt, d)
             else:
                 n = math.ceil(cfg.eval_iters / d.world_size)
-                stream = RandomBatches(
-                    tokens,
-                    cfg.batch_size,
-                    cfg.block_size,
-                    seed=cfg.seed + EVAL_SEED_OFFSET,
-                    rank=d.rank,
-                    world_size=d.world_size,
-                    device=self.rt.device,
-                )
+                stream = random_batches(cfg, self.data, split, cfg.seed + EVAL_SEED_OFFSET, self.rt, d)
                 batches = (stream.next_batch() for _ in range(n))
             total = torch.zeros(2, dtype=torch.float64, device=self.rt.device)  # [sum of losses, tokens]
-            for x, y in progress(
+            for x, y, *examples in progress(
                 batches, total=n, desc=f"eval {split}", unit="batch", disable=not (show_progress and d.is_main)
             ):
                 with self.rt.autocast():
-                    _, loss = self.eval_model(x, y)
+                    _, loss = self.eval_model(x, y, examples=examples[0] if examples else None)
                 count = (y != -1).sum()
                 total += torch.stack([loss.double() * count, count.double()])
             dist_utils.all_reduce_sum(total)
@@ -324,6 +324,8 @@ class Trainer:
             "best_val_loss": self.best_val_loss,
             "config": config_dict(self.cfg),
             "world_size": self.dist.world_size,
+            # Pair data's template, for sample.py to format prompts as the model learned them (data/pairs.py).
+            "template": self.data.meta["loss_mask"]["template"] if self.data.window else None,
             "rng": dist_utils.gather_objects(rng_state(self.rt.device)),
             "loader": dist_utils.gather_objects(self.train_batches.state_dict()),
         }
