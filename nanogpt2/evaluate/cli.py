@@ -3,6 +3,7 @@
     python -m nanogpt2.evaluate --init_from=out-shakespeare --task=perplexity --data=data/shakespeare
     python -m nanogpt2.evaluate --init_from=gpt2 --task=hellaswag --data=hellaswag_val.jsonl
     python -m nanogpt2.evaluate --init_from=gpt2 --task=lambada --out=lambada.json
+    python -m nanogpt2.evaluate --init_from=out-qa --task=answers --data=qa_test.csv --prompt_column=question
     python -m nanogpt2.evaluate --help
 
 The settings are `EvalConfig` below, parsed by the same rules as train.py
@@ -22,14 +23,16 @@ from typing import TextIO
 
 from nanogpt2.common.configurator import config_dict, parse_config
 from nanogpt2.common.runtime import resolve_runtime, want_compile
+from nanogpt2.data.pairs import TEMPLATES
 from nanogpt2.errors import UserError, check_positive_int, run_main
+from nanogpt2.evaluate.answers import AnswerTask, PairColumns, load_answer_task, with_template
 from nanogpt2.evaluate.datafiles import DEFAULT_CACHE
 from nanogpt2.evaluate.perplexity import load_perplexity_task
 from nanogpt2.evaluate.scoring import Scorer
 from nanogpt2.evaluate.tasks import load_choice_task
 from nanogpt2.loading import load_model
 
-TASKS = ("perplexity", "hellaswag", "lambada", "choice")
+TASKS = ("perplexity", "hellaswag", "lambada", "choice", "answers")
 
 
 @dataclass
@@ -39,12 +42,30 @@ class EvalConfig:
     (gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a local Hugging Face GPT-2 directory."""
 
     task: str = "perplexity"
-    """perplexity (of text or a prepared split), hellaswag, lambada, or choice (your own multiple choice)."""
+    """perplexity (of text or a prepared split), hellaswag, lambada, choice (your own multiple choice), or answers
+    (held-out prompt/answer pairs: the loss on the answers and the exact match of greedy ones; answers.py)."""
 
     data: str | None = None
     """The task's data. perplexity: a text file, a folder of .txt/.md files, or a prepared dataset folder.
     hellaswag: hellaswag_val.jsonl. lambada: OpenAI's lambada_test.jsonl (None downloads it once and checks
-    its SHA-256). choice: a .jsonl of {"context": ..., "choices": [...], "label": i} rows."""
+    its SHA-256). choice: a .jsonl of {"context": ..., "choices": [...], "label": i} rows. answers: a pair
+    file as data/prepare.py reads it (.csv, .jsonl, .json, .parquet or hf:NAME)."""
+
+    prompt_column: str = "prompt"
+    """answers: the prompt column (as data/prepare.py's --prompt_column)."""
+
+    completion_column: str = "completion"
+    """answers: the reference answer column."""
+
+    chat: bool = False
+    """answers: rows are conversations (--messages_column); the assistant's last turn is the reference."""
+
+    messages_column: str = "messages"
+    """answers: the conversation column, with --chat."""
+
+    template: str | None = None
+    """answers: how a pair becomes text, chat or plain (data/prepare.py's --template). None: the template the model
+    was fine-tuned with (its checkpoint records it), else chat."""
 
     split: str = "val"
     """The split of a prepared dataset folder to score: val or train."""
@@ -85,6 +106,10 @@ class EvalConfig:
                 check_positive_int(name, getattr(self, name))
         if self.split not in ("train", "val"):
             raise UserError(f"split={self.split!r} must be val or train")
+        if self.template not in (None, *TEMPLATES):
+            raise UserError(f"template={self.template!r}: choose {' or '.join(TEMPLATES)} (None: the model's own)")
+        if self.chat and self.template == "plain":
+            raise UserError("template=plain has no turns to render a conversation (--chat): use --template=chat")
 
 
 def load_task(cfg: EvalConfig):
@@ -93,6 +118,11 @@ def load_task(cfg: EvalConfig):
         return load_perplexity_task(cfg.data, cfg.split, cfg.limit, cfg.stride)
     if cfg.stride is not None:
         raise UserError(f"stride applies to task=perplexity only, not {cfg.task}")
+    if cfg.task == "answers":
+        columns = PairColumns(
+            cfg.prompt_column, cfg.completion_column, cfg.chat, cfg.messages_column, cfg.template or "chat"
+        )
+        return load_answer_task(cfg.data, columns, cfg.limit)
     return load_choice_task(cfg.task, cfg.data, cfg.limit, cfg.cache_dir)
 
 
@@ -104,6 +134,8 @@ def evaluate(argv: Sequence[str] | None = None, out: TextIO | None = None, log: 
     task = load_task(cfg)  # read and check the data before the (slower) model load
     loaded = load_model(cfg.init_from)
     model, source = loaded.model, loaded.describe()
+    if isinstance(task, AnswerTask) and cfg.template is None:  # as the model was fine-tuned (sample.py does the same)
+        task = with_template(task, (loaded.checkpoint or {}).get("template") or "chat")
     block_size = cfg.block_size or model.config.block_size
     if block_size > model.config.block_size:
         raise UserError(f"block_size={cfg.block_size} is larger than the model's {model.config.block_size}")

@@ -25,6 +25,7 @@ import torch
 from nanogpt2 import fast
 from nanogpt2.common.configurator import parse_config
 from nanogpt2.common.runtime import resolve_runtime, want_compile
+from nanogpt2.data.pairs import TEMPLATES, prompt_text
 from nanogpt2.errors import UserError, check_positive_int
 from nanogpt2.generate.sampling import TextStream, check_sampling, make_generator
 from nanogpt2.loading import load_model
@@ -61,7 +62,13 @@ class SampleConfig:
     """Random seed; the same seed and settings give the same text. None picks one and prints it."""
 
     stop_at_eot: bool = True
-    """End a sample when the model writes <|endoftext|> (its end-of-document token)."""
+    """End a sample when the model writes <|endoftext|> (its end-of-document token; after fine-tuning on pairs,
+    the end of an answer)."""
+
+    template: str | None = None
+    """How --start becomes the model's prompt. None: as the model was fine-tuned, when it was trained on pair data
+    (its checkpoint records the template: chat turns --start into "User: ...\\nAssistant:"), else as it is;
+    chat or plain to choose; raw to give --start exactly as written."""
 
     device: str = "auto"
     """auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps."""
@@ -79,6 +86,8 @@ class SampleConfig:
             check_positive_int(name, getattr(self, name))
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise UserError(f"seed must be an integer or None, got {self.seed!r}")
+        if self.template not in (None, "raw", *TEMPLATES):
+            raise UserError(f"template={self.template!r}: use {', '.join(TEMPLATES)} or raw (None: the model's own)")
 
 
 def read_start(start: str) -> str:
@@ -109,8 +118,13 @@ def sample(argv: Sequence[str], out: TextIO | None = None, log: TextIO | None = 
     out, log = out or sys.stdout, log or sys.stderr
     cfg = parse_config(SampleConfig, argv)
     rt = resolve_runtime(cfg.device, cfg.dtype)
-    prompt = read_start(cfg.start)
+    prompt = read_start(cfg.start)  # before the (slower) model load: a bad prompt file fails at once
     loaded = load_model(cfg.init_from)  # a LoRA run comes back with its adapters merged into the weights
+    template = cfg.template or (loaded.checkpoint or {}).get("template") or "raw"
+    if not prompt:  # no prompt: unconditional samples, from <|endoftext|>, whatever the template
+        template = "raw"
+    if template != "raw":  # as the pairs were rendered in training (nanogpt2/data/pairs.py)
+        prompt = prompt_text(template, prompt)
     model = rt.inference_model(loaded.model)
     if fast.generation_paths_pay(rt.device_type):
         fast.for_cpu_generation(model)
@@ -120,6 +134,8 @@ def sample(argv: Sequence[str], out: TextIO | None = None, log: TextIO | None = 
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
 
     print(f"loaded {loaded.describe()}: {model.num_params() / 1e6:.1f}M parameters, on {rt.describe()}", file=log)
+    if template != "raw":
+        print(f"prompt in the {template} template the model was fine-tuned with: {prompt!r}", file=log)
     if len(ids) > model.config.block_size:
         print(f"the prompt has {len(ids):,} tokens; the model sees its last {model.config.block_size:,}", file=log)
     print(f"seed {seed} (--seed={seed} repeats these samples)", file=log, flush=True)

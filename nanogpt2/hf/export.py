@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nanogpt2.common.files import atomic_write, give_default_mode, temporary_name, write_json_atomic
+from nanogpt2.data.pairs import CHAT_TEMPLATE
 from nanogpt2.errors import UserError, run_main
 from nanogpt2.hf.layout import hf_config, hf_state_dict, require_biases
 from nanogpt2.loading import load_model
@@ -48,8 +49,9 @@ MODEL_FILES = ("config.json", "model.safetensors")
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
 
 
-def export_hf(model: GPT, hf_dir: str | Path, overwrite: bool = False) -> list[Path]:
-    """Write `model` (and GPT-2's tokenizer) to hf_dir in Hugging Face's GPT-2 layout; returns the files."""
+def export_hf(model: GPT, hf_dir: str | Path, overwrite: bool = False, chat_template: str | None = None) -> list[Path]:
+    """Write `model` (and GPT-2's tokenizer) to hf_dir in Hugging Face's GPT-2 layout; returns the files.
+    chat_template: a Jinja chat template for tokenizer_config.json (a model fine-tuned on chat-template pairs)."""
     require_biases(model.config, "a transformers GPT-2 folder")
     hf_dir = Path(hf_dir)
     check_not_a_run(hf_dir)
@@ -58,7 +60,7 @@ def export_hf(model: GPT, hf_dir: str | Path, overwrite: bool = False) -> list[P
     from safetensors import SafetensorError
 
     try:
-        return _write_folder(model, hf_dir)
+        return _write_folder(model, hf_dir, chat_template)
     except (
         OSError,
         SafetensorError,
@@ -82,7 +84,7 @@ def check_not_a_run(folder: Path) -> None:
         )
 
 
-def _write_folder(model: GPT, hf_dir: Path) -> list[Path]:
+def _write_folder(model: GPT, hf_dir: Path, chat_template: str | None) -> list[Path]:
     cfg = model.config
     hf_dir.mkdir(parents=True, exist_ok=True)
 
@@ -101,7 +103,7 @@ def _write_folder(model: GPT, hf_dir: Path) -> list[Path]:
     # The tokenizer files describe GPT-2's 50,257 ids; a model with another vocabulary
     # (a custom dataset) would be handed ids it has no embedding for.
     if cfg.vocab_size == VOCAB_SIZE:
-        written += write_tokenizer_files(hf_dir, model_max_length=cfg.block_size)
+        written += write_tokenizer_files(hf_dir, model_max_length=cfg.block_size, chat_template=chat_template)
     else:  # --force over an earlier export must not leave GPT-2's tokenizer beside this model
         for name in TOKENIZER_FILES:
             (hf_dir / name).unlink(missing_ok=True)
@@ -148,8 +150,9 @@ def bpe_merges(tokens: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
     return merges
 
 
-def write_tokenizer_files(hf_dir: Path, model_max_length: int = 1024) -> list[Path]:
-    """vocab.json, merges.txt and tokenizer_config.json for GPT-2's BPE, rebuilt from tiktoken."""
+def write_tokenizer_files(hf_dir: Path, model_max_length: int = 1024, chat_template: str | None = None) -> list[Path]:
+    """vocab.json, merges.txt and tokenizer_config.json for GPT-2's BPE, rebuilt from tiktoken (with a chat
+    template, if given, for transformers' apply_chat_template)."""
     enc = get_tokenizer()
     tokens = [enc.decode_bytes([i]) for i in range(EOT_ID)]  # ids 0 .. 50255, in rank order
     show = byte_to_unicode()
@@ -172,6 +175,7 @@ def write_tokenizer_files(hf_dir: Path, model_max_length: int = 1024) -> list[Pa
             "eos_token": EOT_TEXT,
             "unk_token": EOT_TEXT,
             "add_prefix_space": False,  # GPT-2 does not prepend a space to the text
+            **({"chat_template": chat_template} if chat_template else {}),
         },
     )
     return [hf_dir / name for name in TOKENIZER_FILES]
@@ -221,8 +225,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         from nanogpt2.lora import merge_lora
 
         model = merge_lora(model)
-    files = export_hf(model, args.hf_dir, overwrite=args.force)
+    # Fine-tuned on chat-template pairs: transformers' apply_chat_template then renders prompts as training did.
+    chat_template = CHAT_TEMPLATE if ckpt.get("template") == "chat" else None
+    files = export_hf(model, args.hf_dir, overwrite=args.force, chat_template=chat_template)
     print(f"wrote {', '.join(f.name for f in files)} to {args.hf_dir}")
+    if chat_template:
+        print("tokenizer_config.json holds the chat template the model was fine-tuned with (apply_chat_template)")
     if model.config.vocab_size != VOCAB_SIZE:
         print(
             f"no tokenizer files: the model has {model.config.vocab_size} token ids, not GPT-2's {VOCAB_SIZE}; "
