@@ -241,6 +241,8 @@ def model_report(name: str, cfg: GPTConfig, args: argparse.Namespace) -> dict:
         },
         "params": {"total": params.total, "non_embedding": params.non_embedding},
         "flops_per_token": {"six_n": six_n, "exact": exact, "exact_breakdown": parts},
+        # train.py --optimizer=muon: Newton-Schulz on every block matrix, once per optimizer step and process.
+        "muon_flops_per_step": F.muon_flops_per_step(cfg),
     }
 
 

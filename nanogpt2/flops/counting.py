@@ -132,6 +132,25 @@ def lora_training_flops_per_token(config: GPTConfig, seq_len: int, rank: int, ta
     return total // seq_len
 
 
+# The block matrices optimizer=muon orthogonalizes (nanogpt2/train/muon.py), as (outputs, inputs) in units of n_embd.
+MUON_MATRICES = [(3, 1), (1, 1), (4, 1), (1, 4)]
+
+
+def newton_schulz_flops(rows: int, cols: int, steps: int = 5) -> int:
+    """Matmul FLOPs of Muon's Newton-Schulz iterations on one rows x cols matrix. It works on the wide side,
+    X (A x B, A <= B); each iteration is G = X X^T (2 A^2 B), H = b G + c G G (2 A^3), X = a X + H X
+    (2 A^2 B): steps (4 A^2 B + 2 A^3) (torch.optim.Muon, after Jordan et al. 2024)."""
+    a, b = sorted((rows, cols))
+    return steps * (4 * a * a * b + 2 * a**3)
+
+
+def muon_flops_per_step(config: GPTConfig, steps: int = 5) -> int:
+    """Newton-Schulz FLOPs of one optimizer=muon step: every block matrix once, whatever the batch (the update is
+    computed once per optimizer step, on every process alike). Not part of MFU, which counts the model's FLOPs."""
+    C = config.n_embd
+    return config.n_layer * sum(newton_schulz_flops(o * C, i * C, steps) for o, i in MUON_MATRICES)
+
+
 def kaplan_flops_per_token(config: GPTConfig) -> int:
     """6N, N = non-embedding parameters (Kaplan et al. 2020, Table 1's C_forward ~ 2N, times 3)."""
     return 6 * count_params(config).non_embedding

@@ -50,6 +50,9 @@ def format_report(r: dict) -> str:
         f"   ({f['exact'] / f['six_n'] - 1:+.0%} vs 6N: the LM head and attention scores)",
         "  by matmul: "
         + ", ".join(f"{k.replace('_', ' ')} {v / f['exact']:.0%}" for k, v in f["exact_breakdown"].items()),
+        f"  optimizer=muon adds {si(r['muon_flops_per_step'], 'FLOP')} per optimizer step and process, outside MFU: "
+        f"5 Newton-Schulz iterations of 4 A^2 B + 2 A^3 per A x B block matrix (A <= B)"
+        f" = {r['muon_flops_per_step'] / (f['exact'] * m['block_size']):.2f} sequences' worth",
     ]
     h, b = r["hardware"], r["budget"]
     if h:

@@ -72,13 +72,17 @@ class TrainConfig:
     """Learning rate at the end of the cosine decay. None: learning_rate / 10 (Chinchilla, Hoffmann et al. 2022)."""
 
     lr_schedule: str = "cosine"
-    """cosine (warmup, then cosine decay to min_lr) or constant (warmup, then flat)."""
+    """cosine (warmup, then cosine decay to min_lr), constant (warmup, then flat) or wsd (warmup, stable, decay:
+    flat at learning_rate, then a straight line down to min_lr over the last cooldown_frac of lr_decay_iters)."""
+
+    cooldown_frac: float = 0.2
+    """lr_schedule=wsd: the share of lr_decay_iters (max_iters) spent cooling down to min_lr at the end."""
 
     warmup_iters: int = 100
     """Steps of linear warmup from 0 to learning_rate."""
 
     lr_decay_iters: int | None = None
-    """Step at which the cosine reaches min_lr. None: max_iters."""
+    """Step at which the cosine (or wsd's cooldown) reaches min_lr. None: max_iters."""
 
     loss_mask: bool | None = None
     """Pair data (data/prepare.py --prompt_column ... or --chat): train only on the completions and the
@@ -118,7 +122,19 @@ class TrainConfig:
 
     optimizer: str = "adamw"
     """adamw: PyTorch's AdamW, fp32 moments (8 bytes per parameter). adamw8bit: torchao's AdamW8bit,
-    8-bit block-wise quantized moments (~2 bytes per parameter; pip install 'nanogpt2[lowbit]')."""
+    8-bit block-wise quantized moments (~2 bytes per parameter; pip install 'nanogpt2[lowbit]'). muon:
+    torch.optim.Muon for the blocks' weight matrices (orthogonalized momentum, 4 bytes per parameter) and
+    AdamW for the embeddings, biases and gains (nanogpt2/train/muon.py; torch >= 2.9)."""
+
+    muon_lr: float | None = None
+    """optimizer=muon: the peak rate of the block matrices, scaled per matrix to AdamW's update size
+    (adjust_lr_fn="match_rms_adamw"), so AdamW's rate carries over. None: learning_rate. The schedule applies."""
+
+    muon_weight_decay: float | None = None
+    """optimizer=muon: decoupled weight decay of the block matrices. None: weight_decay."""
+
+    muon_momentum: float = 0.95
+    """optimizer=muon: the momentum of Muon's gradient average (Nesterov), as in Jordan et al. 2024."""
 
     param_dtype: str = "float32"
     """float32: parameters and gradients in fp32, computed in the run's dtype by autocast (mixed precision).
@@ -214,10 +230,13 @@ class TrainConfig:
             check_positive_int("lora_rank", self.lora_rank)
             if self.lora_base_dtype not in ("auto", "float32", "bfloat16"):
                 raise UserError(f"lora_base_dtype={self.lora_base_dtype!r}: use auto, float32 or bfloat16")
-        if self.optimizer not in ("adamw", "adamw8bit"):
-            raise UserError(f"optimizer={self.optimizer!r}: use adamw or adamw8bit")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise UserError(f"lr_schedule={self.lr_schedule!r}: use cosine or constant")
+        if self.optimizer not in ("adamw", "adamw8bit", "muon"):
+            raise UserError(f"optimizer={self.optimizer!r}: use adamw, adamw8bit or muon")
+        if self.lr_schedule not in ("cosine", "constant", "wsd"):
+            raise UserError(f"lr_schedule={self.lr_schedule!r}: use cosine, constant or wsd")
+        if not 0.0 < self.cooldown_frac <= 1.0:
+            raise UserError(f"cooldown_frac must be in (0, 1], got {self.cooldown_frac}")
+        self._check_muon()
         self._check_param_dtype()
         self._check_optimizer_in_backward()
 
@@ -269,6 +288,25 @@ class TrainConfig:
             raise UserError(
                 f"block_size={self.block_size} is above {self.init_from}'s 1024 positions; use block_size <= 1024"
             )
+
+    def _check_muon(self) -> None:
+        if self.optimizer != "muon":
+            for name in ("muon_lr", "muon_weight_decay"):
+                if getattr(self, name) is not None:
+                    raise UserError(f"{name} applies to optimizer=muon only; drop it or set optimizer=muon")
+            return
+        for name in ("muon_lr", "muon_weight_decay"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.muon_momentum < 1.0:
+            raise UserError(f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        refused = {
+            "lora_rank": "LoRA trains rank-r factors, not the full matrices Muon orthogonalizes: use optimizer=adamw",
+            "optimizer_in_backward": "Muon steps every matrix from its whole momentum, not inside backward",
+        }
+        for name, why in refused.items():
+            if getattr(self, name):
+                raise UserError(f"optimizer=muon with {name}={getattr(self, name)}: {why}")
 
     def _check_optimizer_in_backward(self) -> None:
         if not self.optimizer_in_backward:

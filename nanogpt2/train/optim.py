@@ -28,7 +28,11 @@ quantized stay fp32 even then: bf16 moments would round away the same small cont
 
 The schedule is linear warmup (Goyal et al. 2017: large steps on random
 weights blow up Adam's early updates) followed by cosine decay to min_lr
-(Loshchilov & Hutter 2017), or a constant rate after warmup.
+(Loshchilov & Hutter 2017), a constant rate, or warmup-stable-decay (wsd): flat
+at the peak, then a linear cooldown to min_lr over the last cooldown_frac of the
+steps. WSD (Hu et al. 2024, "MiniCPM", section 4; Hägele et al. 2024, "Scaling Laws
+and Compute-Optimal Training Beyond Fixed Training Durations") matches cosine at
+its end, and its long flat stretch can be branched from for a cooldown at any budget.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def param_groups(model: GPT, weight_decay: float) -> list[dict]:
     ]
 
 
-OPTIMIZERS = ("adamw", "adamw8bit")
+OPTIMIZERS = ("adamw", "adamw8bit")  # and "muon": nanogpt2/train/muon.py, Muon beside an AdamW
 
 
 def make_optimizer(
@@ -69,12 +73,23 @@ def make_optimizer(
     kind: str = "adamw",
     stochastic_rounding: bool = True,
     in_backward: bool = False,
+    muon: dict | None = None,
 ) -> torch.optim.Optimizer:
     """AdamW over param_groups(model). kind "adamw": PyTorch's, fused where it has a fused kernel (on
     CUDA it updates all parameters in a few launches instead of thousands, and on the CPU it is several
     times faster than the foreach loop). kind "adamw8bit": torchao's, 8-bit moments, and bf16
     parameters rounded stochastically unless stochastic_rounding is False. in_backward: one optimizer per
-    parameter, stepped during backward (OptimizerInBackward)."""
+    parameter, stepped during backward (OptimizerInBackward). kind "muon": muon.make_muon, with the
+    settings `muon` (lr, weight_decay, momentum; None: AdamW's)."""
+    if kind == "muon":
+        from nanogpt2.train.muon import make_muon
+
+        settings = muon or {}
+        muon_lr = lr if settings.get("lr") is None else settings["lr"]
+        muon_wd = weight_decay if settings.get("weight_decay") is None else settings["weight_decay"]
+        fused = device_type in ("cuda", "cpu")
+        optimizer = make_muon(model, lr, weight_decay, betas, muon_lr, muon_wd, settings.get("momentum", 0.95), fused)
+        return optimizer  # type: ignore[return-value]  # steps, zeroes and saves as one optimizer
     make = optimizer_factory(model, lr, betas, device_type, kind, stochastic_rounding)
     if in_backward:
         return OptimizerInBackward(model, make, weight_decay)  # type: ignore[return-value]
@@ -233,7 +248,14 @@ def clip_grad_norm(parameters: Iterable[torch.nn.Parameter], max_norm: float) ->
 
 
 def lr_at(
-    step: int, *, learning_rate: float, min_lr: float, warmup_iters: int, decay_iters: int, schedule: str
+    step: int,
+    *,
+    learning_rate: float,
+    min_lr: float,
+    warmup_iters: int,
+    decay_iters: int,
+    schedule: str,
+    cooldown_frac: float = 0.2,
 ) -> float:
     """The learning rate for optimizer step `step` (0-based)."""
     if step < warmup_iters:
@@ -242,5 +264,11 @@ def lr_at(
         return learning_rate
     if step >= decay_iters:
         return min_lr
+    if schedule == "wsd":
+        cooldown = max(1, round(cooldown_frac * decay_iters))
+        start = max(warmup_iters, decay_iters - cooldown)  # the cooldown's first step
+        if step < start:
+            return learning_rate
+        return learning_rate + (min_lr - learning_rate) * (step + 1 - start) / (decay_iters - start)
     progress = (step - warmup_iters) / max(1, decay_iters - warmup_iters)  # 0 -> 1
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)

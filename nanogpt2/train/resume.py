@@ -90,10 +90,10 @@ def resume_config(argv: Sequence[str] | None) -> tuple[TrainConfig, dict | None,
 
 
 def _keep_schedule(cfg: TrainConfig, saved: dict, step: int) -> tuple[TrainConfig, list[str]]:
-    """A longer (or shorter) max_iters on resume would stretch the cosine decay mid-run, and the learning
-    rate would jump. Unless lr_decay_iters is set, keep the decay where the run started it (then min_lr)."""
+    """A longer (or shorter) max_iters on resume would move the cosine decay (or wsd's cooldown) mid-run, and
+    the learning rate would jump. Unless lr_decay_iters is set, keep the decay where the run started it."""
     old_max = saved.get("max_iters")
-    if cfg.lr_schedule != "cosine" or cfg.lr_decay_iters is not None or old_max in (None, cfg.max_iters):
+    if cfg.lr_schedule == "constant" or cfg.lr_decay_iters is not None or old_max in (None, cfg.max_iters):
         return cfg, []
     kept = replace(cfg, lr_decay_iters=old_max)
     min_lr = cfg.min_lr if cfg.min_lr is not None else cfg.learning_rate / 10
@@ -105,22 +105,29 @@ def _keep_schedule(cfg: TrainConfig, saved: dict, step: int) -> tuple[TrainConfi
             min_lr=min_lr,
             warmup_iters=cfg.warmup_iters,
             decay_iters=decay_iters,
-            schedule="cosine",
+            schedule=cfg.lr_schedule,
+            cooldown_frac=cfg.cooldown_frac,
         )
 
-    now, stretched = lr(old_max), lr(cfg.max_iters)
-    if step < cfg.warmup_iters:  # the rate still climbs, whichever end the cosine has
+    now, moved = lr(old_max), lr(cfg.max_iters)
+    decay = "cosine" if cfg.lr_schedule == "cosine" else "cooldown"
+    change = f"note: max_iters {old_max} -> {cfg.max_iters}: the learning rate"
+    fix = (
+        f"Pass --lr_decay_iters={cfg.max_iters} to {'stretch the cosine' if decay == 'cosine' else 'move the cooldown'}"
+    )
+    if step < cfg.warmup_iters:  # the rate still climbs, whichever end the decay has
         where = f"still warming up: {now:.2e} now, {cfg.learning_rate:.2e} at step {cfg.warmup_iters}, then"
         return kept, [
-            f"note: max_iters {old_max} -> {cfg.max_iters}: the learning rate is {where} the run's cosine, "
-            f"which ends at step {old_max} (min_lr from then on). Pass --lr_decay_iters={cfg.max_iters} to "
-            f"stretch the cosine to the new end instead"
+            f"{change} is {where} the run's {decay}, which ends at step {old_max} (min_lr from then on). {fix} to "
+            f"the new end instead"
         ]
-    return kept, [
-        f"note: max_iters {old_max} -> {cfg.max_iters}: the learning rate keeps the run's schedule "
-        f"(cosine to min_lr at step {old_max}, then min_lr; {now:.2e} now). Pass "
-        f"--lr_decay_iters={cfg.max_iters} to stretch the cosine instead ({stretched:.2e} now)"
-    ]
+    note = f"{change} keeps the run's schedule ({decay} to min_lr at step {old_max}, then min_lr; {now:.2e} now)."
+    if decay == "cooldown" and moved > now:  # a wsd run past the start of its cooldown: moving it rewarms
+        return kept, [
+            f"{note} {fix}: the rate goes back up to {moved:.2e} and cools down again at the new end (WSD's "
+            f"usual extension branches from a checkpoint taken before the cooldown)"
+        ]
+    return kept, [f"{note} {fix} instead ({moved:.2e} now)"]
 
 
 def model_for_resume(cfg: TrainConfig, ckpt: dict, lora_base_dtype: torch.dtype | None = None) -> GPT:

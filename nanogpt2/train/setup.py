@@ -40,7 +40,7 @@ from nanogpt2.data.find import find_dataset
 from nanogpt2.data.packed import check_window
 from nanogpt2.errors import UserError, plural
 from nanogpt2.fast.flex import flex_pays, for_cuda_training
-from nanogpt2.flops import lora_training_flops_per_token, training_flops_per_token
+from nanogpt2.flops import lora_training_flops_per_token, muon_flops_per_step, training_flops_per_token
 from nanogpt2.loading import load_model
 from nanogpt2.lora import apply_lora, base_fingerprint, lora_settings
 from nanogpt2.model import GPT
@@ -118,7 +118,7 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
     compiled, model = setup_speed(cfg, raw_model, rt, dist, packed=data.window is not None)
     peak_flops, logger = setup_reporting(cfg, dist, rt, data, raw_model, source_text, step, compiled, allocator)
     _describe_loss(cfg, data, logger.print)
-    _describe_settings(cfg, raw_model, lora, logger.print)
+    _describe_settings(cfg, raw_model, lora, logger.print, dist.world_size)
     return Run(
         cfg=cfg,
         dist=dist,
@@ -230,6 +230,7 @@ def setup_training(
         cfg.optimizer,
         stochastic_rounding=cfg.stochastic_rounding,
         in_backward=cfg.optimizer_in_backward,
+        muon={"lr": cfg.muon_lr, "weight_decay": cfg.muon_weight_decay, "momentum": cfg.muon_momentum},
     )
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.needs_grad_scaler)
     return optimizer, scaler, random_batches(cfg, data, "train", cfg.seed, rt, dist)
@@ -321,7 +322,9 @@ def _describe_loss(cfg: TrainConfig, data: Dataset, say: Callable[[str], None]) 
     say(f"pair data ({template} template): the loss is {said}; each position attends to {sees}")
 
 
-def _describe_settings(cfg: TrainConfig, raw_model: GPT, lora: dict | None, say: Callable[[str], None]) -> None:
+def _describe_settings(
+    cfg: TrainConfig, raw_model: GPT, lora: dict | None, say: Callable[[str], None], world_size: int = 1
+) -> None:
     """The header's lines for the settings that change what the loss counts, how weights are held or updated,
     or a rate that never peaks."""
     if cfg.warmup_iters > cfg.max_iters and cfg.init_from != "resume":
@@ -335,6 +338,13 @@ def _describe_settings(cfg: TrainConfig, raw_model: GPT, lora: dict | None, say:
         say(f"parameters and gradients in bfloat16; 8-bit AdamW updates them with {rounding}")
     if cfg.optimizer_in_backward:
         say("each parameter is updated during backward and its gradient freed at once (compile stays off)")
+    if cfg.optimizer == "muon":
+        tokens = cfg.block_size * cfg.batch_size * cfg.gradient_accumulation_steps // world_size  # per process
+        extra = muon_flops_per_step(raw_model.config) / (flops_per_token(cfg, raw_model, lora) * tokens)
+        say(
+            f"Muon (lr {cfg.muon_lr or cfg.learning_rate:.2e}) on the blocks' matrices, AdamW on the rest; MFU counts "
+            f"the model's FLOPs only: Newton-Schulz adds {extra:.1%} to each process's step (nanogpt2/train/muon.py)"
+        )
     if lora:
         trainable = sum(p.numel() for p in raw_model.parameters() if p.requires_grad)
         s = lora["settings"]

@@ -169,6 +169,7 @@ class Trainer:
             warmup_iters=cfg.warmup_iters,
             decay_iters=cfg.lr_decay_iters or cfg.max_iters,
             schedule=cfg.lr_schedule,
+            cooldown_frac=cfg.cooldown_frac,
         )
 
     def train_step(self, batches: list[tuple], lr: float) -> torch.Tensor:
@@ -219,12 +220,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def set_lr(self, lr: float) -> None:
-        """The learning rate of every parameter group from now on."""
+        """The learning rate of every parameter group from now on (times its lr_scale: Muon's own peak rate)."""
         for group in self.optimizer.param_groups:
+            rate = lr * group.get("lr_scale", 1.0)
             if torch.is_tensor(group["lr"]):  # torchao's low-bit AdamW keeps lr as a tensor for its compiled step
-                group["lr"].fill_(lr)
+                group["lr"].fill_(rate)
             else:
-                group["lr"] = lr
+                group["lr"] = rate
 
     # -- evaluation ---------------------------------------------------------------
 
