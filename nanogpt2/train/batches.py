@@ -1,10 +1,11 @@
 """The batches a training run reads: its training stream and its evaluation passes, for plain text or pair data.
 
-    plain text   RandomBatches: windows anywhere in the token stream; sequential_batches: every token once
+    plain text   RandomBatches: windows anywhere in the token stream; sequential_batches: every token once;
+                 DocumentBatches: windows at documents' starts, or attention kept in each (data/documents.py)
     pair data    PackedBatches: whole packed windows with the loss mask and each position's example;
                  packed_sequential_batches: every window once (nanogpt2/data/packed.py)
 
-A plain batch is (x, y); a pair-data batch is (x, y, examples), examples None when example masking is off.
+A plain batch is (x, y); a pair-data or document batch is (x, y, examples), examples None when masking is off.
 """
 
 from __future__ import annotations
@@ -14,19 +15,32 @@ from typing import Any
 
 from nanogpt2.common.runtime import Runtime
 from nanogpt2.data import Dataset, RandomBatches, count_sequential_batches, sequential_batches
+from nanogpt2.data.documents import DocumentBatches, document_ids
 from nanogpt2.data.packed import PackedBatches, count_packed_batches, packed_sequential_batches
 from nanogpt2.train import distributed as dist_utils
 from nanogpt2.train.config import TrainConfig
 
 
 def random_batches(
-    cfg: TrainConfig, data: Dataset, split: str, seed: int, rt: Runtime, dist: dist_utils.DistInfo
+    cfg: TrainConfig,
+    data: Dataset,
+    split: str,
+    seed: int,
+    rt: Runtime,
+    dist: dist_utils.DistInfo,
+    training: bool = True,
 ) -> RandomBatches:
-    """This rank's stream of random batches of a split: windows anywhere in plain text, or whole packed windows
+    """This rank's stream of random batches of a split: windows anywhere in plain text (at documents' starts
+    with doc_aligned, training only; with each position's document under doc_masking), or whole packed windows
     of pair data (data/packed.py) with its loss mask and example masking as the settings ask."""
     tokens, mask = data.split(split), data.mask(split)
     stream: dict[str, Any] = dict(seed=seed, rank=dist.rank, world_size=dist.world_size, device=rt.device)
     if mask is None:
+        aligned = cfg.doc_aligned and training
+        if aligned or cfg.doc_masking:
+            return DocumentBatches(
+                tokens, cfg.batch_size, cfg.block_size, aligned=aligned, masked=cfg.doc_masking, **stream
+            )
         return RandomBatches(tokens, cfg.batch_size, cfg.block_size, **stream)
     loss_mask, example_masking = masking(cfg)
     return PackedBatches(
@@ -44,6 +58,8 @@ def exact_batches(
         batches = sequential_batches(
             tokens, cfg.batch_size, cfg.block_size, device=rt.device, rank=rank, world_size=world
         )
+        if cfg.doc_masking:
+            return n, ((x, y, document_ids(x)) for x, y in batches)
         return n, batches
     loss_mask, example_masking = masking(cfg)
     n = count_packed_batches(len(tokens) // (cfg.block_size + 1), cfg.batch_size, rank=rank, world_size=world)

@@ -93,6 +93,15 @@ class TrainConfig:
     """Pair data: attention stays inside each packed example, and positions restart at 0 for each, as when the
     model later sees one prompt alone. None: on for pair data; False: examples in a window see each other."""
 
+    doc_aligned: bool = False
+    """Plain text: start every training window at an <|endoftext|>, so its first target is a document's first
+    token (nanogpt2/data/documents.py). False: windows start anywhere, as in nanoGPT. Evaluation keeps plain
+    windows, so that the two compare on the same ones."""
+
+    doc_masking: bool = False
+    """Plain text: attention does not cross an <|endoftext|> inside a window, and positions restart at each one:
+    every document is computed as if alone, in training and evaluation alike (pair data: example_masking)."""
+
     lora_rank: int = 0
     """LoRA (Hu et al. 2021): train a rank-r update beside each frozen weight matrix of lora_targets instead of
     every weight. 0: off (full fine-tuning). 8-16 is typical; needs init_from=a GPT-2 name or folder."""

@@ -221,12 +221,11 @@ def restore_training(
             f"the checkpoint trained on {was}, but dataset {dataset!r} is {is_}: their batches and losses differ, "
             f"so the run cannot continue on it; start a new run from this one (--init_from=RUN_DIR) instead"
         )
-    changed = [
-        f"{k} {saved.get(k)} -> {now[k]}" for k in ("num_tokens", "batch_size", "block_size") if saved.get(k) != now[k]
-    ]
+    keys = ("num_tokens", "batch_size", "block_size", "documents")  # documents: doc_aligned and doc_masking
+    changed = [f"{k} {saved.get(k)} -> {now.get(k)}" for k in keys if saved.get(k) != now.get(k)]
     if changed:
         say(
-            f"note: since the checkpoint, {', '.join(changed)} (training tokens, batch or block size): "
+            f"note: since the checkpoint, {', '.join(changed)} (training tokens, batch, block size or documents): "
             f"the batches will differ from an uninterrupted run"
         )
     if ckpt.get("world_size") == world_size:

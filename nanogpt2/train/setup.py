@@ -178,6 +178,12 @@ def setup_data(cfg: TrainConfig, dist: dist_utils.DistInfo, say: Callable[[str],
     data = open_dataset(folder)
     if data.window is not None:  # pair data: packed for one block_size
         check_window(data.window, cfg.block_size)
+        for name in ("doc_aligned", "doc_masking"):
+            if getattr(cfg, name):
+                raise UserError(
+                    f"{name}=True is for plain text; {folder} holds pair data, whose windows start at examples and "
+                    f"keep them apart already (example_masking): drop {name}"
+                )
     evaluated = cfg.eval_interval > 0 or cfg.eval_only
     val_need = 2 if cfg.eval_iters is None else cfg.block_size + 1  # the exact pass scores short splits too
     for split, need in (("train", cfg.block_size + 1), ("val", val_need if evaluated else 0)):
@@ -245,8 +251,9 @@ def setup_speed(
     # Eager fp32 on the CPU: the LM head and loss as one step, and cheaper dropout masks (nanogpt2/fast).
     if fast.training_paths_pay(rt.device_type, rt.dtype, raw_model.lm_head.weight.dtype, compile_model):
         fast.for_cpu_training(raw_model)
-    # Packed pair data on a GPU, compiled: FlexAttention skips the blocks between examples (fast/flex.py).
-    if packed and masking(cfg)[1] and flex_pays(rt.device_type, compile_model, raw_model.config.dropout):
+    # Packed examples or documents on a GPU, compiled: FlexAttention skips the blocks between them (fast/flex.py).
+    kept_apart = (packed and masking(cfg)[1]) or (not packed and cfg.doc_masking)
+    if kept_apart and flex_pays(rt.device_type, compile_model, raw_model.config.dropout):
         for_cuda_training(raw_model)
     compiled = torch.compile(raw_model) if compile_model else raw_model
     if not dist.enabled:
@@ -312,8 +319,12 @@ def setup_reporting(
 
 
 def _describe_loss(cfg: TrainConfig, data: Dataset, say: Callable[[str], None]) -> None:
-    """Pair data: say what the loss counts and what attention sees, before any figure is logged."""
+    """Pair data and document options: say what the loss counts and what attention sees, before any figure."""
     if data.window is None:
+        starts = "at an <|endoftext|> (a document's start)" if cfg.doc_aligned else "anywhere"
+        sees = "its own document, from position 0" if cfg.doc_masking else "the whole window, across documents"
+        if cfg.doc_aligned or cfg.doc_masking:
+            say(f"documents: training windows start {starts}; each position attends to {sees}")
         return
     loss_mask, example_masking = masking(cfg)
     template = data.meta["loss_mask"]["template"]

@@ -241,7 +241,7 @@ class Trainer:
                 n, batches = exact_batches(cfg, self.data, split, self.rt, d)
             else:
                 n = math.ceil(cfg.eval_iters / d.world_size)
-                stream = random_batches(cfg, self.data, split, cfg.seed + EVAL_SEED_OFFSET, self.rt, d)
+                stream = random_batches(cfg, self.data, split, cfg.seed + EVAL_SEED_OFFSET, self.rt, d, training=False)
                 batches = (stream.next_batch() for _ in range(n))
             total = torch.zeros(2, dtype=torch.float64, device=self.rt.device)  # [sum of losses, tokens]
             for x, y, *examples in progress(
