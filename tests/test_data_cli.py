@@ -7,8 +7,8 @@ import pytest
 
 from nanogpt2.common.configurator import read_settings
 from nanogpt2.data import PrepareConfig
+from nanogpt2.data.cli import fineweb_main, openwebtext_main
 from nanogpt2.data.cli import main as prepare_cli
-from nanogpt2.data.cli import openwebtext_main
 from nanogpt2.errors import UserError
 
 EXPECTED = {
@@ -76,11 +76,13 @@ def test_mistakes_are_one_line_errors(argv, words):
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
-def test_recipe_defaults_show_in_help(tmp_path, capsys):
-    """A recipe's own defaults (OpenWebText's folder, val_fraction and seed) are the ones --help lists."""
+@pytest.mark.parametrize("recipe, val_fraction", [(openwebtext_main, "0.0005"), (fineweb_main, "0.001")])
+def test_recipe_defaults_show_in_help(recipe, val_fraction, tmp_path, capsys):
+    """A recipe's own defaults (OpenWebText's or FineWeb-Edu's folder, val_fraction and seed) are the ones --help
+    lists."""
     with pytest.raises(SystemExit) as exit_info:
-        openwebtext_main(["--help"], folder=tmp_path / "owt")
+        recipe(["--help"], folder=tmp_path / "recipe")
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for line in (f"--out='{tmp_path / 'owt'}'", "--val_fraction=0.0005", "--seed=2357", "--input=[]"):
+    for line in (f"--out='{tmp_path / 'recipe'}'", f"--val_fraction={val_fraction}", "--seed=2357", "--input=[]"):
         assert line in text

@@ -34,6 +34,8 @@ TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/mast
 # hash-based split picks other validation documents than nanoGPT's shuffled one: losses compare
 # closely, not exactly.
 OPENWEBTEXT = "hf:Skylion007/openwebtext"
+# FineWeb-Edu's 10B-token sample (Penedo et al. 2024, "The FineWeb Datasets"), what llm.c and nanochat train on.
+FINEWEB_EDU = "hf:HuggingFaceFW/fineweb-edu:sample-10BT"
 SHAKESPEARE_OFFLINE = (
     "prepare from local text instead: python data/shakespeare/prepare.py --input PATH "
     "(a .txt file or a folder of them, e.g. a copy of the plays from Project Gutenberg)"
@@ -67,6 +69,11 @@ def shakespeare_main(argv: Sequence[str] | None = None, *, folder: Path) -> dict
 def openwebtext_main(argv: Sequence[str] | None = None, *, folder: Path) -> dict:
     """data/openwebtext/prepare.py: OpenWebText from the Hub (or --input a local copy), into `folder`."""
     return main(argv, out=str(folder), default_inputs=lambda: [OPENWEBTEXT], val_fraction=0.0005, seed=2357)
+
+
+def fineweb_main(argv: Sequence[str] | None = None, *, folder: Path) -> dict:
+    """data/fineweb/prepare.py: FineWeb-Edu sample-10BT from the Hub, streamed (or --input a local copy)."""
+    return main(argv, out=str(folder), default_inputs=lambda: [FINEWEB_EDU], val_fraction=0.001, seed=2357)
 
 
 def _cache_dir() -> Path:
