@@ -1,0 +1,40 @@
+"""bench/sample_efficiency.py: the tokens-to-target arithmetic, and the whole bench on tiny shapes (it runs,
+sweeps every recipe alike and writes its record), so that the long CPU run it is for cannot break unnoticed."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+import sample_efficiency  # noqa: E402
+
+
+def test_tokens_to_target_interpolates_between_evaluations():
+    """The curve reaches the target between two evaluations: the tokens are interpolated linearly; a curve
+    that never gets there gives None."""
+    curve = [(0, 10.0), (10, 6.0), (20, 4.0), (30, 3.0)]
+    assert sample_efficiency.tokens_to(curve, 5.0, 100) == pytest.approx(1500)
+    assert sample_efficiency.tokens_to(curve, 3.0, 100) == pytest.approx(3000)
+    assert sample_efficiency.tokens_to(curve, 2.0, 100) is None
+
+
+@pytest.mark.slow
+def test_the_bench_runs_every_recipe_at_every_rate(shakespeare_data, tmp_path):
+    """Two recipes at two rates on a 1-layer GPT: four runs, the baseline's token ratio 1, a record on disk."""
+    out = tmp_path / "record.json"
+    sample_efficiency.main(
+        [
+            f"--data={shakespeare_data}", "--recipes=adamw,wsd", "--lrs=1e-3,3e-3", "--n_layer=1", "--n_head=2",
+            "--n_embd=16", "--block_size=32", "--batch_size=2", "--max_iters=6", "--eval_every=3", "--eval_iters=2",
+            "--warmup=1", f"--json={out}",
+        ]
+    )  # fmt: skip
+    record = json.loads(out.read_text())
+    assert len(record["settings"]["runs"]) == 4
+    rows = {r["recipe"]: r for r in record["results"]}
+    assert set(rows) == {"adamw", "wsd"} and rows["adamw"]["token_ratio"] == 1.0
