@@ -4,7 +4,8 @@
     scratch                    random weights in the settings' shape              train.py
     resume                     the run in out_dir, to continue it (out_dir/ckpt.pt) train.py
     gpt2 ... gpt2-xl           OpenAI's weights, from the Hugging Face Hub         all
-    a Hugging Face folder      config.json + model.safetensors (or pytorch_model.bin) all
+    a Hugging Face folder      config.json + model.safetensors, pytorch_model.bin   all
+                               or their shards (an .index.json)
     a training run's out_dir   its best.pt, else its ckpt.pt                       all
     a checkpoint file          a ckpt.pt or best.pt written by train.py            all
 
@@ -26,11 +27,10 @@ from pathlib import Path
 import torch
 
 from nanogpt2.errors import UserError
+from nanogpt2.hf.pretrained import WEIGHT_FILES  # a Hugging Face folder's, in order of preference
 from nanogpt2.model import GPT
 from nanogpt2.model_config import GPT2_SIZES, GPTConfig
 from nanogpt2.train.checkpoint import BEST, LATEST, read_checkpoint
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # a Hugging Face folder's, in order of preference
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -84,3 +86,34 @@ def test_load_model_gives_the_checkpoint_weights_and_refuses_more_positions(run_
     assert "best.pt" in loaded.describe()
     with pytest.raises(UserError, match="larger than the model's 16"):
         load_model(str(run_dir), block_size=32)
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_a_sharded_hugging_face_folder_loads(safe, tmp_path):
+    """A folder save_pretrained split into shards (an .index.json and its files; safetensors or pickles) loads
+    with transformers' logits, and a missing shard is one line naming it."""
+    from conftest import make_hf_model
+
+    hf = make_hf_model()
+    folder = tmp_path / "sharded"
+    if safe:
+        hf.save_pretrained(folder, max_shard_size="100KB")
+        index = folder / "model.safetensors.index.json"
+    else:  # the older layout, which recent transformers no longer writes: pickled shards and their index
+        hf.config.save_pretrained(folder)
+        state = {k: v.contiguous() for k, v in hf.state_dict().items()}
+        names = sorted(state)
+        shards = {f"pytorch_model-0000{i + 1}-of-00002.bin": names[i::2] for i in range(2)}
+        for file, keys in shards.items():
+            torch.save({k: state[k] for k in keys}, folder / file)
+        index = folder / "pytorch_model.bin.index.json"
+        index.write_text(json.dumps({"weight_map": {k: f for f, keys in shards.items() for k in keys}}))
+    assert index.is_file() and len(set(json.loads(index.read_text())["weight_map"].values())) > 1
+    model = load_model(str(folder)).model.eval()
+    x = torch.randint(0, 101, (2, 12))
+    with torch.no_grad():
+        assert torch.allclose(model(x)[0], hf(x).logits, rtol=0, atol=1e-4)
+    shard = sorted(folder.glob("*-of-*"))[0]
+    shard.unlink()
+    with pytest.raises(UserError, match=f"names the shard {shard.name}, which is missing"):
+        load_model(str(folder))

@@ -1,7 +1,9 @@
 """Load OpenAI's GPT-2 weights, or any GPT-2 checkpoint in Hugging Face's layout.
 
 A Hugging Face GPT-2 directory holds `config.json` and `model.safetensors` (or
-the older `pytorch_model.bin`). This module finds those files (a local folder,
+the older `pytorch_model.bin`), or for a big model those split into shards that an
+index names (`model.safetensors.index.json` and its `weight_map`, as save_pretrained
+writes them). This module finds those files (a local folder,
 or a download from the Hub) and reads them; hf_layout.py maps their names,
 layouts and config onto ours, refusing anything missing, unexpected or of the
 wrong shape with a message naming the tensors, before torch sees it.
@@ -25,7 +27,13 @@ __all__ = ["HUB_REPOS", "WEIGHT_FILES", "PretrainedError", "load_pretrained", "r
 
 # The official OpenAI GPT-2 repositories on the Hugging Face Hub, one per size.
 HUB_REPOS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
+# In order of preference: one file, or shards named by an index (save_pretrained's max_shard_size).
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def load_pretrained(name_or_dir: str | os.PathLike, **overrides) -> GPT:
@@ -75,7 +83,7 @@ def _download(name: str) -> tuple[Path, Path]:
     offline = constants.HF_HUB_OFFLINE or not reachable(constants.ENDPOINT)
     try:
         config = hf_hub_download(repo, "config.json", local_files_only=offline)
-        for filename in WEIGHT_FILES:
+        for filename in WEIGHT_FILES[::2]:  # OpenAI's repositories hold whole files, not shards
             try:
                 return Path(config), Path(hf_hub_download(repo, filename, local_files_only=offline))
             except EntryNotFoundError:
@@ -118,7 +126,10 @@ def _apply_overrides(config: GPTConfig, overrides: dict) -> GPTConfig:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors file or a torch pickle (read with weights_only=True)."""
+    """Tensors from a .safetensors file, a torch pickle (read with weights_only=True), or the shards an
+    .index.json names (each checked to exist and to hold the tensors the index says it does)."""
+    if path.name.endswith(".index.json"):
+        return _read_shards(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -129,4 +140,20 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise PretrainedError(f"cannot read weights from {path}: {type(e).__name__}: {e}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PretrainedError(f"{path} does not hold a flat dict of tensors")
+    return state
+
+
+def _read_shards(index: Path) -> dict[str, torch.Tensor]:
+    weight_map = _read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise PretrainedError(f"{index} has no weight_map naming the shards of the weights")
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        path = index.parent / shard
+        if not path.is_file():
+            raise PretrainedError(f"{index} names the shard {shard}, which is missing from {index.parent}")
+        state.update(read_state_dict(path))
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise PretrainedError(f"the shards of {index} lack {len(missing)} of its tensors (first: {missing[0]})")
     return state
