@@ -142,3 +142,30 @@ def test_a_stopped_run_saves_and_exits_128_plus_the_signal(shakespeare_data, tmp
     assert proc.returncode == 128 + sig, err[-2000:]
     step = read_checkpoint(out / "ckpt.pt")["step"]  # the step it stopped after: saved, and said
     assert step >= 1 and f"stopped on request at step {step}; continue with --init_from=resume" in printed
+
+
+def test_every_run_ends_with_a_summary(shakespeare_data, tmp_path, capsys):
+    """The last metrics.jsonl row is the summary: the best validation loss and its step (those of the eval
+    rows), the tokens, the checkpoints on disk and the commands to sample and resume; the console says it too.
+    After a resume the best is still found over the whole run."""
+    out = tmp_path / "run"
+    train([*TINY, f"--dataset={shakespeare_data}", f"--out_dir={out}", "--max_iters=4", "--eval_interval=2"])
+    last = rows(out)[-1]
+    evals = rows(out, "eval")
+    best = min(evals, key=lambda r: r["val_loss"])
+    assert last["kind"] == "summary" and (last["best_val_loss"], last["best_step"]) == (best["val_loss"], best["step"])
+    assert last["tokens"] == 4 * 2 * 16 and sorted(last["checkpoints"]) == sorted(
+        str(out / n) for n in ("best.pt", "ckpt.pt")
+    )
+    assert last["sample"] == f"python sample.py --init_from={out}" and "--init_from=resume" in last["resume"]
+    assert (
+        f"done: step 4, 128 tokens; best val loss {best['val_loss']:.4f} at step {best['step']}"
+        in capsys.readouterr().out
+    )
+    train([f"--out_dir={out}", "--init_from=resume", "--max_iters=6"])
+    again = rows(out)[-1]
+    assert (
+        again["kind"] == "summary"
+        and again["step"] == 6
+        and again["best_val_loss"] == min(r["val_loss"] for r in rows(out, "eval"))
+    )

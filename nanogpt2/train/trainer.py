@@ -41,6 +41,7 @@ from nanogpt2.train.optim import clip_grad_norm, lr_at
 from nanogpt2.train.resume import RunComplete, rng_state
 from nanogpt2.train.run_dir import RunFolder, RunLock, check_new_run, remove_run_files
 from nanogpt2.train.setup import Run, build_run
+from nanogpt2.train.summary import run_summary, summary_lines
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation batches come from their own stream, never the training one
 
@@ -126,7 +127,7 @@ class Trainer:
         cfg = self.cfg
         if self.dist.is_main:
             save_config(cfg, self.out_dir / "config.json")
-        start_time = time.time()
+        start_time, start_step = time.time(), self.step
         self._last_log = (self.step, start_time)
         last_eval = self.step if self.resumed else None  # a resumed run was evaluated where it stopped
         stopped_by = None
@@ -152,6 +153,11 @@ class Trainer:
         if stopped_by is not None:
             why = "on request" if stopped_by == "signal" else f"after max_hours={cfg.max_hours}"
             self.say(f"stopped {why} at step {self.step}; continue with --init_from=resume --out_dir={cfg.out_dir}")
+        if self.dist.is_main:  # what the run reached, where its files are, what to run next (summary.py)
+            summary = run_summary(self.out_dir, self.step, cfg.tokens_per_step, start_step, time.time() - start_time)
+            self.logger.record("summary", summary.pop("step"), **summary)
+            for line in summary_lines(summary, self.step):
+                self.say(line)
         signum = stop.requested if stopped_by == "signal" else None
         return {
             "step": self.step,
