@@ -25,6 +25,7 @@ import torch
 
 from nanogpt2.common.files import atomic_write, fsync_folder, temporary_name
 from nanogpt2.errors import UserError
+from nanogpt2.interop.nanogpt import from_nanogpt, is_nanogpt_checkpoint
 
 LATEST = "ckpt.pt"
 BEST = "best.pt"
@@ -67,6 +68,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"cannot read checkpoint {path}: not a checkpoint file, or a damaged one "
             f"({type(e).__name__}); point at a ckpt.pt or best.pt written by train.py"
         ) from None
+    if is_nanogpt_checkpoint(ckpt):  # nanoGPT's train.py wrote it: its weights, renamed (interop/nanogpt.py)
+        return from_nanogpt(ckpt)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
         raise UserError(f"{path} is not a nanogpt2 checkpoint (no model/model_config entries)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:

@@ -59,6 +59,11 @@ def resume_config(argv: Sequence[str] | None) -> tuple[TrainConfig, dict | None,
             f"or start one with init_from=scratch or a GPT-2 name"
         )
     ckpt = read_checkpoint(path)
+    if ckpt.get("origin") == "nanoGPT":
+        raise UserError(
+            f"{path} was written by nanoGPT: its weights load, its optimizer state does not, so it cannot be "
+            f"resumed here; start a new run from it with --init_from={path} (and a new out_dir)"
+        )
     if "optimizer" not in ckpt or "step" not in ckpt:
         raise UserError(f"{path} holds weights only (no optimizer state or step), so it cannot be resumed")
     saved = ckpt.get("config", {})

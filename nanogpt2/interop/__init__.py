@@ -1,0 +1,1 @@
+"""Files from other projects, read as ours: nanoGPT's checkpoints (nanogpt.py)."""
