@@ -206,6 +206,11 @@ class TrainConfig:
     log_interval: int = 10
     """Print and record loss, lr, tokens/s, MFU and memory every this many steps."""
 
+    plot: bool | None = None
+    """Draw out_dir/curves.png (loss, learning rate, tokens/s; nanogpt2/plot.py, needs matplotlib). True: at every
+    evaluation and at the end. None: so too when matplotlib is installed, at most once a minute, so that short
+    runs pay nothing. False: never (python -m nanogpt2.plot RUN draws it any time)."""
+
     wandb_log: bool = False
     """Also log to Weights & Biases (pip install wandb; WANDB_MODE=offline works without a network)."""
 

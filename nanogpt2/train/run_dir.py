@@ -27,7 +27,7 @@ from nanogpt2.errors import UserError
 from nanogpt2.train.checkpoint import BEST, LATEST
 
 LOCK = ".lock"
-RUN_FILES = (LATEST, BEST, "metrics.jsonl", "config.json")  # what a run writes, and what --overwrite removes
+RUN_FILES = (LATEST, BEST, "metrics.jsonl", "config.json", "curves.png")  # what a run writes; --overwrite removes it
 MARKS_A_RUN = (LATEST, BEST, "metrics.jsonl")  # config.json alone is what a failed start used to leave
 
 

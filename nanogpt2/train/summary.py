@@ -7,7 +7,7 @@ Printed after the last step (or a stop) and written as the last row of metrics.j
     step, tokens               where the run is, and the tokens trained on to get there
     wall_seconds               this invocation's time (a resumed run counts from its resume)
     mean_tokens_per_sec, mean_mfu   over this invocation's logged steps (None where not measured)
-    checkpoints                the run's ckpt.pt and best.pt, where they exist
+    checkpoints, plot          the run's ckpt.pt and best.pt, where they exist, and its curves.png
     sample, resume             the commands that sample from the run and continue it
 """
 
@@ -59,7 +59,7 @@ def summary_lines(s: dict, step: int) -> list[str]:
     return [
         f"done: step {step:,}, {s['tokens']:,} tokens; {best}; {format_duration(s['wall_seconds'])} at {speed}{mfu}"
         f" (mean)",
-        f"  checkpoints: {', '.join(s['checkpoints']) or 'none'}",
+        f"  checkpoints: {', '.join(s['checkpoints']) or 'none'}" + (f"; curves: {s['plot']}" if s.get("plot") else ""),
         f"  sample: {s['sample']}",
         f"  resume: {s['resume']}",
     ]

@@ -33,6 +33,7 @@ from nanogpt2.common.progress import format_duration, progress
 from nanogpt2.errors import UserError
 from nanogpt2.flops import mfu as model_flops_utilization
 from nanogpt2.lora import adapter_state_dict
+from nanogpt2.plot import CurvesDuringTraining
 from nanogpt2.train import distributed as dist_utils
 from nanogpt2.train.batches import exact_batches, random_batches
 from nanogpt2.train.checkpoint import BEST, FORMAT_VERSION, LATEST, atomic_save, link_or_copy
@@ -89,6 +90,7 @@ class Trainer:
         self.eval_tasks, self.lora = run.eval_tasks, run.lora
         self.min_lr = self.cfg.min_lr if self.cfg.min_lr is not None else self.cfg.learning_rate / 10
         self.folder = RunFolder(self.out_dir)
+        self.curves = CurvesDuringTraining(self.out_dir, self.cfg.plot, time.time())
         self.lock = RunLock(self.out_dir)
         if self.dist.is_main and not self.cfg.eval_only:  # eval_only writes nothing into out_dir
             try:
@@ -154,7 +156,9 @@ class Trainer:
             why = "on request" if stopped_by == "signal" else f"after max_hours={cfg.max_hours}"
             self.say(f"stopped {why} at step {self.step}; continue with --init_from=resume --out_dir={cfg.out_dir}")
         if self.dist.is_main:  # what the run reached, where its files are, what to run next (summary.py)
+            picture = self.curves.maybe_draw(time.time(), self.say)
             summary = run_summary(self.out_dir, self.step, cfg.tokens_per_step, start_step, time.time() - start_time)
+            summary["plot"] = str(picture) if picture else None
             self.logger.record("summary", summary.pop("step"), **summary)
             for line in summary_lines(summary, self.step):
                 self.say(line)
@@ -285,6 +289,8 @@ class Trainer:
         )
         if benchmarks:
             self.say("  " + ", ".join(f"{k} {v:.4g}" for k, v in benchmarks.items()))
+        if self.dist.is_main:
+            self.curves.maybe_draw(time.time(), self.say)  # out_dir/curves.png, when it is time (plot.py)
         return losses
 
     def score_eval_tasks(self) -> dict[str, float]:
