@@ -260,10 +260,24 @@ def _check_ids(folder: Path, meta: dict, redo: str) -> None:
         found = first_id_at_least(TokenFile.whole(path), vocab)
         if found is not None:
             position, value = found
+            if position == 0 and _has_llmc_header(path):
+                raise DatasetError(
+                    f"{path} starts with llm.c's shard header (magic {LLMC_MAGIC}: 256 int32, then uint16 ids), "
+                    f"which nanogpt2 does not read yet; prepare the text with data/prepare.py instead"
+                )
             raise DatasetError(
                 f"{path}: token id {value:,} at position {position:,} is outside the vocabulary of {vocab:,} ids "
                 f"(0 to {vocab - 1:,}): not GPT-2 tokens in uint16, or another tokenizer's; {redo}"
             )
+
+
+LLMC_MAGIC = 20240520  # llm.c's token shards (its dev/data scripts): int32 magic, version, count, ...
+
+
+def _has_llmc_header(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = np.frombuffer(f.read(12), dtype="<i4")
+    return len(head) == 3 and int(head[0]) == LLMC_MAGIC
 
 
 def first_id_at_least(tokens: TokenFile, limit: int, chunk: int = 1 << 23, quiet_seconds: float = 2.0):
