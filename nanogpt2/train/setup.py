@@ -40,7 +40,6 @@ from nanogpt2.data.find import find_dataset
 from nanogpt2.data.packed import check_window
 from nanogpt2.errors import UserError, plural
 from nanogpt2.fast.flex import flex_pays, for_cuda_training
-from nanogpt2.flops import lora_training_flops_per_token, muon_flops_per_step, training_flops_per_token
 from nanogpt2.loading import load_model
 from nanogpt2.lora import apply_lora, base_fingerprint, lora_settings
 from nanogpt2.model import GPT
@@ -48,6 +47,7 @@ from nanogpt2.model_config import GPTConfig
 from nanogpt2.train import distributed as dist_utils
 from nanogpt2.train.batches import masking, random_batches
 from nanogpt2.train.config import TrainConfig
+from nanogpt2.train.header import describe_loss, describe_settings, flops_per_token
 from nanogpt2.train.metrics import MetricsLogger, describe_run, peak_for_mfu
 from nanogpt2.train.optim import make_optimizer
 from nanogpt2.train.resume import model_for_resume, restore_training, resume_config
@@ -117,8 +117,8 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
         del ckpt  # the host copy of weights and AdamW moments is not needed any more: let it go now
     compiled, model = setup_speed(cfg, raw_model, rt, dist, packed=data.window is not None)
     peak_flops, logger = setup_reporting(cfg, dist, rt, data, raw_model, source_text, step, compiled, allocator)
-    _describe_loss(cfg, data, logger.print)
-    _describe_settings(cfg, raw_model, lora, logger.print, dist.world_size)
+    describe_loss(cfg, data, logger.print)
+    describe_settings(cfg, raw_model, lora, logger.print, dist.world_size)
     return Run(
         cfg=cfg,
         dist=dist,
@@ -316,62 +316,6 @@ def setup_reporting(
     ):
         logger.print(line)
     return peak_flops, logger
-
-
-def _describe_loss(cfg: TrainConfig, data: Dataset, say: Callable[[str], None]) -> None:
-    """Pair data and document options: say what the loss counts and what attention sees, before any figure."""
-    if data.window is None:
-        starts = "at an <|endoftext|> (a document's start)" if cfg.doc_aligned else "anywhere"
-        sees = "its own document, from position 0" if cfg.doc_masking else "the whole window, across documents"
-        if cfg.doc_aligned or cfg.doc_masking:
-            say(f"documents: training windows start {starts}; each position attends to {sees}")
-        return
-    loss_mask, example_masking = masking(cfg)
-    template = data.meta["loss_mask"]["template"]
-    said = "masked: the mean over completions and their <|endoftext|>" if loss_mask else "every token (loss_mask=False)"
-    sees = "its own example, from position 0" if example_masking else "the whole window (example_masking=False)"
-    say(f"pair data ({template} template): the loss is {said}; each position attends to {sees}")
-
-
-def _describe_settings(
-    cfg: TrainConfig, raw_model: GPT, lora: dict | None, say: Callable[[str], None], world_size: int = 1
-) -> None:
-    """The header's lines for the settings that change what the loss counts, how weights are held or updated,
-    or a rate that never peaks."""
-    if cfg.warmup_iters > cfg.max_iters and cfg.init_from != "resume":
-        peak = cfg.learning_rate * cfg.max_iters / cfg.warmup_iters
-        say(
-            f"note: warmup_iters={cfg.warmup_iters} is longer than max_iters={cfg.max_iters}: the learning rate "
-            f"climbs only to {peak:.2e} of its {cfg.learning_rate:.2e} by the last step"
-        )
-    if cfg.param_dtype == "bfloat16":
-        rounding = "stochastic rounding" if cfg.stochastic_rounding else "round-to-nearest (updates may vanish)"
-        say(f"parameters and gradients in bfloat16; 8-bit AdamW updates them with {rounding}")
-    if cfg.optimizer_in_backward:
-        say("each parameter is updated during backward and its gradient freed at once (compile stays off)")
-    if cfg.optimizer == "muon":
-        tokens = cfg.block_size * cfg.batch_size * cfg.gradient_accumulation_steps // world_size  # per process
-        extra = muon_flops_per_step(raw_model.config) / (flops_per_token(cfg, raw_model, lora) * tokens)
-        say(
-            f"Muon (lr {cfg.muon_lr or cfg.learning_rate:.2e}) on the blocks' matrices, AdamW on the rest; MFU counts "
-            f"the model's FLOPs only: Newton-Schulz adds {extra:.1%} to each process's step (nanogpt2/train/muon.py)"
-        )
-    if lora:
-        trainable = sum(p.numel() for p in raw_model.parameters() if p.requires_grad)
-        s = lora["settings"]
-        say(
-            f"LoRA rank {s['rank']} (alpha {s['alpha']}) on {s['targets']} of {lora['base']}: "
-            f"{trainable / 1e6:.2f}M trainable parameters, base frozen in "
-            f"{str(raw_model.wte.weight.dtype).removeprefix('torch.')}"
-        )
-
-
-def flops_per_token(cfg: TrainConfig, raw_model: GPT, lora: dict | None) -> int:
-    """The matmul FLOPs one training token costs, as MFU counts them: a frozen base computes no weight gradients."""
-    if lora:
-        settings = lora["settings"]
-        return lora_training_flops_per_token(raw_model.config, cfg.block_size, settings["rank"], settings["targets"])
-    return training_flops_per_token(raw_model.config, cfg.block_size)
 
 
 def load_eval_tasks(spec: str, limit: int | None) -> list[tuple[str, Any]]:

@@ -17,13 +17,10 @@ max_iters, max_hours, Ctrl-C, or a loss that is no longer a number.
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict
-from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -42,6 +39,7 @@ from nanogpt2.train.optim import clip_grad_norm, lr_at
 from nanogpt2.train.resume import RunComplete, rng_state
 from nanogpt2.train.run_dir import RunFolder, RunLock, check_new_run, remove_run_files
 from nanogpt2.train.setup import Run, build_run
+from nanogpt2.train.stop import StopRequest
 from nanogpt2.train.summary import run_summary, summary_lines
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation batches come from their own stream, never the training one
@@ -421,32 +419,3 @@ def _why(error: Exception) -> str:
         return error.strerror
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     return "the disk is full or the write failed" if "unexpected pos" in text else text
-
-
-class StopRequest:
-    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step and save;
-    a second Ctrl-C aborts immediately. Handlers are installed only in the main thread."""
-
-    def __init__(self, say: Callable[[str], None] = print):
-        self.requested: int | None = None  # the signal's number, once one came
-        self.say = say
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested is not None:
-            raise KeyboardInterrupt
-        self.requested = signum
-        self.say(
-            f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
-            f"(press Ctrl-C again to abort without saving)"
-        )
