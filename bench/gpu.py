@@ -30,6 +30,7 @@ Steps:
   autotune bench/train.py, ours compiled with mode max-autotune-no-cudagraphs (compare with "train")
   chunked  bench/train.py, ours compiled with the chunked LM head + loss (compare with "train")
   loss     bench/loss.py under bf16 autocast: our chunked loss against torch's F.linear_cross_entropy
+  pairs    bench/pairs_attention.py: packed examples kept apart by the dense mask vs FlexAttention, 124M
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ STEPS = (
     "autotune",
     "chunked",
     "loss",
+    "pairs",
 )  # in the order they run: most wanted first
 
 
@@ -137,6 +139,16 @@ def steps(work: Path, out: Path, dry: bool) -> dict[str, tuple[list[str], int]]:
                 else ["--device=cuda", "--rows=8192", "--width=768", "--chunk=2048", "--dtype=bfloat16"]
             ),
             120,
+        ),
+        "pairs": (
+            [py, str(BENCH / "pairs_attention.py"), "--json", str(out / "pairs.json")]
+            + (
+                ["--device=cpu", "--n_layer=1", "--n_embd=32", "--n_head=2", "--block_size=32", "--batch_size=2"]
+                + ["--compile=false", "--rounds=1", "--steps=1", "--mean_example=8"]
+                if dry
+                else ["--device=cuda"]
+            ),
+            180,
         ),
         "sample": (
             [

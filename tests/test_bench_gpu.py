@@ -39,6 +39,7 @@ def test_gpu_suite_dry_run_writes_every_record(tmp_path):
         "autotune",
         "chunked",
         "loss",
+        "pairs",
     ]
     assert all(s["status"] == "ok" for s in suite["steps"]), suite["steps"]
     records = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json") if p.name != "suite.json"}
@@ -54,6 +55,7 @@ def test_gpu_suite_dry_run_writes_every_record(tmp_path):
         "train-autotune",
         "train-chunked",
         "loss",
+        "pairs",
     }
     main = records["main"]["results"][0]
     assert main["name"] == "finetune_small" and main["tokens_per_sec"] > 0
@@ -73,5 +75,5 @@ def test_gpu_suite_refuses_unknown_steps(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: unknown step(s) nope; choose from "
-        "main, large, xl_full, xl_lora, train, memory, eager, sample, autotune, chunked, loss"
+        "main, large, xl_full, xl_lora, train, memory, eager, sample, autotune, chunked, loss, pairs"
     ]
