@@ -8,9 +8,10 @@ Read it top to bottom; every shape is written next to the line that makes it.
     C  embedding width n_embd  nh number of heads     hs head size = C // nh
     V  vocabulary size
 
-Beside the architecture: a KVCache, so that generating a token costs one position's work, and
-two memory savers for training that give the same numbers (activation checkpointing, the loss
-in chunks). Faster paths for particular devices live in nanogpt2/fast/, applied to a built model.
+Beside the architecture: a KVCache, so that generating a token costs one position's work;
+packed examples (fine-tuning on pairs), each seeing only itself from position 0 as if alone;
+and two memory savers for training that give the same numbers (activation checkpointing, the
+loss in chunks). Faster paths for particular devices live in nanogpt2/fast/, applied to a built model.
 
 References
     [GPT-2]  Radford et al. 2019, "Language Models are Unsupervised Multitask Learners".
