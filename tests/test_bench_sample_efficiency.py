@@ -3,6 +3,7 @@ sweeps every recipe alike and writes its record), so that the long CPU run it is
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 
@@ -10,11 +11,21 @@ import pytest
 
 from conftest import REPO
 
-sys.path.insert(0, str(REPO / "bench"))
-import sample_efficiency  # noqa: E402
+
+@pytest.fixture
+def sample_efficiency(monkeypatch):
+    """bench/sample_efficiency.py as a module, with sys.path and sys.modules as they were afterwards: the
+    bench puts bench/ first on sys.path, where its train.py would shadow the repository's for later tests."""
+    monkeypatch.setattr(sys, "path", [str(REPO / "bench"), *sys.path])
+    for name in ("sample_efficiency", "common"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module("sample_efficiency")
+    yield module
+    for name in ("sample_efficiency", "common"):
+        sys.modules.pop(name, None)
 
 
-def test_tokens_to_target_interpolates_between_evaluations():
+def test_tokens_to_target_interpolates_between_evaluations(sample_efficiency):
     """The curve reaches the target between two evaluations: the tokens are interpolated linearly; a curve
     that never gets there gives None."""
     curve = [(0, 10.0), (10, 6.0), (20, 4.0), (30, 3.0)]
@@ -24,7 +35,7 @@ def test_tokens_to_target_interpolates_between_evaluations():
 
 
 @pytest.mark.slow
-def test_the_bench_runs_every_recipe_at_every_rate(shakespeare_data, tmp_path):
+def test_the_bench_runs_every_recipe_at_every_rate(sample_efficiency, shakespeare_data, tmp_path):
     """Two recipes at two rates on a 1-layer GPT: four runs, the baseline's token ratio 1, a record on disk."""
     out = tmp_path / "record.json"
     sample_efficiency.main(
