@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from nanogpt2.errors import UserError
-from nanogpt2.hf.pretrained import WEIGHT_FILES  # a Hugging Face folder's, in order of preference
+from nanogpt2.hf.pretrained import WEIGHT_FILES, WEIGHTS_WANTED  # a Hugging Face folder's files
 from nanogpt2.model import GPT
 from nanogpt2.model_config import GPT2_SIZES, GPTConfig
 from nanogpt2.train.checkpoint import BEST, LATEST, read_checkpoint
@@ -84,11 +84,11 @@ def _folder_source(init_from: str, path: Path) -> ModelSource:
     if (path / "config.json").is_file() and _is_hf_config(path / "config.json"):
         raise UserError(
             f"{path} looks like a Hugging Face GPT-2 folder (config.json) but has no weights: "
-            f"expected {' or '.join(WEIGHT_FILES)} beside config.json"
+            f"expected {WEIGHTS_WANTED} beside config.json"
         )
     raise UserError(
         f"{path} holds no checkpoint ({BEST} or {LATEST}) and is not a Hugging Face GPT-2 folder (config.json "
-        f"and {' or '.join(WEIGHT_FILES)}); train first or check the path"
+        f"and {WEIGHTS_WANTED}); train first or check the path"
     )
 
 

@@ -23,7 +23,7 @@ from nanogpt2.hf.layout import PretrainedError, config_from_hf, convert_hf_state
 from nanogpt2.model import GPT
 from nanogpt2.model_config import GPT2_SIZES, GPTConfig
 
-__all__ = ["HUB_REPOS", "WEIGHT_FILES", "PretrainedError", "load_pretrained", "read_state_dict"]
+__all__ = ["HUB_REPOS", "WEIGHTS_WANTED", "WEIGHT_FILES", "PretrainedError", "load_pretrained", "read_state_dict"]
 
 # The official OpenAI GPT-2 repositories on the Hugging Face Hub, one per size.
 HUB_REPOS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
@@ -34,6 +34,7 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
+WEIGHTS_WANTED = "model.safetensors or pytorch_model.bin (or their shards and .index.json)"  # for messages
 
 
 def load_pretrained(name_or_dir: str | os.PathLike, **overrides) -> GPT:
@@ -61,7 +62,7 @@ def _locate(name_or_dir: str) -> tuple[Path, Path]:
         for name in WEIGHT_FILES:
             if (path / name).is_file():
                 return config, path / name
-        raise PretrainedError(f"{path} has no weights: expected {' or '.join(WEIGHT_FILES)} beside config.json")
+        raise PretrainedError(f"{path} has no weights: expected {WEIGHTS_WANTED} beside config.json")
     if name_or_dir in HUB_REPOS:
         return _download(name_or_dir)
     raise PretrainedError(
@@ -95,7 +96,7 @@ def _download(name: str) -> tuple[Path, Path]:
             f"Offline? Copy a GPT-2 directory (config.json + model.safetensors, e.g. from "
             f"https://huggingface.co/{repo}) to this machine and pass its path instead of {name!r}"
         ) from None
-    raise PretrainedError(f"the Hub repository {repo} has none of {', '.join(WEIGHT_FILES)}")
+    raise PretrainedError(f"the Hub repository {repo} has none of {', '.join(WEIGHT_FILES[::2])}")
 
 
 def _read_json(path: Path) -> dict:
