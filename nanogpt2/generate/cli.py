@@ -135,7 +135,8 @@ def sample(argv: Sequence[str], out: TextIO | None = None, log: TextIO | None = 
 
     print(f"loaded {loaded.describe()}: {model.num_params() / 1e6:.1f}M parameters, on {rt.describe()}", file=log)
     if template != "raw":
-        print(f"prompt in the {template} template the model was fine-tuned with: {prompt!r}", file=log)
+        whose = "the model's own" if cfg.template is None else "--template"
+        print(f"prompt in the {template} template ({whose}): {prompt!r}", file=log)
     if len(ids) > model.config.block_size:
         print(f"the prompt has {len(ids):,} tokens; the model sees its last {model.config.block_size:,}", file=log)
     print(f"seed {seed} (--seed={seed} repeats these samples)", file=log, flush=True)
