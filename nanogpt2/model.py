@@ -251,8 +251,12 @@ class GPT(nn.Module):
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
         mask = None
         if examples is not None:  # packed examples: positions restart at each, attention stays inside it
-            first = torch.cat([torch.ones_like(examples[:, :1]), examples[:, 1:] - examples[:, :-1]], 1) != 0
-            pos = pos - torch.cummax(torch.where(first, pos, 0), dim=1).values  # (B, T): 0 at each start
+            if cache is not None:
+                raise ValueError("packed examples are for training and scoring whole windows, not a KV cache")
+            first = torch.ones_like(examples, dtype=torch.bool)  # (B, T): an example starts here
+            first[:, 1:] = examples[:, 1:] != examples[:, :-1]
+            start_of_mine = torch.cummax(torch.where(first, pos, 0), dim=1).values  # (B, T)
+            pos = pos - start_of_mine  # (B, T): 0 at each example's first token
             mask = self.example_mask(examples)
 
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C): what the token is + where it is

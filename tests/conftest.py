@@ -293,3 +293,51 @@ def assert_resume_is_exact(common: list[str], tmp_path: Path, steps: int) -> tup
 
     assert losses(straight) == losses(split) and len(losses(straight)) >= steps // 2
     return a, b
+
+
+def one_error_line(main, argv, capsys) -> str:
+    """main(argv) through run_main: exit status 2 and exactly one `error:` line on stderr; returns it."""
+    from nanogpt2.errors import run_main
+
+    with pytest.raises(SystemExit) as info:
+        run_main(main, argv)
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def assert_torchrun_matches_one_process(common: list[str], tmp_path: Path) -> tuple[dict, dict]:
+    """train.py with the settings `common` (which accumulate 2 micro-steps) in one process, and under
+    torchrun --nproc_per_node=2 (gloo, 1 micro-step each): the same weights bit for bit and the same logged
+    losses. Both sides use one thread, so that they do the same float operations (test_train.py's
+    test_torchrun_two_processes_match_one_process says why a tolerance would not do). Returns the checkpoints."""
+    import subprocess
+    import sys
+
+    from nanogpt2.train.checkpoint import read_checkpoint
+    from nanogpt2.train.metrics import read_metrics
+    from nanogpt2.train.trainer import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun process below
+    try:
+        train([*common, f"--out_dir={tmp_path / 'one'}"])
+    finally:
+        torch.set_num_threads(threads)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "train.py")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread each, as the single process above
+    proc = subprocess.run(
+        [*cmd, *common, f"--out_dir={tmp_path / 'two'}"], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    one, two = read_checkpoint(tmp_path / "one" / "ckpt.pt"), read_checkpoint(tmp_path / "two" / "ckpt.pt")
+    for key, weight in one["model"].items():
+        difference = (weight - two["model"][key]).abs().max().item()
+        assert torch.equal(weight, two["model"][key]), f"{key}: max |difference| {difference:.2e}"
+
+    def losses(run: Path):
+        return [r["loss"] for r in read_metrics(run, "train")]
+
+    assert losses(tmp_path / "one") == losses(tmp_path / "two") and losses(tmp_path / "one")
+    return one, two

@@ -17,23 +17,13 @@ import pytest
 import torch
 
 from nanogpt2.data.format import DatasetError, open_dataset
-from nanogpt2.errors import plural, run_main
+from nanogpt2.errors import plural
 from nanogpt2.train.metrics import MetricsLogger, read_metrics
 from nanogpt2.train.run_dir import LOCK, RunLock
 from nanogpt2.train.trainer import train
 
 import train as train_script
-from conftest import REPO, TINY_RUN
-
-
-def one_error_line(main, argv, capsys) -> str:
-    """main(argv) through run_main: exit status 2 and exactly one `error:` line on stderr; returns it."""
-    with pytest.raises(SystemExit) as info:
-        run_main(main, argv)
-    assert info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
+from conftest import REPO, TINY_RUN, one_error_line
 
 
 def run(data: Path, out: Path, *extra: str) -> list[str]:

@@ -6,19 +6,9 @@ import json
 
 import pytest
 
-from nanogpt2.errors import run_main
-
 import sample as sample_script
 import train as train_script
-
-
-def one_error_line(main, argv, capsys) -> str:
-    with pytest.raises(SystemExit) as info:
-        run_main(main, argv)
-    assert info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
+from conftest import one_error_line
 
 
 @pytest.mark.parametrize("extra", [[], ["--n_layer=2"]])

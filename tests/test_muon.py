@@ -4,24 +4,19 @@ equal 1, the result exports as GPT-2, and the combinations that can't work are r
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from nanogpt2.errors import UserError
 from nanogpt2.flops import muon_flops_per_step, newton_schulz_flops
 from nanogpt2.model import GPT, GPTConfig
-from nanogpt2.train.checkpoint import read_checkpoint
 from nanogpt2.train.config import TrainConfig
 from nanogpt2.train.metrics import read_metrics
 from nanogpt2.train.muon import muon_params
 from nanogpt2.train.optim import lr_at, make_optimizer
 from nanogpt2.train.trainer import train
 
-from conftest import REPO, TINY_RUN, assert_resume_is_exact
+from conftest import TINY_RUN, assert_resume_is_exact, assert_torchrun_matches_one_process
 
 needs_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
 MUON_RUN = [*TINY_RUN, "--n_layer=2", "--optimizer=muon", "--warmup_iters=1", "--learning_rate=3e-3"]
@@ -176,20 +171,4 @@ def test_torchrun_two_processes_match_one_with_muon(shakespeare_data, tmp_path):
     2 micro-steps: Muon orthogonalizes the all-reduced gradient, the same on every rank."""
     common = [*MUON_RUN, f"--dataset={shakespeare_data}", "--max_iters=3", "--eval_interval=3"]
     common += ["--gradient_accumulation_steps=2"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train([*common, f"--out_dir={tmp_path / 'one'}"])
-    finally:
-        torch.set_num_threads(threads)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "train.py")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [*cmd, *common, f"--out_dir={tmp_path / 'two'}"], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    one, two = read_checkpoint(tmp_path / "one" / "ckpt.pt"), read_checkpoint(tmp_path / "two" / "ckpt.pt")
-    for key, weight in one["model"].items():
-        assert torch.equal(weight, two["model"][key]), key
-    losses = lambda out: [r["loss"] for r in read_metrics(out, "train")]
-    assert losses(tmp_path / "one") == losses(tmp_path / "two")
+    assert_torchrun_matches_one_process(common, tmp_path)

@@ -4,9 +4,6 @@ if alone, the speed paths and memory savers keep those numbers, and runs resume,
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -21,7 +18,13 @@ from nanogpt2.train.checkpoint import read_checkpoint
 from nanogpt2.train.metrics import read_metrics
 from nanogpt2.train.trainer import train
 
-from conftest import REPO, assert_resume_is_exact, assert_trains_like_plain, make_hf_model, save_hf_dir
+from conftest import (
+    assert_resume_is_exact,
+    assert_torchrun_matches_one_process,
+    assert_trains_like_plain,
+    make_hf_model,
+    save_hf_dir,
+)
 
 BLOCK = 32
 
@@ -298,23 +301,7 @@ def test_torchrun_two_processes_match_one_on_pairs(pair_data, tmp_path):
         "--eval_interval=3",
         "--gradient_accumulation_steps=2",
     ]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train([*common, f"--out_dir={tmp_path / 'one'}"])
-    finally:
-        torch.set_num_threads(threads)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "train.py")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [*cmd, *common, f"--out_dir={tmp_path / 'two'}"], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    one, two = read_checkpoint(tmp_path / "one" / "ckpt.pt"), read_checkpoint(tmp_path / "two" / "ckpt.pt")
-    for key, weight in one["model"].items():
-        assert torch.equal(weight, two["model"][key]), key
-    losses = lambda out: [r["loss"] for r in read_metrics(out, "train")]
-    assert losses(tmp_path / "one") == losses(tmp_path / "two")
+    assert_torchrun_matches_one_process(common, tmp_path)
 
 
 def test_pair_data_packed_for_another_block_size_is_refused(pair_data, tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from nanogpt2.train.setup import build_run
 from nanogpt2.train.trainer import Trainer, TrainingDiverged, train
 
 import train as train_script
-from conftest import REPO, SMALL_RUN, assert_resume_is_exact
+from conftest import REPO, SMALL_RUN, assert_resume_is_exact, assert_torchrun_matches_one_process
 
 TINY = [*SMALL_RUN, "--eval_iters=4"]
 
@@ -329,9 +328,6 @@ def test_torchrun_two_processes_match_one_process(shakespeare_data, tmp_path):
     1 the single process's sums are ordered differently, and that rounding noise, divided by Adam's sqrt(v) for
     small gradients, moved a weight by 1.3e-6, while a DDP that sums the gradients instead of averaging them
     moved none by more than 3.3e-7 (gradient clipping and Adam's scale invariance all but hide it)."""
-    import subprocess
-    import sys
-
     common = [
         *TINY,
         f"--dataset={shakespeare_data}",
@@ -341,31 +337,5 @@ def test_torchrun_two_processes_match_one_process(shakespeare_data, tmp_path):
         "--warmup_iters=1",
         "--learning_rate=1e-3",
     ]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each torchrun process below
-    try:
-        train([*common, f"--out_dir={tmp_path / 'one'}"])
-    finally:
-        torch.set_num_threads(threads)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(REPO / "train.py"),
-        *common,
-        f"--out_dir={tmp_path / 'two'}",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread each, as the single process above
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-    one, two = read_checkpoint(tmp_path / "one" / "ckpt.pt"), read_checkpoint(tmp_path / "two" / "ckpt.pt")
+    _, two = assert_torchrun_matches_one_process(common, tmp_path)
     assert two["world_size"] == 2 and len(two["rng"]) == 2
-    for key, weight in one["model"].items():
-        difference = (weight - two["model"][key]).abs().max().item()
-        same = torch.equal(weight, two["model"][key])
-        assert same, f"{key}: max |difference| {difference:.2e}"
-    losses = lambda out: [r["loss"] for r in read_metrics(out, "train")]
-    assert losses(tmp_path / "one") == losses(tmp_path / "two")

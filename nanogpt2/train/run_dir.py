@@ -65,12 +65,16 @@ def check_not_locked(out_dir: Path) -> None:
     try:
         holder = _read_pid(fd)
         if not _lock(fd, holder):
-            raise UserError(
-                f"another run (process {holder or 'unknown'}) is writing to {out_dir} now: "
-                f"wait for it to finish, or choose another out_dir"
-            )
+            raise _held(holder, out_dir)
     finally:
         os.close(fd)  # and with it the probe's own lock
+
+
+def _held(holder: int | None, out_dir: Path) -> UserError:
+    return UserError(
+        f"another run (process {holder or 'unknown'}) is writing to {out_dir} now: "
+        f"wait for it to finish, or choose another out_dir"
+    )
 
 
 class RunLock:
@@ -87,10 +91,7 @@ class RunLock:
         try:
             previous = _read_pid(fd)
             if not _lock(fd, previous):
-                raise UserError(
-                    f"another run (process {previous or 'unknown'}) is writing to {self.path.parent} now: "
-                    f"wait for it to finish, or choose another out_dir"
-                )
+                raise _held(previous, self.path.parent)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except BaseException:
