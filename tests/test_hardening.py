@@ -419,20 +419,3 @@ def test_peft_settings_are_checked_against_an_allow_list(tmp_path, setting, valu
             load_peft_adapter(GPT(config), tmp_path / "adapter")
     else:
         load_peft_adapter(GPT(config), tmp_path / "adapter")
-
-
-def test_an_llmc_shard_is_named_as_such(tmp_path):
-    """A folder whose .bin files start with llm.c's shard header (magic 20240520, version, count) is refused
-    when opened, saying it is an llm.c shard, rather than read with its header as ids."""
-    import numpy as np
-
-    from nanogpt2.data import open_dataset
-    from nanogpt2.data.format import DatasetError
-
-    for split in ("train", "val"):
-        header = np.zeros(256, dtype="<i4")
-        header[:3] = (20240520, 1, 3000)
-        ids = np.random.default_rng(0).integers(0, 50257, 3000, dtype=np.uint16)
-        (tmp_path / f"{split}.bin").write_bytes(header.tobytes() + ids.astype("<u2").tobytes())
-    with pytest.raises(DatasetError, match="starts with llm.c's shard header"):
-        open_dataset(tmp_path)

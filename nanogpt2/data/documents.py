@@ -23,20 +23,22 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nanogpt2.data.format import DatasetError, TokenFile
+from nanogpt2.data.format import DatasetError, TokenFile, TokenStream, pieces
 from nanogpt2.data.loader import RandomBatches
 from nanogpt2.tokenizer import EOT_ID
 
 CHUNK = 1 << 24  # tokens read at a time while looking for documents: 32 MB
 
 
-def document_starts(tokens: TokenFile | np.ndarray, block_size: int) -> np.ndarray:
+def document_starts(tokens: TokenFile | TokenStream | np.ndarray, block_size: int) -> np.ndarray:
     """The positions of every EOT that has a whole window (block_size + 1 tokens) from it, ascending (int64)."""
-    ids = tokens.array() if isinstance(tokens, TokenFile) else tokens
-    last = len(ids) - block_size - 1  # the last start that leaves room for a window
-    found = [np.flatnonzero(ids[a : a + CHUNK] == EOT_ID) + a for a in range(0, max(0, last + 1), CHUNK)]
+    files = [f.array() for f in pieces(tokens)] if isinstance(tokens, (TokenFile, TokenStream)) else [tokens]
+    found, base = [], 0
+    for ids in files:  # each file mapped, read CHUNK tokens at a time
+        found += [np.flatnonzero(ids[a : a + CHUNK] == EOT_ID) + base + a for a in range(0, len(ids), CHUNK)]
+        base += len(ids)
     starts = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
-    return starts[starts <= last].astype(np.int64)
+    return starts[starts <= len(tokens) - block_size - 1].astype(np.int64)  # the last start with room for a window
 
 
 def document_ids(x: torch.Tensor) -> torch.Tensor:

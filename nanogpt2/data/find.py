@@ -30,8 +30,10 @@ def find_dataset(name: str, *, prepare: bool, say: Callable[[str], None] = print
     is_path = path.is_absolute() or len(path.parts) > 1 or name.startswith(".")
     checkout = source_checkout()
     candidates = [path] if is_path else [Path("data") / name] + ([checkout / "data" / name] if checkout else [])
+    from nanogpt2.data.llmc import find_shards
+
     for folder in candidates:
-        if (folder / "train.bin").is_file():
+        if (folder / "train.bin").is_file() or (folder.is_dir() and find_shards(folder)):
             return folder
     for folder in candidates:
         recipe = folder / "prepare.py"

@@ -123,6 +123,27 @@ class TokenFile:
         return array if dtype is None else array.astype(dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class TokenStream:
+    """Several TokenFiles read as one run of ids, in order: a split stored as shards (llm.c's, llmc.py).
+    The batch loader reads a window that spans two pieces from both."""
+
+    pieces: tuple[TokenFile, ...]
+    dtype: ClassVar[np.dtype] = TOKEN_DTYPE
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.pieces)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:  # reads every piece into memory: for small data
+        array = np.concatenate([p.array() for p in self.pieces]) if self.pieces else np.zeros(0, self.dtype)
+        return array if dtype is None else array.astype(dtype)
+
+
+def pieces(tokens: TokenFile | TokenStream) -> tuple[TokenFile, ...]:
+    """The files a split's ids are in, in order: one for a TokenFile."""
+    return tokens.pieces if isinstance(tokens, TokenStream) else (tokens,)
+
+
 class MaskFile(TokenFile):
     """A split's loss mask: one uint8 per token of its .bin (pair data; TARGET_BIT and EXAMPLE_START_BIT)."""
 
@@ -177,7 +198,14 @@ def open_dataset(path: str | os.PathLike) -> Dataset:
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "does not exist"
         raise DatasetError(f"dataset folder {folder} {what}; {redo}")
+    from nanogpt2.data.llmc import find_shards, open_shards
+
     missing = [bin_path(folder, s).name for s in SPLITS if not bin_path(folder, s).is_file()]
+    shards = find_shards(folder) if not (folder / META_FILE).is_file() else None
+    if shards:
+        dataset = open_shards(folder, shards)
+        _check_ids(dataset, redo)
+        return dataset
     if missing:
         raise DatasetError(f"dataset folder {folder} has no {' or '.join(missing)}; {redo}")
     meta_file = folder / META_FILE
@@ -193,10 +221,11 @@ def open_dataset(path: str | os.PathLike) -> Dataset:
     else:
         meta = gpt2_meta(origin="nanoGPT-style folder without meta.json: read as GPT-2 uint16 tokens")
     _check_sizes(folder, meta, redo)
-    _check_ids(folder, meta, redo)
+    dataset = Dataset(folder, meta)
+    _check_ids(dataset, redo)
     if "loss_mask" in meta:
         _check_masks(folder, meta, redo)
-    return Dataset(folder, meta)
+    return dataset
 
 
 def _read_meta(meta_file: Path, redo: str) -> dict:
@@ -247,37 +276,23 @@ def _check_sizes(folder: Path, meta: dict, redo: str) -> None:
             )
 
 
-def _check_ids(folder: Path, meta: dict, redo: str) -> None:
+def _check_ids(dataset: Dataset, redo: str) -> None:
     """Refuse token ids at or above the vocabulary size, which training would crash on whenever a batch
     happened to hold one (hours in, perhaps). Data prepared here records its largest id in meta.json; a
-    folder without it (nanoGPT's, or a foreign file) is read once, in bounded memory."""
-    vocab = int(meta.get("vocab_size", VOCAB_SIZE))
-    largest = meta.get("max_id")
+    folder without it (nanoGPT's, llm.c's, or a foreign file) is read once, in bounded memory."""
+    vocab = int(dataset.meta.get("vocab_size", VOCAB_SIZE))
+    largest = dataset.meta.get("max_id")
     if isinstance(largest, int) and largest < vocab:
         return
     for split in SPLITS:
-        path = bin_path(folder, split)
-        found = first_id_at_least(TokenFile.whole(path), vocab)
-        if found is not None:
-            position, value = found
-            if position == 0 and _has_llmc_header(path):
+        for piece in pieces(dataset.split(split)):
+            found = first_id_at_least(piece, vocab)
+            if found is not None:
+                position, value = found
                 raise DatasetError(
-                    f"{path} starts with llm.c's shard header (magic {LLMC_MAGIC}: 256 int32, then uint16 ids), "
-                    f"which nanogpt2 does not read yet; prepare the text with data/prepare.py instead"
+                    f"{piece.path}: token id {value:,} at position {position:,} is outside the vocabulary of "
+                    f"{vocab:,} ids (0 to {vocab - 1:,}): not GPT-2 tokens in uint16, or another tokenizer's; {redo}"
                 )
-            raise DatasetError(
-                f"{path}: token id {value:,} at position {position:,} is outside the vocabulary of {vocab:,} ids "
-                f"(0 to {vocab - 1:,}): not GPT-2 tokens in uint16, or another tokenizer's; {redo}"
-            )
-
-
-LLMC_MAGIC = 20240520  # llm.c's token shards (its dev/data scripts): int32 magic, version, count, ...
-
-
-def _has_llmc_header(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = np.frombuffer(f.read(12), dtype="<i4")
-    return len(head) == 3 and int(head[0]) == LLMC_MAGIC
 
 
 def first_id_at_least(tokens: TokenFile, limit: int, chunk: int = 1 << 23, quiet_seconds: float = 2.0):

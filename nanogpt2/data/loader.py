@@ -22,7 +22,8 @@ file into the process, and those pages count as its resident memory; over
 millions of random batches that climbs to the file size (OpenWebText: 17 GiB),
 which looks like a leak and can trip a container's memory limit. nanoGPT
 re-creates its memmap for every batch to avoid this. Given a split as a
-`TokenFile` (what `Dataset.split` returns: the file and where its tokens start),
+`TokenFile` (what `Dataset.split` returns: the file and where its tokens start;
+for llm.c shards a `TokenStream` of them, a window spanning two read from both),
 we read each window with `os.preadv` into a reused buffer instead: the process
 never maps the file, the kernel's page cache still keeps hot data in RAM, and
 resident memory stays flat. A NumPy array is simply indexed.
@@ -42,7 +43,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from nanogpt2.data.format import DatasetError, TokenFile
+from nanogpt2.data.format import DatasetError, TokenFile, TokenStream, pieces
 from nanogpt2.errors import check_positive_int, plural
 
 STATE_VERSION = 1
@@ -50,37 +51,52 @@ _MASK64 = (1 << 64) - 1
 
 
 class _WindowReader:
-    """Copies tokens[start : start + n] into a buffer row: with pread from a TokenFile, by indexing an array."""
+    """Copies tokens[start : start + n] into a buffer row: with pread from a TokenFile or each file of a
+    TokenStream (llm.c shards) it spans, by indexing an array."""
 
-    def __init__(self, tokens: TokenFile | np.ndarray) -> None:
-        self.file: TokenFile | None = None
-        if isinstance(tokens, TokenFile) and hasattr(os, "preadv"):
-            self.file = tokens
-        elif isinstance(tokens, TokenFile):  # no pread on this system (Windows): map the file instead
-            tokens = tokens.array()
+    def __init__(self, tokens: TokenFile | TokenStream | np.ndarray) -> None:
+        self.files: tuple[TokenFile, ...] | None = None
+        if isinstance(tokens, (TokenFile, TokenStream)) and hasattr(os, "preadv"):
+            self.files = pieces(tokens)
+            self.starts = np.cumsum([0] + [len(f) for f in self.files])  # where each file's ids begin
+        elif isinstance(tokens, (TokenFile, TokenStream)):  # no pread on this system (Windows): map the files
+            tokens = tokens.array() if isinstance(tokens, TokenFile) else np.asarray(tokens)
         elif tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
             raise DatasetError(f"tokens must be a 1-D array of integer ids, got {tokens.ndim}-D {tokens.dtype}")
         self.tokens = tokens
-        self._fd: int | None = None
+        self._fds: dict[int, int] = {}
         self._pid: int | None = None
 
     def read(self, row: np.ndarray, start: int) -> None:
-        if self.file is None:
+        if self.files is None:
             row[:] = self.tokens[start : start + len(row)]
             return
-        if self._fd is None or self._pid != os.getpid():  # (re)open lazily: a forked child must not share
-            self._fd, self._pid = os.open(self.file.path, os.O_RDONLY), os.getpid()  # its parent's descriptor
-        want = row.nbytes
-        got = os.preadv(self._fd, [row], self.file.offset + start * row.itemsize)  # type: ignore[list-item]
-        if got != want:
+        if self._pid != os.getpid():  # (re)open lazily: a forked child must not share its parent's descriptors
+            self._fds, self._pid = {}, os.getpid()
+        done, index = 0, int(np.searchsorted(self.starts, start, side="right")) - 1
+        while done < len(row) and index < len(self.files):
+            within = start + done - int(self.starts[index])
+            n = min(len(row) - done, len(self.files[index]) - within)
+            self._pread(index, row[done : done + n], within)
+            done, index = done + n, index + 1
+        if done != len(row):
+            raise DatasetError(f"a window at token {start:,} runs past the split's end ({len(self.tokens):,} tokens)")
+
+    def _pread(self, index: int, part: np.ndarray, within: int) -> None:
+        file = self.files[index]  # type: ignore[index]
+        if index not in self._fds:
+            self._fds[index] = os.open(file.path, os.O_RDONLY)
+        got = os.preadv(self._fds[index], [part], file.offset + within * part.itemsize)  # type: ignore[list-item]
+        if got != part.nbytes:
             raise DatasetError(
-                f"{self.file.path} became shorter while training (read {got} of {want} bytes at "
-                f"token {start:,}); was the dataset prepared again? restart the run"
+                f"{file.path} became shorter while training (read {got} of {part.nbytes} bytes at "
+                f"token {within:,}); was the dataset prepared again? restart the run"
             )
 
     def __del__(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
-            os.close(self._fd)
+        if self._pid == os.getpid():
+            for fd in self._fds.values():
+                os.close(fd)
 
 
 def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -97,7 +113,7 @@ class RandomBatches:
 
     def __init__(
         self,
-        tokens: TokenFile | np.ndarray,
+        tokens: TokenFile | TokenStream | np.ndarray,
         batch_size: int,
         block_size: int,
         *,
@@ -192,7 +208,7 @@ def count_sequential_batches(
 
 
 def sequential_batches(
-    tokens: TokenFile | np.ndarray,
+    tokens: TokenFile | TokenStream | np.ndarray,
     batch_size: int,
     block_size: int,
     *,

@@ -92,6 +92,11 @@ class PrepareConfig:
     too_long: str = "truncate"
     """A pair example longer than one window of block_size + 1 tokens: truncate (keep its first block_size + 1
     tokens; left out if its prompt alone fills them) or refuse (an error naming the row)."""
+    llmc: bool = False
+    """Also write the splits as llm.c's token shards into OUT/llmc/ (NAME_val_000000.bin, NAME_train_000000.bin,
+    ...: a 256-int32 header, then uint16 ids), for llm.c and modded-nanogpt. Such a folder opens here too."""
+    llmc_shard_tokens: int = 100_000_000
+    """Tokens per llm.c shard (llm.c's own scripts write 10**8)."""
     quiet: bool = False
     """No progress bar and no summary line."""
 
@@ -113,6 +118,9 @@ class PrepareConfig:
             raise DatasetError(f"streaming={self.streaming!r}: choose auto, yes or no")
         if not self.column:
             raise DatasetError("column is empty: name the column that holds the text (e.g. --column text)")
+        check_positive_int("llmc_shard_tokens", self.llmc_shard_tokens)
+        if self.llmc and self.pairs:
+            raise DatasetError("llmc=True with pair data: llm.c's shards hold no loss mask; drop --llmc")
         self._check_pairs()
 
     def _check_pairs(self) -> None:
@@ -191,6 +199,12 @@ def prepare(cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict:
             mask_path(out, split).unlink(missing_ok=True)
     if not cfg.quiet:
         _summary(say, out, meta, stats, seconds)
+    if cfg.llmc:
+        from nanogpt2.data.llmc import write_shards
+
+        shards = write_shards(out, out / "llmc", cfg.llmc_shard_tokens)
+        if not cfg.quiet:
+            say(f"llm.c shards: {len(shards)} files in {out / 'llmc'} (train on them with --dataset={out / 'llmc'})")
     return meta
 
 
