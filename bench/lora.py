@@ -29,8 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nanogpt2.common.runtime import keep_freed_cpu_memory  # noqa: E402
-from nanogpt2.lora import TARGETS, apply_lora  # noqa: E402
+from nanogpt2.lora import apply_lora  # noqa: E402
 from nanogpt2.model import GPT, GPTConfig  # noqa: E402
+from nanogpt2.model_config import LORA_TARGET_SETS  # noqa: E402
 from nanogpt2.train.optim import make_optimizer  # noqa: E402
 
 from common import add_training_args, median, print_table, time_call, training_setup, write_result  # noqa: E402
@@ -43,7 +44,7 @@ def parse_args(argv=None):
     add_training_args(p)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--alpha", type=float, default=32.0)
-    p.add_argument("--targets", choices=list(TARGETS), default="attn")
+    p.add_argument("--targets", default="attn", help=f"{', '.join(LORA_TARGET_SETS)}, or layers joined by commas")
     p.add_argument("--base_dtype", choices=list(BASE_DTYPES), default="float32", help="how LoRA holds the frozen base")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per run (compilation happens here)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per round")

@@ -8,10 +8,13 @@
                                or their shards (an .index.json)
     a training run's out_dir   its best.pt, else its ckpt.pt                       all
     a checkpoint file          a ckpt.pt or best.pt written by train.py            all
+    a PEFT LoRA adapter folder adapter_config.json and its tensors, on its base    all
+                               (`base`, else the folder's base_model_name_or_path)
 
 A LoRA run's checkpoint holds only its adapters and names its base: loading it loads the base
 again, checks it against the fingerprint the run recorded, and adds the adapters (merged into the
-weights unless the caller keeps them apart, as resuming and `export --peft` do).
+weights unless the caller keeps them apart, as resuming and `export --peft` do). A PEFT adapter
+folder is loaded the same way, onto the base it names or the one given.
 
 resolve_init_from decides which of these a string is, with one clear error when it is none of them;
 load_model builds the GPT. Resuming reads its checkpoint through train/resume.py, which builds the
@@ -27,6 +30,7 @@ from pathlib import Path
 import torch
 
 from nanogpt2.errors import UserError
+from nanogpt2.hf.peft import CONFIG as ADAPTER_CONFIG  # a PEFT adapter folder's settings
 from nanogpt2.hf.pretrained import WEIGHT_FILES, WEIGHTS_WANTED  # a Hugging Face folder's files
 from nanogpt2.model import GPT
 from nanogpt2.model_config import GPT2_SIZES, GPTConfig
@@ -36,11 +40,13 @@ from nanogpt2.train.checkpoint import BEST, LATEST, read_checkpoint
 @dataclass(frozen=True)
 class ModelSource:
     """What an init_from string names: kind is scratch, resume, hub (a GPT-2 name), hf (a local Hugging Face
-    folder) or checkpoint (a file written by train.py, found directly or in a run's out_dir)."""
+    folder), checkpoint (a file written by train.py, found directly or in a run's out_dir) or peft (a PEFT
+    LoRA adapter folder)."""
 
     kind: str
     name: str  # as given
-    path: Path | None = None  # the folder (hf) or the checkpoint file (checkpoint, resume)
+    path: Path | None = None  # the folder (hf, peft) or the checkpoint file (checkpoint, resume)
+    base: str | None = None  # peft: the base model the adapter is loaded onto
 
     def describe(self) -> str:
         return {
@@ -49,6 +55,7 @@ class ModelSource:
             "hub": f"OpenAI's {self.name}",
             "hf": f"Hugging Face folder {self.path}",
             "checkpoint": f"checkpoint {self.path}",
+            "peft": f"PEFT adapter {self.path} on {self.base}",
         }[self.kind]
 
 
@@ -78,6 +85,8 @@ def _folder_source(init_from: str, path: Path) -> ModelSource:
     """A Hugging Face folder (its weights files tell it from a run, which also holds a config.json) or a run."""
     if any((path / name).is_file() for name in WEIGHT_FILES):
         return ModelSource("hf", init_from, path)
+    if (path / ADAPTER_CONFIG).is_file():
+        return ModelSource("peft", init_from, path)
     for name in (BEST, LATEST):
         if (path / name).is_file():
             return ModelSource("checkpoint", init_from, path / name)
@@ -119,14 +128,20 @@ def load_model(
     dropout: float | None = None,
     block_size: int | None = None,
     keep_lora: bool = False,
+    base: str = "",
 ) -> LoadedModel:
     """The GPT that init_from names (not scratch or resume), on the CPU in the dtype its weights were saved in.
 
     dropout: the model's dropout (None keeps the saved one: 0 for Hugging Face folders).
     block_size: fewer positions than the model has (its position table cropped); None keeps them all.
     keep_lora: a LoRA run's adapters stay apart (to train or export them) instead of merged into the weights.
+    base: for a PEFT adapter folder, the model it is loaded onto (empty: the one its adapter_config.json names).
     """
     source = init_from if isinstance(init_from, ModelSource) else resolve_init_from(init_from)
+    if source.kind == "peft":
+        return _peft_model(source, base, dropout=dropout, block_size=block_size, keep_lora=keep_lora)
+    if base:
+        raise UserError(f"base={base!r} is the base of a PEFT adapter, but init_from={source.name!r} is not one")
     if source.kind in ("hub", "hf"):
         overrides = {k: v for k, v in (("dropout", dropout), ("block_size", block_size)) if v is not None}
         return LoadedModel(GPT.from_pretrained(source.path or source.name, **overrides), source)
@@ -143,6 +158,31 @@ def load_model(
             raise UserError(f"a LoRA run keeps its base's {model.config.block_size} positions: drop block_size")
         model = crop_positions(model, block_size)
     return LoadedModel(model, source, ckpt)
+
+
+def _peft_model(source: ModelSource, base: str, *, dropout, block_size, keep_lora: bool) -> LoadedModel:
+    """A PEFT LoRA adapter folder on its base: the base loaded as any init_from, then the adapter (hf/peft.py)."""
+    from nanogpt2.hf.peft import adapter_base, load_peft_adapter
+    from nanogpt2.lora import merge_lora
+
+    assert source.path is not None
+    base = base or adapter_base(source.path)
+    try:
+        base_source = resolve_init_from(base)
+    except UserError:
+        raise UserError(
+            f"{source.path} is a PEFT adapter on {base!r}, which is neither a GPT-2 name nor a folder or file here: "
+            f"give its base with --base=NAME_OR_FOLDER"
+        ) from None
+    model = load_model(base_source, dropout=dropout).model
+    load_peft_adapter(model, source.path)
+    if not keep_lora:
+        model = merge_lora(model)
+    if block_size is not None and block_size != model.config.block_size:
+        if keep_lora:
+            raise UserError(f"a LoRA adapter keeps its base's {model.config.block_size} positions: drop block_size")
+        model = crop_positions(model, block_size)
+    return LoadedModel(model, replace(source, base=base))
 
 
 def crop_positions(model: GPT, block_size: int) -> GPT:
@@ -179,7 +219,7 @@ def _lora_model(ckpt: dict, *, base_dtype: torch.dtype | None = None, **override
     info, saved = ckpt["lora"], ckpt["model_config"]
     # The base as the run had it: its block_size may have been cropped, which the fingerprint covers.
     options = {"dropout": saved.get("dropout", 0.0), "block_size": saved["block_size"], **overrides}
-    base = load_model(info["base"], **options).model  # a GPT-2 name or folder, or another run
+    base = load_model(info["base"], base=info.get("adapter_base", ""), **options).model  # a name, folder or run
     if base_fingerprint(base) != info["fingerprint"]:
         raise UserError(
             f"the LoRA adapters were trained on other weights than {info['base']} holds now "

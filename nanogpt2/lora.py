@@ -8,8 +8,10 @@ weight W (out, in) stays frozen; the layer learns a change of rank r instead:
 A starts random and B at zero, so a fresh adapter changes nothing ([LoRA] 4.1). Only A and B
 train: for GPT-2 small at r=16 on the attention layers that is 0.88M parameters instead of 124M,
 and AdamW keeps moments for those alone. alpha / r scales the update so that the learning rate
-need not be retuned when r changes ([LoRA] 4.1). Which matrices get an adapter is `targets`:
-the attention projections, as in the paper's experiments ([LoRA] 4.2, 7.1), or also the MLP's two.
+need not be retuned when r changes ([LoRA] 4.1). Which matrices get an adapter is `targets`
+(model_config.lora_layers): the attention projections, as in the paper's experiments ([LoRA] 4.2,
+7.1), all four of a block's Linears, c_attn alone (PEFT's default for GPT-2), or any list of them.
+An adapter loaded from PEFT may give single layers their own rank and alpha (`modules`).
 
 The model stays a GPT: apply_lora turns each targeted Linear, in place, into a LoRALinear,
 which adds the low-rank path in its forward and holds A and B as submodules lora_A and lora_B.
@@ -27,8 +29,7 @@ import torch.nn as nn
 
 from nanogpt2.errors import UserError, some
 from nanogpt2.model import GPT
-
-TARGETS = {"attn": ("attn.c_attn", "attn.c_proj"), "all": ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
+from nanogpt2.model_config import lora_layers
 
 
 class LoRALinear(nn.Linear):
@@ -81,9 +82,12 @@ def apply_lora(
     dropout: float = 0.0,
     targets: str = "attn",
     base_dtype: torch.dtype | None = None,
+    modules: dict[str, tuple[int, float]] | None = None,
 ) -> list[nn.Parameter]:
     """Freeze `model` and give the `targets` Linears of every block a rank-`rank` adapter, in place.
-    Returns the adapters' parameters (what the optimizer trains).
+    Returns the adapters' parameters (what the optimizer trains). `modules`, instead of targets, rank and
+    alpha: the Linears to adapt by name, each with its own (rank, alpha), {"h.0.attn.c_attn": (8, 16.0)}
+    (a PEFT adapter's target_modules, rank_pattern and alpha_pattern, resolved by hf/peft.py).
 
     base_dtype=torch.bfloat16 holds every frozen parameter in bf16, embeddings and LayerNorms
     included: half the memory of the weights that are not trained. All of them, because (1) the
@@ -97,8 +101,14 @@ def apply_lora(
         raise UserError(f"lora alpha must be a number > 0 (often 2 x rank), got {alpha!r}")
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise UserError(f"lora dropout must be in [0, 1) (0.05 or 0.1 are usual), got {dropout!r}")
-    if targets not in TARGETS:
-        raise UserError(f"lora targets={targets!r} is not one of {', '.join(map(repr, TARGETS))}")
+    paths = lora_layers(targets)  # one line for a name that is not a target set or a block layer
+    plan = modules or {f"h.{i}.{path}": (rank, float(alpha)) for i in range(model.config.n_layer) for path in paths}
+    linears = dict(model.named_modules())
+    for name, (r, a) in plan.items():
+        if not isinstance(linears.get(name), nn.Linear) or not name.startswith("h."):
+            raise UserError(f"lora: {name!r} is not one of the blocks' Linear layers (h.0.attn.c_attn, ...)")
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1 or not a > 0:
+            raise UserError(f"lora: {name} needs a positive integer rank and an alpha > 0, got {r!r} and {a!r}")
     if base_dtype not in (None, torch.float32, torch.bfloat16):
         raise UserError(f"lora base_dtype must be torch.bfloat16, torch.float32 or None, got {base_dtype!r}")
     if lora_settings(model) is not None:
@@ -108,17 +118,19 @@ def apply_lora(
         p.requires_grad_(False)
     if base_dtype is not None:
         model.to(base_dtype)  # before the adapters exist, so that they stay fp32 (the tie wte/lm_head holds)
-    for block in model.h:
-        for path in TARGETS[targets]:
-            LoRALinear.adapt(cast(nn.Linear, block.get_submodule(path)), rank, float(alpha), float(dropout))
+    for name, (r, a) in plan.items():
+        LoRALinear.adapt(cast(nn.Linear, linears[name]), r, float(a), float(dropout))
     # Recorded on the model, for checkpoints and exports (lora_settings). A plain attribute: not in the state dict.
     settings = {"rank": rank, "alpha": float(alpha), "dropout": float(dropout), "targets": targets}
+    if modules:
+        settings["modules"] = {name: (r, float(a)) for name, (r, a) in modules.items()}
     model.lora = settings  # type: ignore[assignment]  # nn.Module is typed for tensors and modules
     return [p for name, p in model.named_parameters() if _is_adapter(name)]
 
 
 def lora_settings(model: GPT) -> dict | None:
-    """{"rank", "alpha", "dropout", "targets"} of the model's adapters, or None if it has none."""
+    """{"rank", "alpha", "dropout", "targets"} of the model's adapters (and "modules" when they were given
+    layer by layer), or None if it has none."""
     settings = getattr(model, "lora", None)
     return dict(settings) if settings is not None else None
 

@@ -79,3 +79,35 @@ class GPTConfig:
             raise UserError(f"unknown GPT-2 size {name!r}; expected one of {', '.join(GPT2_SIZES)}")
         n_layer, n_head, n_embd = GPT2_SIZES[name]
         return cls(**{"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, **overrides})
+
+
+# The Linear layers of every block (model.py's Block), with their (inputs, outputs) in units of n_embd:
+# the matrices LoRA can adapt and Muon orthogonalizes. The calculator counts their FLOPs and bytes from here.
+BLOCK_LINEARS: dict[str, tuple[int, int]] = {
+    "attn.c_attn": (1, 3),  # x -> q, k, v
+    "attn.c_proj": (1, 1),  # heads -> residual
+    "mlp.c_fc": (1, 4),  # residual -> 4C
+    "mlp.c_proj": (4, 1),  # 4C -> residual
+}
+# LoRA's named target sets: attn, the paper's choice (Hu et al. 2021, sections 4.2 and 7.1); all four; and
+# c_attn alone, what PEFT adapts in GPT-2 by default.
+LORA_TARGET_SETS: dict[str, tuple[str, ...]] = {
+    "attn": ("attn.c_attn", "attn.c_proj"),
+    "all": tuple(BLOCK_LINEARS),
+    "c_attn": ("attn.c_attn",),
+}
+
+
+def lora_layers(targets: str) -> tuple[str, ...]:
+    """The block layers LoRA adapts for `targets`: a set's name (attn, all, c_attn) or layers joined by commas
+    (attn.c_attn,mlp.c_proj), in the block's order."""
+    if targets in LORA_TARGET_SETS:
+        return LORA_TARGET_SETS[targets]
+    chosen = [t.strip() for t in str(targets).split(",")]
+    unknown = [t for t in chosen if t not in BLOCK_LINEARS]
+    if unknown or not targets:
+        raise UserError(
+            f"lora_targets={targets!r}: give {', '.join(LORA_TARGET_SETS)}, or layers joined by commas "
+            f"from {', '.join(BLOCK_LINEARS)} (e.g. attn.c_attn,mlp.c_proj)"
+        )
+    return tuple(path for path in BLOCK_LINEARS if path in chosen)

@@ -12,7 +12,6 @@ import torch.utils.checkpoint
 from nanogpt2.errors import UserError
 from nanogpt2.hf.peft import load_peft_adapter, save_peft_adapter
 from nanogpt2.lora import (
-    TARGETS,
     LoRALinear,
     adapter_state_dict,
     apply_lora,
@@ -22,10 +21,12 @@ from nanogpt2.lora import (
     merge_lora,
 )
 from nanogpt2.model import GPT, GPTConfig
+from nanogpt2.model_config import LORA_TARGET_SETS, lora_layers
 from nanogpt2.train.optim import make_optimizer
 
 from conftest import make_hf_model, save_hf_dir
 
+TARGETS = [*LORA_TARGET_SETS, "attn.c_attn,mlp.c_proj"]  # the named sets, and a list of layers
 CONFIG = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=101)
 
 
@@ -55,7 +56,7 @@ def lora_model(model: GPT | None = None, **settings) -> GPT:
     return model
 
 
-@pytest.mark.parametrize("targets", list(TARGETS))
+@pytest.mark.parametrize("targets", TARGETS)
 def test_fresh_adapter_changes_nothing_and_keeps_base_keys(targets):
     """B = 0 at the start, so a fresh adapter gives exactly the base model's logits; the base's state-dict keys
     are unchanged and the adapters' keys sit beside them, two per targeted layer of every block."""
@@ -68,7 +69,7 @@ def test_fresh_adapter_changes_nothing_and_keeps_base_keys(targets):
     assert torch.equal(before, after)
     adapter_keys = set(adapter_state_dict(model))
     assert adapter_keys == {
-        f"h.{i}.{path}.lora_{ab}.weight" for i in range(2) for path in TARGETS[targets] for ab in "AB"
+        f"h.{i}.{path}.lora_{ab}.weight" for i in range(2) for path in lora_layers(targets) for ab in "AB"
     }
     assert set(model.state_dict()) == before_keys | adapter_keys
     assert len(params) == len(adapter_keys) and all(p.requires_grad for p in params)
@@ -96,7 +97,7 @@ def test_only_adapters_train():
     assert all(not torch.equal(state[k], v) for k, v in start.items())
 
 
-@pytest.mark.parametrize("targets", list(TARGETS))
+@pytest.mark.parametrize("targets", TARGETS)
 def test_merge_equals_unmerged(targets):
     """merge_lora gives a plain, trainable fp32 GPT whose logits equal the adapted model's to 1e-5 (with non-zero
     B), and leaves the adapted model as it was."""
@@ -221,7 +222,7 @@ def base_dir(tmp_path):
     return save_hf_dir(make_hf_model(), tmp_path / "base")
 
 
-@pytest.mark.parametrize("targets", list(TARGETS))
+@pytest.mark.parametrize("targets", TARGETS)
 def test_our_adapter_runs_in_peft(base_dir, tmp_path, targets):
     """An adapter saved by save_peft_adapter, loaded by peft.PeftModel onto transformers' GPT-2, gives our logits
     to 1e-4."""
@@ -240,35 +241,61 @@ def test_our_adapter_runs_in_peft(base_dir, tmp_path, targets):
     assert (want - GPT.from_pretrained(str(base_dir))(idx)[0]).abs().max() > 1e-2  # not a no-op
 
 
-@pytest.mark.parametrize(
-    "target_modules, targets",
-    [
-        (["attn.c_attn", "attn.c_proj"], "attn"),
-        (r"transformer\.h\.\d+\.attn\.c_(attn|proj)", "attn"),
-        (["c_attn", "c_proj", "c_fc"], "all"),
-    ],
-)
-def test_peft_adapter_runs_in_ours(base_dir, tmp_path, target_modules, targets):
-    """A peft-made adapter (random B), saved by save_pretrained and loaded by load_peft_adapter, gives peft's logits
-    to 1e-4, with target_modules read as peft reads them."""
+PEFT_TARGETS = {  # case: (LoraConfig settings, the layers it adapts: {our name: (rank, alpha)})
+    "peft default (c_attn)": (dict(target_modules=None), {f"h.{i}.attn.c_attn": (4, 12) for i in range(2)}),
+    "c_attn + c_proj, both c_proj": (
+        dict(target_modules=["c_attn", "c_proj"]),
+        {f"h.{i}.{p}": (4, 12) for i in range(2) for p in ("attn.c_attn", "attn.c_proj", "mlp.c_proj")},
+    ),
+    "paths below the block": (
+        dict(target_modules=["attn.c_attn", "attn.c_proj"]),
+        {f"h.{i}.attn.{p}": (4, 12) for i in range(2) for p in ("c_attn", "c_proj")},
+    ),
+    "a regex, one block": (dict(target_modules=r".*h\.1\.mlp\.c_fc"), {"h.1.mlp.c_fc": (4, 12)}),
+    "all four": (
+        dict(target_modules=["c_attn", "c_proj", "c_fc"]),
+        {f"h.{i}.{p}": (4, 12) for i in range(2) for p in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")},
+    ),
+    "per-module rank and alpha, one block": (
+        dict(target_modules=["c_attn", "c_fc"], layers_to_transform=[0], rank_pattern={"c_fc": 6},
+             alpha_pattern={"h.0.attn.c_attn": 3}),
+        {"h.0.attn.c_attn": (4, 3), "h.0.mlp.c_fc": (6, 12)},
+    ),
+    "excluding one": (
+        dict(target_modules=["c_attn", "c_proj"], exclude_modules=["mlp.c_proj"]),
+        {f"h.{i}.attn.{p}": (4, 12) for i in range(2) for p in ("c_attn", "c_proj")},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(PEFT_TARGETS))
+def test_peft_adapter_runs_in_ours(base_dir, tmp_path, case):
+    """A peft-made adapter (random B), saved by save_pretrained and loaded by load_peft_adapter, adapts the layers
+    peft adapted, each with peft's rank and alpha, and gives PeftModel's logits to 1e-5: target_modules,
+    exclude_modules, layers_to_transform, rank_pattern and alpha_pattern read as peft reads them."""
     peft = pytest.importorskip("peft")
+    settings, layers = PEFT_TARGETS[case]
     theirs = peft.get_peft_model(
-        make_hf_model(),
-        peft.LoraConfig(r=4, lora_alpha=12, lora_dropout=0.05, target_modules=target_modules, fan_in_fan_out=True),
+        make_hf_model(), peft.LoraConfig(r=4, lora_alpha=12, lora_dropout=0.05, fan_in_fan_out=True, **settings)
     )
     with torch.no_grad():
         for name, p in theirs.named_parameters():
             if "lora_B" in name:
-                p.normal_(0.0, 0.5)
+                p.normal_(0.0, 0.1)
     theirs.save_pretrained(tmp_path / "adapter")
     ours = GPT.from_pretrained(str(base_dir))
     load_peft_adapter(ours, tmp_path / "adapter")
-    assert lora_settings(ours) == {"rank": 4, "alpha": 12.0, "dropout": 0.05, "targets": targets}
+    assert lora_settings(ours)["modules"] == layers
     idx = tokens(T=32)
     ours.eval()
     with torch.no_grad():
         want = theirs.eval()(input_ids=idx).logits
-    assert (ours(idx)[0] - want).abs().max() < 1e-4
+        base = GPT.from_pretrained(str(base_dir))(idx)[0]
+    assert (ours(idx)[0] - want).abs().max() < 1e-5 and (base - want).abs().max() > 1e-2  # equal, and not a no-op
+    save_peft_adapter(ours, tmp_path / "again", base_model_name_or_path=str(base_dir))  # and back to PEFT
+    again = peft.PeftModel.from_pretrained(make_hf_model(), tmp_path / "again").eval()
+    with torch.no_grad():
+        assert (again(input_ids=idx).logits - want).abs().max() < 1e-5
 
 
 BAD_PEFT = {  # case: (adapter_config.json field, value, message)
@@ -276,10 +303,10 @@ BAD_PEFT = {  # case: (adapter_config.json field, value, message)
     "rslora": ("use_rslora", True, "use_rslora=True is not supported"),
     "dora": ("use_dora", True, "use_dora=True is not supported"),
     "modules_to_save": ("modules_to_save", ["lm_head"], "modules_to_save=.* is not supported"),
-    "rank_pattern": ("rank_pattern", {"c_attn": 8}, "rank_pattern=.* is not supported"),
-    "targets subset": ("target_modules", ["c_attn"], "adapts attn.c_attn .*every block's"),
+    "rank_pattern": ("rank_pattern", {"c_attn": 0}, "rank_pattern=.* is not supported"),
+    "layers_pattern": ("layers_pattern", "layers", "layers_pattern='layers' is not supported"),
     "targets lm_head": ("target_modules", ["c_attn", "c_proj", "lm_head"], "adapts lm_head; nanogpt2's LoRA adapts"),
-    "targets one block": ("target_modules", r".*h\.0\.attn\.c_(attn|proj)", r"\(in 1 of 2 blocks\)"),
+    "targets nothing": ("target_modules", ["q_proj", "v_proj"], "adapts none of GPT-2's layers"),
     "not lora": ("peft_type", "IA3", "only LoRA adapters"),
 }
 
@@ -307,7 +334,8 @@ BAD_CALLS = {
     "rank 2.5": (lambda: apply_lora(tiny_gpt(), rank=2.5, alpha=8), "rank must be a positive integer"),
     "alpha 0": (lambda: apply_lora(tiny_gpt(), rank=4, alpha=0), "alpha must be a number > 0"),
     "dropout 1": (lambda: apply_lora(tiny_gpt(), rank=4, alpha=8, dropout=1.0), r"dropout must be in \[0, 1\)"),
-    "targets": (lambda: apply_lora(tiny_gpt(), rank=4, alpha=8, targets="mlp"), "targets='mlp' is not one of"),
+    "targets": (lambda: apply_lora(tiny_gpt(), rank=4, alpha=8, targets="mlp"), "lora_targets='mlp': give attn, all"),
+    "module": (lambda: apply_lora(tiny_gpt(), 4, 8, modules={"h.0.ln_1": (4, 8)}), "'h.0.ln_1' is not one of"),
     "fp16 base": (lambda: apply_lora(tiny_gpt(), 4, 8, base_dtype=torch.float16), "base_dtype must be"),
     "twice": (lambda: apply_lora(lora_model(), rank=4, alpha=8), "already has LoRA adapters"),
     "missing key": (lambda: load_edited(drop="h.0.attn.c_attn.lora_A.weight"), "missing h.0.attn.c_attn.lora_A"),
@@ -332,11 +360,12 @@ def test_bad_input_is_one_clear_user_error(case):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("targets", ["attn", "all"])
+@pytest.mark.parametrize("targets", [*TARGETS, "attn.c_proj", "mlp.c_fc,mlp.c_proj", "mlp.c_proj"])
 def test_lora_flop_count_matches_flop_counter(targets):
     """MFU of a LoRA run counts what its step computes: lora_training_flops_per_token times the tokens equals
     FlopCounterMode's count of a forward + backward pass of a LoRA model (frozen base: no weight gradients, and no
-    input gradient where none flows), to the FLOP, for attention-only and all-matrix adapters."""
+    input gradient where none flows), to the FLOP, for every target set, including ones whose first block runs
+    its attention forward only (no adapter before the MLP)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 

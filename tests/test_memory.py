@@ -26,7 +26,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from nanogpt2.errors import UserError
 from nanogpt2.flops.memory import estimate_training_memory, max_batch_size
-from nanogpt2.flops.memory_state import LORA_TARGETS
 from nanogpt2.model import GPT, GPTConfig
 
 GiB = 2**30
@@ -181,11 +180,15 @@ def test_peak_matches_a_traced_training_step_with_memory_savers(config, batch, s
     assert abs(est.peak / traced - 1) <= 0.05, (est.peak_phase, est.phases, traced)
 
 
-def test_lora_targets_are_lora_py_s():
-    """The torch-free copy of LoRA's targets (memory_state.LORA_TARGETS) names the layers nanogpt2.lora adapts."""
-    from nanogpt2.lora import TARGETS
+def test_block_linears_are_the_model_s():
+    """model_config.BLOCK_LINEARS, which the calculator counts LoRA's and Muon's matrices from, names every Linear
+    of model.py's Block with its (inputs, outputs) in units of n_embd."""
+    from nanogpt2.model_config import BLOCK_LINEARS
 
-    assert {k: tuple(v) for k, v in LORA_TARGETS.items()} == TARGETS
+    C = 16
+    block = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=C, block_size=8, vocab_size=64)).h[0]
+    linears = {n: m.weight.shape for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert linears == {path: (o * C, i * C) for path, (i, o) in BLOCK_LINEARS.items()}
 
 
 @pytest.mark.slow  # torchao compiles its update on the first step: 4-7 s per case

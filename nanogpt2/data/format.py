@@ -203,9 +203,9 @@ def open_dataset(path: str | os.PathLike) -> Dataset:
     missing = [bin_path(folder, s).name for s in SPLITS if not bin_path(folder, s).is_file()]
     shards = find_shards(folder) if not (folder / META_FILE).is_file() else None
     if shards:
-        dataset = open_shards(folder, shards)
-        _check_ids(dataset, redo)
-        return dataset
+        sharded = open_shards(folder, shards)
+        _check_ids(sharded, redo)
+        return sharded
     if missing:
         raise DatasetError(f"dataset folder {folder} has no {' or '.join(missing)}; {redo}")
     meta_file = folder / META_FILE

@@ -90,7 +90,8 @@ def open_shards(folder: Path, shards: dict[str, list[Path]]) -> ShardedDataset:
     """The dataset of a folder of llm.c shards, each header validated (the ids are checked by the caller)."""
     streams = {}
     for split, paths in shards.items():
-        streams[split] = TokenStream(tuple(TokenFile(p, HEADER_BYTES, read_header(p, required=True)) for p in paths))
+        sizes = [read_header(p, required=True) or 0 for p in paths]  # required: an int, or it raised
+        streams[split] = TokenStream(tuple(TokenFile(p, HEADER_BYTES, n) for p, n in zip(paths, sizes)))
     counts = {s: {"tokens": len(streams[s]), "documents": None} for s in SPLITS}
     meta = gpt2_meta(counts, origin="llm.c token shards", shards={s: [p.name for p in shards[s]] for s in SPLITS})
     return ShardedDataset(folder, meta, streams)

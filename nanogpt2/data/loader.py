@@ -69,6 +69,7 @@ class _WindowReader:
 
     def read(self, row: np.ndarray, start: int) -> None:
         if self.files is None:
+            assert isinstance(self.tokens, np.ndarray)
             row[:] = self.tokens[start : start + len(row)]
             return
         if self._pid != os.getpid():  # (re)open lazily: a forked child must not share its parent's descriptors

@@ -38,8 +38,12 @@ TASKS = ("perplexity", "hellaswag", "lambada", "choice", "answers")
 @dataclass
 class EvalConfig:
     init_from: str = "out"
-    """The model: a training out_dir (best.pt, else ckpt.pt), a checkpoint file, a GPT-2 name
-    (gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a local Hugging Face GPT-2 directory."""
+    """The model: a training out_dir (best.pt, else ckpt.pt), a checkpoint file, a GPT-2 name (gpt2, gpt2-medium,
+    gpt2-large, gpt2-xl), a local Hugging Face GPT-2 directory, or a PEFT LoRA adapter folder."""
+
+    base: str = ""
+    """With init_from=a PEFT LoRA adapter folder: the model it was trained on (a GPT-2 name, a Hugging Face folder or a
+    run). Empty: the base its adapter_config.json names (base_model_name_or_path)."""
 
     task: str = "perplexity"
     """perplexity (of text or a prepared split), hellaswag, lambada, choice (your own multiple choice), or answers
@@ -132,7 +136,7 @@ def evaluate(argv: Sequence[str] | None = None, out: TextIO | None = None, log: 
     cfg = parse_config(EvalConfig, sys.argv[1:] if argv is None else argv)
     rt = resolve_runtime(cfg.device, cfg.dtype)
     task = load_task(cfg)  # read and check the data before the (slower) model load
-    loaded = load_model(cfg.init_from)
+    loaded = load_model(cfg.init_from, base=cfg.base)
     model, source = loaded.model, loaded.describe()
     if isinstance(task, AnswerTask) and cfg.template is None:  # as the model was fine-tuned (sample.py does the same)
         task = with_template(task, (loaded.checkpoint or {}).get("template") or "chat")

@@ -135,7 +135,11 @@ def make_parser() -> argparse.ArgumentParser:
         help="update each weight as its gradient completes and free it (no accumulation, no clipping)",
     )
     opt("--lora-rank", type=int, default=0, help="LoRA adapters of this rank on a frozen base (0: train every weight)")
-    opt("--lora-targets", choices=tuple(memory.LORA_TARGETS), default="attn", help="matrices LoRA adapts (attn/all)")
+    opt(
+        "--lora-targets",
+        default="attn",
+        help="matrices LoRA adapts: attn, all, c_attn, or layers joined by commas (attn.c_attn,mlp.c_proj)",
+    )
     opt(
         "--lora-base-dtype",
         choices=tuple(memory.PARAM_BYTES),

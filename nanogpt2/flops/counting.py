@@ -44,7 +44,7 @@ import math
 from dataclasses import dataclass
 
 from nanogpt2.errors import UserError, check_positive_int
-from nanogpt2.model_config import GPTConfig
+from nanogpt2.model_config import BLOCK_LINEARS, GPTConfig, lora_layers
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,9 @@ def training_flops_per_token(config: GPTConfig, seq_len: int) -> int:
     return 3 * sum(forward_matmul_flops(config, seq_len).values()) // seq_len
 
 
-# The matrices LoRA adapts in each block (nanogpt2/lora.py's TARGETS), as (inputs, outputs) in units of n_embd.
-LORA_MATRICES = {"attn": [(1, 3), (1, 1)], "all": [(1, 3), (1, 1), (1, 4), (4, 1)]}
+def lora_matrices(targets: str) -> list[tuple[int, int]]:
+    """The (inputs, outputs) in units of n_embd of each block matrix LoRA adapts for `targets` (lora_layers)."""
+    return [BLOCK_LINEARS[path] for path in lora_layers(targets)]
 
 
 def lora_training_flops_per_token(config: GPTConfig, seq_len: int, rank: int, targets: str = "attn") -> int:
@@ -115,25 +116,40 @@ def lora_training_flops_per_token(config: GPTConfig, seq_len: int, rank: int, ta
 
     A frozen weight gets no gradient, so its backward pass does one matmul (the input's gradient), not
     two: 2x its forward FLOPs instead of 3x. The attention scores and values have no weights and keep
-    3x. Where no gradient flows into a matmul's input, autograd skips that one too: the first block's
-    c_attn (and its adapter's A) read the frozen embeddings through a frozen LayerNorm. Each adapter
-    (x @ A^T @ B^T, A: r x in, B: out x r) costs 3x its forward, like any trained layer."""
+    3x. Each adapter (x @ A^T @ B^T, A: r x in, B: out x r) costs 3x its forward, like any trained layer.
+    Where no gradient flows into a matmul's input, autograd skips that one too: in the first block,
+    everything before its first adapted layer reads only frozen inputs (the embeddings), so it runs
+    forward only, and that layer (and its A) computes no input gradient."""
     check_positive_int("rank", rank)
-    if targets not in LORA_MATRICES:
-        raise UserError(f"lora targets={targets!r}: use {' or '.join(LORA_MATRICES)}")
-    parts = forward_matmul_flops(config, seq_len)
     T, C, L = seq_len, config.n_embd, config.n_layer
-    attention = parts["attention_scores"] + parts["attention_values"]
-    weights = sum(parts.values()) - attention
-    total = 3 * attention + 2 * weights - parts["qkv"] // L  # the first block's c_attn: no input gradient
-    for n_in, n_out in LORA_MATRICES[targets]:
-        total += L * 3 * 2 * T * rank * (n_in * C + n_out * C)
-    total -= 2 * T * C * rank  # the first block's adapter A on c_attn: no input gradient either
-    return total // seq_len
+    adapted = lora_layers(targets)
+    block = [  # a block's matmuls in the order they run: (layer, forward FLOPs); None: attention, no weights
+        ("attn.c_attn", 2 * T * C * 3 * C),
+        (None, 2 * T * T * C),  # scores
+        (None, 2 * T * T * C),  # values
+        ("attn.c_proj", 2 * T * C * C),
+        ("mlp.c_fc", 2 * T * C * 4 * C),
+        ("mlp.c_proj", 2 * T * 4 * C * C),
+    ]
+
+    def block_flops(first: bool) -> int:
+        total, flows = 0, not first  # flows: a gradient is wanted for this matmul's input
+        for layer, forward in block:
+            if layer in adapted:
+                n_in, n_out = BLOCK_LINEARS[layer]
+                a, b = 2 * T * n_in * C * rank, 2 * T * rank * n_out * C
+                total += (2 if flows else 1) * forward + (3 if flows else 2) * a + 3 * b
+                flows = True
+            else:
+                total += ((3 if layer is None else 2) if flows else 1) * forward
+        return total
+
+    head = 2 * T * C * config.padded_vocab_size  # frozen (tied to wte): forward and the input's gradient
+    return (block_flops(first=True) + (L - 1) * block_flops(first=False) + 2 * head) // seq_len
 
 
-# The block matrices optimizer=muon orthogonalizes (nanogpt2/train/muon.py), as (outputs, inputs) in units of n_embd.
-MUON_MATRICES = [(3, 1), (1, 1), (4, 1), (1, 4)]
+# The block matrices optimizer=muon orthogonalizes (nanogpt2/train/muon.py): all four, as (outputs, inputs).
+MUON_MATRICES = [(o, i) for i, o in BLOCK_LINEARS.values()]
 
 
 def newton_schulz_flops(rows: int, cols: int, steps: int = 5) -> int:

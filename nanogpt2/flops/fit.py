@@ -28,9 +28,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from nanogpt2.flops import memory
-from nanogpt2.flops.counting import LORA_MATRICES, forward_matmul_flops, lora_training_flops_per_token
-from nanogpt2.flops.memory_state import LORA_TARGETS
-from nanogpt2.model_config import GPTConfig
+from nanogpt2.flops.counting import forward_matmul_flops, lora_matrices, lora_training_flops_per_token
+from nanogpt2.model_config import GPTConfig, lora_layers
 
 CHUNK = 1024  # loss_chunk_tokens of the chunked recipes: a few hundred MB of logits for GPT-2's vocabulary
 ACCUMULATING = 2  # gradient accumulation assumed when none is given: from 2 on the gradients are held alike
@@ -108,7 +107,7 @@ def relative_compute(config: GPTConfig, seq_len: int, recipe: Recipe) -> float:
     plain = 3 * forward
     if recipe.lora_rank:  # counting.py counts LoRA's step: no gradients for frozen weights, plus the adapters
         step = lora_training_flops_per_token(config, seq_len, recipe.lora_rank, recipe.lora_targets) * seq_len
-        widths = sum(i + o for i, o in LORA_MATRICES[recipe.lora_targets])
+        widths = sum(i + o for i, o in lora_matrices(recipe.lora_targets))
         adapters = config.n_layer * 2 * seq_len * recipe.lora_rank * widths * config.n_embd  # their forward
     else:
         step, adapters = plain, 0
@@ -119,7 +118,7 @@ def relative_compute(config: GPTConfig, seq_len: int, recipe: Recipe) -> float:
             # stop"). Without a dropout mask to remake, the last is the MLP's hidden activation (or, under LoRA
             # on all matrices, c_proj's adapter intermediate), so the last matmul is not recomputed.
             L, T, C = config.n_layer, seq_len, config.n_embd
-            all_targets = recipe.lora_rank and "mlp.c_proj" in LORA_TARGETS[recipe.lora_targets]
+            all_targets = recipe.lora_rank and "mlp.c_proj" in lora_layers(recipe.lora_targets)
             step -= L * 2 * T * C * (recipe.lora_rank if all_targets else 4 * C)
     if recipe.loss_chunk_tokens:
         step += f["lm_head"]  # the LM head's forward matmul again

@@ -72,8 +72,8 @@ from dataclasses import dataclass, field
 from nanogpt2.errors import UserError, check_positive_int
 from nanogpt2.flops.memory_phases import Step, step_phases, step_terms
 from nanogpt2.flops.memory_state import (  # noqa: F401  (all but PARAM_BYTES: re-exported)
-    LORA_TARGETS,
     PARAM_BYTES,
+    lora_widths,
     optimizer_state_bytes,
     param_shapes,
 )

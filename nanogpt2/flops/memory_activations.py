@@ -29,7 +29,7 @@ new aC) and the rank-r intermediate (lora_B's input, ra).
 
 from __future__ import annotations
 
-from nanogpt2.flops.memory_state import LORA_TARGETS
+from nanogpt2.flops.memory_state import lora_widths
 from nanogpt2.model_config import GPTConfig
 
 
@@ -50,7 +50,7 @@ def block_bytes(
     lora_rank/lora_targets: adapters on a frozen base; first: the first block (under LoRA its input needs no
     gradient); ln_copies: the LayerNorm weights are bf16 and autocast saves fp32 copies of them."""
     C, nh, a, T = config.n_embd, config.n_head, act_bytes, seq_len
-    targets = LORA_TARGETS[lora_targets] if lora_rank else {}
+    targets = lora_widths(lora_targets) if lora_rank else {}
     input_free = bool(lora_rank) and first  # LoRA's first block: nothing before it needs a gradient
     b = (4 * C + 2 * 4) * (1 if input_free else 2)  # per token: ln inputs (fp32) and their statistics
     b += a * C  # ln_1's output cast for c_attn (or, under LoRA, for its lora_A)

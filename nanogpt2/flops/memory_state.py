@@ -18,15 +18,14 @@ from __future__ import annotations
 import math
 
 from nanogpt2.errors import UserError
-from nanogpt2.flops.counting import LORA_MATRICES
-from nanogpt2.model_config import GPTConfig
+from nanogpt2.model_config import BLOCK_LINEARS, GPTConfig, lora_layers
 
 PARAM_BYTES = {"float32": 4, "bfloat16": 2}
 
-# nanogpt2/lora.py's TARGETS, each matrix with its (in, out) widths in units of n_embd from counting.py
-# (tests/test_memory.py checks the names against lora.py, which this torch-free module cannot import).
-_LAYERS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
-LORA_TARGETS = {k: dict(zip(_LAYERS, widths)) for k, widths in LORA_MATRICES.items()}
+
+def lora_widths(targets: str) -> dict[str, tuple[int, int]]:
+    """{layer: (inputs, outputs) in units of n_embd} of the block Linears LoRA adapts for `targets`."""
+    return {path: BLOCK_LINEARS[path] for path in lora_layers(targets)}
 
 
 def param_shapes(config: GPTConfig) -> list[tuple[str, tuple[int, ...]]]:
@@ -57,13 +56,11 @@ def param_shapes(config: GPTConfig) -> list[tuple[str, tuple[int, ...]]]:
 
 def lora_shapes(config: GPTConfig, rank: int, targets: str = "attn") -> list[tuple[str, tuple[int, ...]]]:
     """(name, shape) of the adapters nanogpt2.lora.apply_lora adds: A (rank, in) and B (out, rank) per target."""
-    if targets not in LORA_TARGETS:
-        raise UserError(f"lora_targets={targets!r}: use one of {', '.join(LORA_TARGETS)}")
     C = config.n_embd
     return [
         (f"h.{i}.{path}.{name}.weight", shape)
         for i in range(config.n_layer)
-        for path, (win, wout) in LORA_TARGETS[targets].items()
+        for path, (win, wout) in lora_widths(targets).items()
         for name, shape in (("lora_A", (rank, win * C)), ("lora_B", (wout * C, rank)))
     ]
 

@@ -35,8 +35,12 @@ from nanogpt2.tokenizer import EOT_ID, get_tokenizer
 @dataclass
 class SampleConfig:
     init_from: str = "out"
-    """Where the model comes from: a training out_dir (best.pt, else ckpt.pt), a checkpoint file,
-    a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a local Hugging Face GPT-2 directory."""
+    """Where the model comes from: a training out_dir (best.pt, else ckpt.pt), a checkpoint file, a GPT-2 name
+    (gpt2, gpt2-medium, gpt2-large, gpt2-xl), a local Hugging Face GPT-2 directory, or a PEFT LoRA adapter folder."""
+
+    base: str = ""
+    """With init_from=a PEFT LoRA adapter folder: the model it was trained on (a GPT-2 name, a Hugging Face folder or a
+    run). Empty: the base its adapter_config.json names (base_model_name_or_path)."""
 
     start: str = ""
     """The prompt: text, or FILE:path to read it from a file. Empty starts from <|endoftext|>,
@@ -119,7 +123,7 @@ def sample(argv: Sequence[str], out: TextIO | None = None, log: TextIO | None = 
     cfg = parse_config(SampleConfig, argv)
     rt = resolve_runtime(cfg.device, cfg.dtype)
     prompt = read_start(cfg.start)  # before the (slower) model load: a bad prompt file fails at once
-    loaded = load_model(cfg.init_from)  # a LoRA run comes back with its adapters merged into the weights
+    loaded = load_model(cfg.init_from, base=cfg.base)  # a LoRA run or adapter comes back merged into the weights
     template = cfg.template or (loaded.checkpoint or {}).get("template") or "raw"
     if not prompt:  # no prompt: unconditional samples, from <|endoftext|>, whatever the template
         template = "raw"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nanogpt2.errors import UserError, check_positive_int
-from nanogpt2.model_config import GPT2_SIZES
+from nanogpt2.model_config import GPT2_SIZES, lora_layers
 
 
 @dataclass
@@ -26,8 +26,13 @@ class TrainConfig:
 
     init_from: str = "scratch"
     """scratch (random weights), resume (continue from out_dir/ckpt.pt), a GPT-2 name (gpt2, gpt2-medium,
-    gpt2-large, gpt2-xl), a local Hugging Face GPT-2 directory, or another run's out_dir or checkpoint file
-    (a fine-tune of a fine-tune: its best.pt, else ckpt.pt; a LoRA run's adapters merged in)."""
+    gpt2-large, gpt2-xl), a local Hugging Face GPT-2 directory, another run's out_dir or checkpoint file
+    (a fine-tune of a fine-tune: its best.pt, else ckpt.pt; a LoRA run's adapters merged in), or a PEFT LoRA
+    adapter folder (merged into its base, see base)."""
+
+    base: str = ""
+    """With init_from=a PEFT LoRA adapter folder: the model it was trained on (a GPT-2 name, a Hugging Face folder or a
+    run). Empty: the base its adapter_config.json names (base_model_name_or_path)."""
 
     dataset: str = "shakespeare"
     """A prepared dataset: a name under data/ (data/NAME/train.bin, val.bin) or a path to such a folder.
@@ -113,7 +118,8 @@ class TrainConfig:
     """Dropout on the input of the LoRA path only."""
 
     lora_targets: str = "attn"
-    """attn: the attention's c_attn and c_proj (as in the LoRA paper). all: also the MLP's c_fc and c_proj."""
+    """attn: the attention's c_attn and c_proj (as in the LoRA paper). all: also the MLP's c_fc and c_proj. c_attn:
+    that one alone (PEFT's default for GPT-2). Or any of the four joined by commas: attn.c_attn,mlp.c_proj."""
 
     lora_base_dtype: str = "auto"
     """dtype of the frozen base weights: float32, bfloat16 (half the memory), or auto (bfloat16 when the run's
@@ -240,8 +246,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self._check_numbers()
         self._check_init_from()
+        if self.base and self.init_from in ("scratch", "resume"):
+            raise UserError(f"base={self.base!r} is the base of a PEFT adapter: set init_from to the adapter's folder")
         if self.lora_rank:
             check_positive_int("lora_rank", self.lora_rank)
+            lora_layers(self.lora_targets)  # one line naming the choices when it is neither a set nor layers
             if self.lora_base_dtype not in ("auto", "float32", "bfloat16"):
                 raise UserError(f"lora_base_dtype={self.lora_base_dtype!r}: use auto, float32 or bfloat16")
         if self.optimizer not in ("adamw", "adamw8bit", "muon"):

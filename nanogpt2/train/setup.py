@@ -213,6 +213,8 @@ def setup_model(
     if cfg.lora_rank and ckpt is None:
         apply_lora(raw_model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, base_dtype)
         lora = {"base": cfg.init_from, "fingerprint": base_fingerprint(raw_model), "settings": lora_settings(raw_model)}
+        if cfg.base:  # init_from is a PEFT adapter: resuming loads it onto the same base again
+            lora["adapter_base"] = cfg.base
     raw_model.checkpointing = cfg.checkpointing
     raw_model.loss_chunk_tokens = cfg.loss_chunk_tokens
     if not cfg.lora_rank:  # on the host, so that the device never holds two copies. A resumed run may change
@@ -365,7 +367,7 @@ def build_model(
     if ckpt is not None:
         return model_for_resume(cfg, ckpt, lora_base_dtype), f"the run in {cfg.out_dir}"
     if cfg.pretrained:  # a GPT-2 name, a Hugging Face folder, or a run's out_dir or checkpoint (nanogpt2/loading.py)
-        loaded = load_model(cfg.init_from, dropout=cfg.dropout, block_size=cfg.block_size)
+        loaded = load_model(cfg.init_from, dropout=cfg.dropout, block_size=cfg.block_size, base=cfg.base)
         if loaded.model.config.vocab_size < vocab_size:
             raise UserError(
                 f"the dataset has {vocab_size} token ids but {cfg.init_from} knows only "
