@@ -9,6 +9,7 @@ import torch
 from nanogpt2.errors import UserError
 from nanogpt2.loading import load_model
 from nanogpt2.lora import merge_lora
+from nanogpt2.model_config import lora_layers
 from nanogpt2.model import GPT
 from nanogpt2.train.metrics import read_metrics
 from nanogpt2.train.trainer import train
@@ -62,12 +63,16 @@ def test_lora_run_trains_adapters_only_and_checkpoints_are_small(base, shakespea
     assert (out / "ckpt.pt").stat().st_size * 20 < (full / "ckpt.pt").stat().st_size
 
 
-def test_lora_resume_is_exact(base, shakespeare_data, tmp_path):
-    """4 steps straight equal 2 + resume + 2 for a LoRA run with dropout: bit-identical adapters and losses."""
+@pytest.mark.parametrize("targets", ["attn", "attn.c_attn,mlp.c_proj"])
+def test_lora_resume_is_exact(base, shakespeare_data, tmp_path, targets):
+    """4 steps straight equal 2 + resume + 2 for a LoRA run with dropout: bit-identical adapters and losses, for a
+    named target set and a list of layers (whose adapters, and only those, the checkpoint holds)."""
     common = lora_args(
         base, shakespeare_data, "--eval_interval=2", "--lr_decay_iters=4", "--dropout=0.1", "--lora_dropout=0.1"
     )
-    assert_resume_is_exact(common, tmp_path, steps=4)
+    ckpt, _ = assert_resume_is_exact([*common, f"--lora_targets={targets}"], tmp_path, steps=4)
+    layers = {key.split(".", 2)[2].rsplit(".lora_", 1)[0] for key in ckpt["model"]}
+    assert layers == set(lora_layers(targets))
 
 
 def test_resuming_against_a_changed_base_is_refused(base, shakespeare_data, tmp_path):
