@@ -19,6 +19,12 @@ with the lowest final validation loss, and the record gives:
 
 doc_masking runs evaluate with their documents kept apart too (the run's own setting); doc_aligned
 changes only the training windows.
+
+--ns_fp32 (on by default when --device=cpu): torch.optim.Muon runs its Newton-Schulz iteration in
+bfloat16, which a CPU without native bf16 matrix units emulates slowly, so Muon's steps would cost
+several AdamW steps here. With the flag the bench swaps in the same iteration (same coefficients and
+steps, Jordan's quintic, github.com/KellerJordan/Muon) in float32. Tokens-to-target then measure Muon
+at a little more precision than a GPU run; the time ratio is the CPU's, not a GPU's.
 """
 
 from __future__ import annotations
@@ -42,8 +48,22 @@ RECIPES = {
     "wsd": ["--lr_schedule=wsd"],
     "doc_aligned": ["--doc_aligned=True"],
     "doc_masking": ["--doc_masking=True"],
+    "muon_wsd": ["--optimizer=muon", "--lr_schedule=wsd"],
     "all": ["--optimizer=muon", "--lr_schedule=wsd", "--doc_aligned=True", "--doc_masking=True"],
 }
+
+
+def newton_schulz_fp32(grad, ns_coefficients, ns_steps, eps):
+    """torch.optim.Muon's orthogonalisation, X <- aX + (bG + cG^2)X with G = XX^T, in float32 rather than bf16."""
+    a, b, c = ns_coefficients
+    x = grad.float()
+    tall = x.size(0) > x.size(1)
+    x = x.T if tall else x  # iterate on the wide side: G is the smaller Gram matrix
+    x = x / x.norm().clamp(min=eps)  # spectral norm <= Frobenius norm <= 1
+    for _ in range(ns_steps):
+        g = x @ x.T
+        x = a * x + (b * g + c * g @ g) @ x
+    return x.T if tall else x
 
 
 def tokens_to(curve: list[tuple[int, float]], target: float, tokens_per_step: int) -> float | None:
@@ -69,6 +89,8 @@ def run(args, recipe: str, lr: float, data: Path, out: Path) -> dict:
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     curve = [(r["step"], r["val_loss"]) for r in read_metrics(out, "eval") if r.get("val_loss") is not None]
+    if curve[-1][0] != args.max_iters:  # train() stopped early on SIGTERM or Ctrl-C: so does the sweep
+        raise SystemExit(f"{recipe} lr {lr:g} stopped at step {curve[-1][0]} of {args.max_iters}; no record written")
     return {"recipe": recipe, "lr": lr, "seconds": round(seconds, 1), "final_val": curve[-1][1], "curve": curve}
 
 
@@ -115,8 +137,19 @@ def main(argv=None) -> None:
     p.add_argument("--eval_iters", type=int, default=20)
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--ns_fp32",
+        choices=["auto", "True", "False"],
+        default="auto",
+        help="Muon's Newton-Schulz in float32 (auto: on a CPU); see above",
+    )
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    args.ns_fp32 = args.device == "cpu" if args.ns_fp32 == "auto" else args.ns_fp32 == "True"
+    if args.ns_fp32:
+        import torch.optim._muon
+
+        torch.optim._muon._zeropower_via_newtonschulz = newton_schulz_fp32
     recipes = args.recipes.split(",")
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown or "adamw" not in recipes:
