@@ -133,6 +133,8 @@ SAVED_RECIPES = {
     "chunked loss, bf16 weights": dict(loss_chunk_tokens=32, param_dtype="bfloat16", optimizer="adamw8bit"),
     "LoRA attn, fp32 base": dict(lora_rank=4),
     "LoRA all, bf16 base": dict(lora_rank=4, lora_targets="all", lora_base_dtype="bfloat16"),
+    "LoRA c_attn (PEFT's default)": dict(lora_rank=4, lora_targets="c_attn"),
+    "LoRA c_attn + mlp.c_proj": dict(lora_rank=4, lora_targets="attn.c_attn,mlp.c_proj"),
 }
 
 
@@ -322,6 +324,7 @@ def test_memory_savers_respond_as_they_should():
         {"lora_rank": 8, "param_dtype": "bfloat16", "optimizer": "adamw8bit"},
         {"lora_rank": -1},
         {"lora_rank": 8, "lora_targets": "mlp"},
+        {"lora_rank": 8, "lora_targets": "mlp.c_fc,mlp.c_proj"},  # without c_attn: not modelled, and says so
         {"loss_chunk_tokens": 0.5},
         {"optimizer": "sgd"},
     ],

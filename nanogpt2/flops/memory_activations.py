@@ -29,6 +29,7 @@ new aC) and the rank-r intermediate (lora_B's input, ra).
 
 from __future__ import annotations
 
+from nanogpt2.errors import UserError
 from nanogpt2.flops.memory_state import lora_widths
 from nanogpt2.model_config import GPTConfig
 
@@ -51,6 +52,13 @@ def block_bytes(
     gradient); ln_copies: the LayerNorm weights are bf16 and autocast saves fp32 copies of them."""
     C, nh, a, T = config.n_embd, config.n_head, act_bytes, seq_len
     targets = lora_widths(lora_targets) if lora_rank else {}
+    if lora_rank and "attn.c_attn" not in targets:
+        # Without an adapter on c_attn, how much of the first block runs without autograd, and whether a frozen
+        # c_attn's input is kept, differ from what this count assumes; it is checked only for sets with c_attn.
+        raise UserError(
+            f"lora_targets={lora_targets!r}: the memory model counts LoRA's saved activations for target sets "
+            f"with attn.c_attn (attn, all, c_attn, or a list with it); add attn.c_attn to estimate this run"
+        )
     input_free = bool(lora_rank) and first  # LoRA's first block: nothing before it needs a gradient
     b = (4 * C + 2 * 4) * (1 if input_free else 2)  # per token: ln inputs (fp32) and their statistics
     b += a * C  # ln_1's output cast for c_attn (or, under LoRA, for its lora_A)
