@@ -9,8 +9,8 @@ import torch
 from nanogpt2.errors import UserError
 from nanogpt2.loading import load_model
 from nanogpt2.lora import merge_lora
-from nanogpt2.model_config import lora_layers
 from nanogpt2.model import GPT
+from nanogpt2.model_config import lora_layers
 from nanogpt2.train.metrics import read_metrics
 from nanogpt2.train.trainer import train
 
