@@ -307,6 +307,7 @@ BAD_PEFT = {  # case: (adapter_config.json field, value, message)
     "layers_pattern": ("layers_pattern", "layers", "layers_pattern='layers' is not supported"),
     "targets lm_head": ("target_modules", ["c_attn", "c_proj", "lm_head"], "adapts lm_head; nanogpt2's LoRA adapts"),
     "targets nothing": ("target_modules", ["q_proj", "v_proj"], "adapts none of GPT-2's layers"),
+    "bad regex": ("rank_pattern", {"c_attn(": 8}, "a module pattern is not a valid regex"),
     "not lora": ("peft_type", "IA3", "only LoRA adapters"),
 }
 

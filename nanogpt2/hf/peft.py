@@ -171,7 +171,10 @@ def load_peft_adapter(model: GPT, folder: str | Path) -> None:
                 f"{config_path}: {key}={value!r} is not supported ({why}); merge the adapter with PEFT "
                 f"(merge_and_unload) and load the merged model"
             )
-    modules = modules_from_peft(config, model.config.n_layer, config_path)
+    try:
+        modules = modules_from_peft(config, model.config.n_layer, config_path)
+    except re.error as e:  # target_modules, exclude_modules and the *_pattern keys are regexes
+        raise UserError(f"{config_path}: a module pattern is not a valid regex ({e}); fix it in the file") from None
 
     # PeftModel -> GPT2LMHeadModel ("transformer.") or GPT2Model: under both, the blocks' names are ours.
     # (Some saves keep the adapter's name, "lora_A.default.weight": it is dropped.)
