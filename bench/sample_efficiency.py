@@ -30,6 +30,7 @@ at a little more precision than a GPU run; the time ratio is the CPU's, not a GP
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -120,6 +121,36 @@ def summarize(runs: list[dict], tokens_per_step: int) -> list[dict]:
     return rows
 
 
+def draw(record_path: Path) -> Path | None:
+    """record.png beside the record: each recipe's validation loss at its best rate against tokens, with the
+    baseline's final loss as the target line. None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    record = json.loads(record_path.read_text())
+    per_step, runs = record["settings"]["tokens_per_step"], record["settings"]["runs"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in record["results"]:
+        run = next(r for r in runs if r["recipe"] == row["recipe"] and r["lr"] == row["best_lr"])
+        steps, losses = zip(*run["curve"][1:])  # from the first evaluation after step 0
+        ax.plot(
+            [s * per_step / 1e3 for s in steps], losses, marker=".", label=f"{row['recipe']} (lr {row['best_lr']:g})"
+        )
+    target = next(r["final_val"] for r in record["results"] if r["recipe"] == "adamw")
+    ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target: adamw's final {target:.3f}")
+    ax.set(xlabel="training tokens (thousands)", ylabel="validation loss", title="tokens to a validation loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    out = record_path.with_suffix(".png")
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="a prepared dataset folder (with a val split)")
@@ -144,7 +175,11 @@ def main(argv=None) -> None:
         help="Muon's Newton-Schulz in float32 (auto: on a CPU); see above",
     )
     p.add_argument("--json", default=None)
+    p.add_argument("--plot_from", default=None, help="only draw the picture of an existing record (JSON)")
     args = p.parse_args(argv)
+    if args.plot_from:
+        print(f"wrote {draw(Path(args.plot_from))}")
+        return
     args.ns_fp32 = args.device == "cpu" if args.ns_fp32 == "auto" else args.ns_fp32 == "True"
     if args.ns_fp32:
         import torch.optim._muon
@@ -172,7 +207,7 @@ def main(argv=None) -> None:
     print_table(rows)
     settings = {**vars(args), "train_tokens": num_train, "tokens_per_step": tokens_per_step, "runs": runs}
     path = write_result("sample-efficiency", settings, rows, device=args.device, path=args.json)
-    print(f"wrote {path}")
+    print(f"wrote {path}" + (f" and {picture}" if (picture := draw(path)) else ""))
 
 
 if __name__ == "__main__":

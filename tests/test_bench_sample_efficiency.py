@@ -4,6 +4,7 @@ sweeps every recipe alike and writes its record), so that the long CPU run it is
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import sys
 
@@ -49,3 +50,18 @@ def test_the_bench_runs_every_recipe_at_every_rate(sample_efficiency, shakespear
     assert len(record["settings"]["runs"]) == 4
     rows = {r["recipe"]: r for r in record["results"]}
     assert set(rows) == {"adamw", "wsd"} and rows["adamw"]["token_ratio"] == 1.0
+    if importlib.util.find_spec("matplotlib"):  # and its picture beside it
+        assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_the_float32_newton_schulz_is_torch_s_iteration(sample_efficiency):
+    """The bench's float32 stand-in for Muon's orthogonalisation gives what torch.optim.Muon's bf16 one does, to
+    bf16's precision, for a tall and a wide matrix (the same iteration, a more precise dtype)."""
+    import torch
+    import torch.optim._muon as muon
+
+    for shape in ((96, 32), (32, 96)):
+        g = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        theirs = muon._zeropower_via_newtonschulz(g, (3.4445, -4.775, 2.0315), 5, 1e-7).float()
+        ours = sample_efficiency.newton_schulz_fp32(g, (3.4445, -4.775, 2.0315), 5, 1e-7)
+        assert ours.shape == theirs.shape and (ours - theirs).norm() / theirs.norm() < 0.05
