@@ -15,6 +15,7 @@ The modules, one concern each:
 * tokenize.py - tokenizing big text in pieces on several threads, with unchanged ids
 * pipeline.py - the pipeline: split by document, tokenize, write, rename into place
 * loader.py   - random training batches (resumable) and exact sequential evaluation
+* llmc.py     - llm.c's token shards: a folder of them opens as a dataset; prepare can write them
 * cli.py      - `data/prepare.py` and the ready recipes under data/
 
 The names below are imported on first use (PEP 562 module __getattr__): the batch

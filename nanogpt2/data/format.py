@@ -7,7 +7,8 @@ A prepared dataset is a folder:
     meta.json   what the ids mean and how many there are (written last, see below)
 
 Raw uint16 is the format nanoGPT's prepare scripts already write, so folders
-prepared by nanoGPT load here unchanged. GPT-2's 50,257 ids fit in 16 bits, half
+prepared by nanoGPT load here unchanged. A folder of llm.c's token shards (a header,
+then the same uint16 ids) opens too, each split read as one stream (llmc.py). GPT-2's 50,257 ids fit in 16 bits, half
 the bytes of int32: a 9-billion-token OpenWebText is 18 GB (17 GiB) instead of 36.
 Each document is followed by the end-of-text id (50256), the separator of GPT-2's
 tokenizer, as nanoGPT's openwebtext/prepare.py does.
