@@ -3,6 +3,8 @@
     python bench/sample_efficiency.py --data=data/fineweb               # a prepared dataset folder
     python bench/sample_efficiency.py --corpus=PATH --max_iters=600     # or text files, prepared first
     python bench/sample_efficiency.py --recipes=adamw,muon --lrs=1e-3,2e-3,4e-3
+    python bench/sample_efficiency.py --runs_dir=runs ...      # keep the run folders (RECIPE-LR)
+    python bench/sample_efficiency.py --from_runs runs more ...  # the record of kept runs (same settings), no training
 
 Each recipe is train.py with a few settings changed (RECIPES below). Every recipe, the AdamW
 baseline included, is trained at each learning rate of --lrs (a small sweep, tuned alike), from
@@ -88,11 +90,29 @@ def run(args, recipe: str, lr: float, data: Path, out: Path) -> dict:
             f"--dataset={data}", f"--out_dir={out}", *RECIPES[recipe],
         ]
     )  # fmt: skip
-    seconds = time.perf_counter() - t0
+    return read_run(args, out, seconds=time.perf_counter() - t0)
+
+
+# The train.py settings a run folder must share with this invocation to be compared with its other runs.
+SHARED = {"n_layer": "n_layer", "n_head": "n_head", "n_embd": "n_embd", "block_size": "block_size",
+          "batch_size": "batch_size", "max_iters": "max_iters", "eval_interval": "eval_every",
+          "eval_iters": "eval_iters", "warmup_iters": "warmup", "seed": "seed"}  # fmt: skip
+
+
+def read_run(args, out: Path, seconds: float | None = None) -> dict:
+    """A run folder NAME-LR as the record keeps it: its recipe and rate, seconds (the summary's wall time when
+    not timed here), final validation loss and curve. Refused unless it ran this invocation's settings whole."""
+    recipe, lr = out.name.rsplit("-", 1)
+    saved = json.loads((out / "config.json").read_text())
+    differ = {k: saved.get(k) for k, ours in SHARED.items() if saved.get(k) != getattr(args, ours)}
+    if recipe not in RECIPES or differ or float(saved["learning_rate"]) != float(lr):
+        raise SystemExit(f"{out}: not a run of recipe-lr with these settings (differs: {differ or 'its name'})")
     curve = [(r["step"], r["val_loss"]) for r in read_metrics(out, "eval") if r.get("val_loss") is not None]
     if curve[-1][0] != args.max_iters:  # train() stopped early on SIGTERM or Ctrl-C: so does the sweep
-        raise SystemExit(f"{recipe} lr {lr:g} stopped at step {curve[-1][0]} of {args.max_iters}; no record written")
-    return {"recipe": recipe, "lr": lr, "seconds": round(seconds, 1), "final_val": curve[-1][1], "curve": curve}
+        raise SystemExit(f"{out} stopped at step {curve[-1][0]} of {args.max_iters}; no record written")
+    if seconds is None:
+        seconds = read_metrics(out, "summary")[-1]["wall_seconds"]
+    return {"recipe": recipe, "lr": float(lr), "seconds": round(seconds, 1), "final_val": curve[-1][1], "curve": curve}
 
 
 def summarize(runs: list[dict], tokens_per_step: int) -> list[dict]:
@@ -174,6 +194,8 @@ def main(argv=None) -> None:
         default="auto",
         help="Muon's Newton-Schulz in float32 (auto: on a CPU); see above",
     )
+    p.add_argument("--runs_dir", default=None, help="keep each run's folder (RECIPE-LR) here; default: a temporary one")
+    p.add_argument("--from_runs", nargs="+", default=None, help="train nothing: the record of run folders in these")
     p.add_argument("--json", default=None)
     p.add_argument("--plot_from", default=None, help="only draw the picture of an existing record (JSON)")
     args = p.parse_args(argv)
@@ -187,10 +209,9 @@ def main(argv=None) -> None:
         torch.optim._muon._zeropower_via_newtonschulz = newton_schulz_fp32
     recipes = args.recipes.split(",")
     unknown = [r for r in recipes if r not in RECIPES]
-    if unknown or "adamw" not in recipes:
+    if unknown or ("adamw" not in recipes and not args.runs_dir):
         p.error(f"recipes must include adamw (the baseline) and come from {', '.join(RECIPES)}; got {args.recipes}")
     lrs = [float(x) for x in args.lrs.split(",")]
-    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(args.data) if args.data else Path(tmp) / "data"
         if not args.data:
@@ -198,10 +219,17 @@ def main(argv=None) -> None:
                 p.error("give --data (a prepared folder) or --corpus (text to prepare)")
             prepare(PrepareConfig(inputs=[args.corpus], out=str(data), block_size=args.block_size, quiet=True))
         num_train = open_dataset(data).num_tokens("train")
-        for lr in lrs:
-            for recipe in recipes:
-                runs.append(run(args, recipe, lr, data.resolve(), Path(tmp) / f"{recipe}-{lr:g}"))
-                print(f"{recipe} lr {lr:g}: final val {runs[-1]['final_val']:.4f} in {runs[-1]['seconds']:.0f}s")
+        if args.from_runs:
+            runs = [read_run(args, d) for root in args.from_runs for d in sorted(Path(root).iterdir()) if d.is_dir()]
+        else:
+            runs, where = [], Path(args.runs_dir or tmp)
+            for lr in lrs:
+                for recipe in recipes:
+                    runs.append(run(args, recipe, lr, data.resolve(), where / f"{recipe}-{lr:g}"))
+                    print(f"{recipe} lr {lr:g}: final val {runs[-1]['final_val']:.4f} in {runs[-1]['seconds']:.0f}s")
+    if not any(r["recipe"] == "adamw" for r in runs):
+        print(f"no adamw run to compare with: the runs are in {args.runs_dir}; summarize them with --from_runs")
+        return
     tokens_per_step = args.batch_size * args.block_size
     rows = summarize(runs, tokens_per_step)
     print_table(rows)

@@ -37,21 +37,27 @@ def test_tokens_to_target_interpolates_between_evaluations(sample_efficiency):
 
 @pytest.mark.slow
 def test_the_bench_runs_every_recipe_at_every_rate(sample_efficiency, shakespeare_data, tmp_path):
-    """Two recipes at two rates on a 1-layer GPT: four runs, the baseline's token ratio 1, a record on disk."""
+    """Two recipes at two rates on a 1-layer GPT: four runs, the baseline's token ratio 1, a record on disk; the
+    kept run folders give the same record again without training (--from_runs), and refuse other settings."""
     out = tmp_path / "record.json"
-    sample_efficiency.main(
-        [
-            f"--data={shakespeare_data}", "--recipes=adamw,wsd", "--lrs=1e-3,3e-3", "--n_layer=1", "--n_head=2",
-            "--n_embd=16", "--block_size=32", "--batch_size=2", "--max_iters=6", "--eval_every=3", "--eval_iters=2",
-            "--warmup=1", f"--json={out}",
-        ]
-    )  # fmt: skip
+    common = [
+        f"--data={shakespeare_data}", "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=32",
+        "--batch_size=2", "--max_iters=6", "--eval_every=3", "--eval_iters=2", "--warmup=1",
+    ]  # fmt: skip
+    runs = tmp_path / "runs"
+    sample_efficiency.main([*common, "--recipes=adamw,wsd", "--lrs=1e-3,3e-3", f"--runs_dir={runs}", f"--json={out}"])
     record = json.loads(out.read_text())
     assert len(record["settings"]["runs"]) == 4
     rows = {r["recipe"]: r for r in record["results"]}
     assert set(rows) == {"adamw", "wsd"} and rows["adamw"]["token_ratio"] == 1.0
     if importlib.util.find_spec("matplotlib"):  # and its picture beside it
         assert out.with_suffix(".png").stat().st_size > 1000
+    again = tmp_path / "again.json"
+    sample_efficiency.main([*common, "--from_runs", str(runs), f"--json={again}"])
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time_ratio"} for r in rows]  # noqa: E731
+    assert strip(json.loads(again.read_text())["results"]) == strip(record["results"])
+    with pytest.raises(SystemExit, match="differs"):
+        sample_efficiency.main([*common, "--max_iters=8", "--from_runs", str(runs), f"--json={again}"])
 
 
 def test_the_float32_newton_schulz_is_torch_s_iteration(sample_efficiency):

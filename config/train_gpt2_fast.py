@@ -1,0 +1,46 @@
+# Pretrain GPT-2 small (124M) from scratch in fewer tokens: Muon and a warmup-stable-decay schedule,
+# still exactly GPT-2 (it exports to transformers and loads as `gpt2`).
+#
+#   python data/fineweb/prepare.py               # FineWeb-Edu sample-10BT, ~10B tokens, ~20 GB
+#   torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_fast.py   # 8 GPUs
+#   python train.py config/train_gpt2_fast.py                                    # 1 GPU, same run, 8x longer
+#
+# config/train_gpt2.py's model, batch and rates (GPT-3 Small's), with what bench/sample_efficiency.py
+# chose at its CPU scale: optimizer=muon for the blocks' matrices (AdamW's rate carries over, see
+# docs/training.md) and lr_schedule=wsd. The token budget is 0.6 of train_gpt2.py's 10B: the ratio the
+# issue set as the bar, which the CPU measurement met (bench/README.md has the figure and its record).
+# That ratio was measured on a 4-layer x 256 GPT for 300K tokens, not on GPT-2 small at 6B: at this size
+# it is a starting point to check against train_gpt2.py's curve, not a measured result.
+# Document-aligned batches and document masking stay off: the CPU corpus (42 long works) could not measure
+# them, so nothing says they pay.
+
+init_from = "scratch"
+dataset = "fineweb"
+out_dir = "out-gpt2-fast"
+
+n_layer = 12
+n_head = 12
+n_embd = 768
+block_size = 1024
+dropout = 0.0
+bias = True
+pad_vocab_multiple = 64
+
+batch_size = 16
+gradient_accumulation_steps = 32  # 524,288 tokens per step, on 1 GPU or shared by 8
+
+optimizer = "muon"
+lr_schedule = "wsd"
+cooldown_frac = 0.2
+learning_rate = 6e-4
+min_lr = 6e-5
+warmup_iters = 700
+max_iters = 11444  # 0.6 x train_gpt2.py's 19,073 steps: 6.0B tokens
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0
+
+eval_interval = 500
+eval_iters = 100
+log_interval = 10
