@@ -11,6 +11,7 @@ import torch
 from nanogpt2.evaluate.cli import evaluate
 from nanogpt2.generate.cli import sample
 from nanogpt2.loading import load_model
+from nanogpt2.train.checkpoint import read_checkpoint
 from nanogpt2.train.trainer import train
 
 from conftest import make_hf_model, one_error_line, save_hf_dir
@@ -68,7 +69,7 @@ def test_sample_and_evaluate_take_an_adapter_folder(adapter, tmp_path):
 
 def test_train_starts_from_an_adapter_folder(adapter, shakespeare_data, tmp_path):
     """train.py --init_from=ADAPTER starts from the adapter merged into its base: its first evaluation equals that
-    of a run started from PEFT's merged model, and it trains on."""
+    of a run started from PEFT's merged model, and it trains on, and resumes."""
     base, folder, merged = adapter
     runs = {}
     for name, init in (("adapter", [f"--init_from={folder}", f"--base={base}"]), ("merged", [f"--init_from={merged}"])):
@@ -78,6 +79,8 @@ def test_train_starts_from_an_adapter_folder(adapter, shakespeare_data, tmp_path
         runs[name] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     first = {name: next(r for r in rows if r["kind"] == "eval") for name, rows in runs.items()}
     assert first["adapter"]["step"] == 0 and abs(first["adapter"]["val_loss"] - first["merged"]["val_loss"]) < 1e-5
+    train([f"--out_dir={tmp_path / 'adapter'}", "--init_from=resume", "--max_iters=2"])  # and it resumes
+    assert read_checkpoint(tmp_path / "adapter" / "ckpt.pt")["step"] == 2
 
 
 def test_an_adapter_whose_base_is_elsewhere_is_one_line(adapter, tmp_path, capsys):

@@ -246,7 +246,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self._check_numbers()
         self._check_init_from()
-        if self.base and self.init_from in ("scratch", "resume"):
+        if self.base and self.init_from == "scratch":  # (a resumed run keeps the base it was started with)
             raise UserError(f"base={self.base!r} is the base of a PEFT adapter: set init_from to the adapter's folder")
         if self.lora_rank:
             check_positive_int("lora_rank", self.lora_rank)
