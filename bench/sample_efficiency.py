@@ -203,10 +203,19 @@ def main(argv=None) -> None:
         print(f"wrote {draw(Path(args.plot_from))}")
         return
     args.ns_fp32 = args.device == "cpu" if args.ns_fp32 == "auto" else args.ns_fp32 == "True"
-    if args.ns_fp32:
-        import torch.optim._muon
+    import torch.optim._muon as muon
 
-        torch.optim._muon._zeropower_via_newtonschulz = newton_schulz_fp32
+    torch_iteration = muon._zeropower_via_newtonschulz
+    if args.ns_fp32:  # for this sweep only: put back afterwards, for whoever calls main() in the same process
+        muon._zeropower_via_newtonschulz = newton_schulz_fp32
+    try:
+        sweep(p, args)
+    finally:
+        muon._zeropower_via_newtonschulz = torch_iteration
+
+
+def sweep(p: argparse.ArgumentParser, args) -> None:
+    """Train (or read, --from_runs) every recipe at every rate, then write the record and its picture."""
     recipes = args.recipes.split(",")
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown or ("adamw" not in recipes and not args.runs_dir):

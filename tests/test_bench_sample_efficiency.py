@@ -58,6 +58,9 @@ def test_the_bench_runs_every_recipe_at_every_rate(sample_efficiency, shakespear
     assert strip(json.loads(again.read_text())["results"]) == strip(record["results"])
     with pytest.raises(SystemExit, match="differs"):
         sample_efficiency.main([*common, "--max_iters=8", "--from_runs", str(runs), f"--json={again}"])
+    import torch.optim._muon as muon
+
+    assert muon._zeropower_via_newtonschulz is not sample_efficiency.newton_schulz_fp32  # torch's is back
 
 
 def test_the_float32_newton_schulz_is_torch_s_iteration(sample_efficiency):
