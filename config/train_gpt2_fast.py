@@ -14,33 +14,13 @@
 # Document-aligned batches and document masking stay off: the CPU corpus (42 long works) could not measure
 # them, so nothing says they pay.
 
-init_from = "scratch"
+from pathlib import Path as _Path
+
+exec((_Path(__file__).parent / "train_gpt2.py").read_text())  # its model, batch and rates; then what changes:
+
 dataset = "fineweb"
 out_dir = "out-gpt2-fast"
-
-n_layer = 12
-n_head = 12
-n_embd = 768
-block_size = 1024
-dropout = 0.0
-bias = True
-pad_vocab_multiple = 64
-
-batch_size = 16
-gradient_accumulation_steps = 32  # 524,288 tokens per step, on 1 GPU or shared by 8
-
 optimizer = "muon"
 lr_schedule = "wsd"
 cooldown_frac = 0.2
-learning_rate = 6e-4
-min_lr = 6e-5
-warmup_iters = 700
 max_iters = 11444  # 0.6 x train_gpt2.py's 19,073 steps: 6.0B tokens
-weight_decay = 0.1
-beta1 = 0.9
-beta2 = 0.95
-grad_clip = 1.0
-
-eval_interval = 500
-eval_iters = 100
-log_interval = 10

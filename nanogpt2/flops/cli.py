@@ -135,11 +135,7 @@ def make_parser() -> argparse.ArgumentParser:
         help="update each weight as its gradient completes and free it (no accumulation, no clipping)",
     )
     opt("--lora-rank", type=int, default=0, help="LoRA adapters of this rank on a frozen base (0: train every weight)")
-    opt(
-        "--lora-targets",
-        default="attn",
-        help="matrices LoRA adapts: attn, all, c_attn, or layers joined by commas (attn.c_attn,mlp.c_proj)",
-    )
+    opt("--lora-targets", default="attn", help="LoRA's matrices: attn, all, c_attn, or layers joined by commas")
     opt(
         "--lora-base-dtype",
         choices=tuple(memory.PARAM_BYTES),
