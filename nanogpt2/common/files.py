@@ -102,3 +102,11 @@ def fsync_folder(folder: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def why_failed(error: Exception) -> str:
+    """An OS or torch.save error in a few words: 'No space left on device', 'Permission denied', ..."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return "the disk is full or the write failed" if "unexpected pos" in text else text

@@ -105,6 +105,12 @@ def make_parser() -> argparse.ArgumentParser:
     budget.add_argument("--hours", type=_positive(float), help="a budget of wall-clock hours on the GPU(s)")
     opt("--gpu", help=f"the GPU: {', '.join(hardware.gpu_names())}, or auto (this machine's)")
     opt("--gpus", type=_positive(int), default=1, help="number of GPUs (data parallel; default 1)")
+    opt(
+        "--parallel",
+        choices=("ddp", "fsdp"),
+        default="ddp",
+        help="with --gpus N: ddp (a whole copy per GPU) or fsdp (each GPU holds 1/N of the weights, gradients, AdamW)",
+    )
     opt("--mfu", type=_fraction, default=0.4, help="assumed model FLOPs utilization, in (0, 1] (default 0.4)")
     opt("--peak-tflops", type=_positive(float), help="dense bf16 peak of your GPU, TFLOP/s (overrides the table)")
     opt("--memory-gib", type=_positive(float), help="memory of your GPU, GiB (overrides the table)")
@@ -309,7 +315,7 @@ def fit_report(cfg: GPTConfig, args: argparse.Namespace, mem_bytes: float | None
     if not 0 <= args.display_gib < mem_bytes / 2**30:
         raise UserError(f"--display-gib={args.display_gib} must be at least 0 and below the GPU's memory")
     usable = int(mem_bytes - args.display_gib * 2**30)
-    options = dict(dtype=args.dtype, attention=args.attention, ddp=args.gpus > 1)
+    options = dict(dtype=args.dtype, attention=args.attention, **_parallel(args))
     recipes = fit.fit_recipes(cfg, usable, lora=args.finetune, grad_accum=args.grad_accum, **options)
     report: dict = {"usable_bytes": usable, "display_gib": args.display_gib, "recipes": recipes}
     # The budget's time with the cheapest recipe that trains every weight and keeps gradient accumulation
@@ -320,13 +326,19 @@ def fit_report(cfg: GPTConfig, args: argparse.Namespace, mem_bytes: float | None
     return report
 
 
+def _parallel(args: argparse.Namespace) -> dict:
+    """estimate_training_memory's ddp and shards for --gpus and --parallel."""
+    fsdp = args.parallel == "fsdp"
+    return {"ddp": args.gpus > 1 and not fsdp, "shards": args.gpus if fsdp else 1}
+
+
 def memory_report(cfg: GPTConfig, args: argparse.Namespace, mem_bytes: float | None) -> dict:
     options = dict(
         dtype=args.dtype,
         attention=args.attention,
         checkpointing=args.checkpointing,
         grad_accum=args.grad_accum or 1,
-        ddp=args.gpus > 1,
+        **_parallel(args),
         optimizer=args.optimizer,
         param_dtype=args.param_dtype,
         loss_chunk_tokens=args.loss_chunk_tokens,
@@ -347,6 +359,7 @@ def memory_report(cfg: GPTConfig, args: argparse.Namespace, mem_bytes: float | N
         "gradients": est.gradients if held else 0,
         "AdamW moments": est.optimizer,
         "DDP gradient buckets": est.ddp_buckets,
+        "FSDP gathered weights and gradients": est.gathered,
         "bf16 weight copies": est.low_precision_weights if est.peak_phase != "optimizer step" else 0,
     }
     return {

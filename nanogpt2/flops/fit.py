@@ -139,12 +139,16 @@ def fit_recipes(
     adapts pretrained weights: fine-tuning only). grad_accum None: with gradient accumulation (from 2
     micro-steps on, the gradients are held alike), except for the step in backward, which has none.
 
-    options: the rest of estimate_training_memory's keywords (dtype, attention, ddp)."""
+    options: the rest of estimate_training_memory's keywords (dtype, attention, ddp, shards: FSDP over N GPUs,
+    which trains fp32 AdamW on every weight, so only the recipes of checkpointing and loss chunks)."""
     T = config.block_size if seq_len is None else seq_len
     rows = []
     for recipe in candidate_recipes(grad_accum, lora):
         accum = grad_accum or (1 if recipe.optimizer_in_backward else ACCUMULATING)
         if recipe.optimizer_in_backward and options.get("ddp"):
+            continue
+        sharded = options.get("shards", 1) > 1  # FSDP: fp32 AdamW on every weight (train/config.py)
+        if sharded and (recipe.optimizer != "adamw" or recipe.optimizer_in_backward or recipe.lora_rank):
             continue
         if recipe.param_dtype == "bfloat16" and options.get("dtype", "bfloat16") != "bfloat16":
             continue
@@ -155,7 +159,10 @@ def fit_recipes(
             row = {**asdict(recipe), "grad_accum": accum, "full": recipe.full}
             row["compute"] = relative_compute(config, T, recipe)
             row.update(batch_size=batch, peak_allocated=est.peak, device_total=est.device_bytes())
-            row.update(describe=recipe.describe(), settings=recipe.settings(), _recipe=recipe)
+            settings = recipe.settings()
+            if sharded:
+                settings = "--parallel=fsdp" + ("" if settings == "(defaults)" else f" {settings}")
+            row.update(describe=recipe.describe(), settings=settings, _recipe=recipe)
             rows.append(row)
 
     def beaten(r: dict) -> bool:

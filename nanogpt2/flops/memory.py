@@ -100,6 +100,7 @@ class MemoryEstimate:
     gradients_live: bool  # do gradients exist during the backward pass (gradient accumulation)?
     optimizer: int  # AdamW's two moments (fp32, or 8-bit codes and block scales)
     ddp_buckets: int  # DistributedDataParallel's gradient buckets
+    gathered: int  # sharded (shards > 1): whole weights and gradients gathered beside the shards
     low_precision_weights: int  # bf16 weight copies autocast makes of fp32 weights, kept for the backward pass
     block_activations: int  # saved for backward by the transformer blocks (and embeddings)
     head_activations: int  # saved for backward by ln_f, the LM head and the loss
@@ -146,6 +147,7 @@ def estimate_training_memory(
     lora_rank: int = 0,
     lora_targets: str = "attn",
     lora_base_dtype: str = "float32",
+    shards: int = 1,
 ) -> MemoryEstimate:
     """Peak GPU memory of one AdamW training step of a GPT (nanogpt2/model.py), in the steady state.
 
@@ -163,11 +165,14 @@ def estimate_training_memory(
     optimizer_in_backward: each tensor updated by a post-accumulate-grad hook and its gradient freed at once
                    (grad_accum 1, no DDP, no gradient clipping).
     lora_rank, lora_targets, lora_base_dtype: LoRA adapters (nanogpt2.lora.apply_lora) on a frozen base.
+    shards:        FSDP over this many processes (parallel=fsdp): one process's shards of the weights,
+                   gradients and moments, and the whole tensors it gathers beside them (memory_state.py).
     """
     seq_len = config.block_size if seq_len is None else seq_len
     _check(config, batch_size, seq_len, dtype, attention, grad_accum)
     recipe = (optimizer, param_dtype, loss_chunk_tokens, optimizer_in_backward, lora_rank, lora_base_dtype)
     _check_recipe(dtype, grad_accum, ddp, *recipe)
+    _check_shards(shards, ddp, *recipe)
     step = Step(
         config=config,
         batch_size=batch_size,
@@ -185,6 +190,7 @@ def estimate_training_memory(
         lora_rank=lora_rank,
         lora_targets=lora_targets,
         lora_base_dtype=lora_base_dtype,
+        shards=shards,
     )
     terms = step_terms(step)  # the bytes every moment shares; step_phases adds each moment's own
     return MemoryEstimate(
@@ -195,6 +201,7 @@ def estimate_training_memory(
         gradients_live=grad_accum > 1,
         optimizer=terms.optimizer,
         ddp_buckets=terms.ddp_buckets,
+        gathered=terms.gathered,
         low_precision_weights=terms.lowp_through_forward,
         block_activations=terms.embed + terms.saved_blocks,
         head_activations=terms.head,
@@ -264,3 +271,18 @@ def _check_recipe(
         raise UserError("optimizer_in_backward frees each gradient at once: use grad_accum=1 and no DDP")
     if lora_rank and param_dtype != "float32":
         raise UserError("under LoRA the frozen base's dtype is lora_base_dtype; leave param_dtype at float32")
+
+
+def _check_shards(
+    shards: int, ddp: bool, optimizer: str, param_dtype: str, _chunk: int, in_backward: bool, lora_rank: int, _base: str
+) -> None:
+    """FSDP shards fp32 AdamW training only (train/config.py refuses the rest with parallel=fsdp)."""
+    check_positive_int("shards", shards)
+    if shards == 1:
+        return
+    if ddp:
+        raise UserError("shards > 1 is FSDP, which has no DDP buckets: drop ddp")
+    if optimizer != "adamw" or param_dtype != "float32" or in_backward or lora_rank:
+        raise UserError(
+            "sharded (FSDP) training is fp32 AdamW on every weight: no adamw8bit, bf16 weights, step in backward, LoRA"
+        )

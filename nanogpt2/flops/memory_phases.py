@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nanogpt2.flops.memory_activations import block_bytes, embedding_bytes, head_bytes, loss_saved_bytes
-from nanogpt2.flops.memory_state import state_bytes, update_transient_max
+from nanogpt2.flops.memory_state import gathered_bytes, state_bytes, update_transient_max
 from nanogpt2.model_config import GPTConfig
 
 
@@ -44,6 +44,7 @@ class Step:
     lora_rank: int
     lora_targets: str
     lora_base_dtype: str
+    shards: int = 1  # processes the state is sharded over (parallel=fsdp); 1: not sharded
 
     @property
     def tokens(self) -> int:
@@ -99,6 +100,7 @@ class StepTerms:
     gradients: int  # .grad of every trained tensor
     optimizer: int  # AdamW's two moments
     ddp_buckets: int  # DistributedDataParallel's gradient buckets
+    gathered: int  # sharded: the whole weights and gradients gathered beside the shards (gathered_bytes)
     ids: int  # the step's micro-batches of int64 inputs and targets, all loaded
     static: int  # weights, moments, buckets and ids, and the gradients if accumulation holds them throughout
     # bf16 copies autocast makes of fp32 weight matrices.
@@ -133,8 +135,10 @@ def step_terms(s: Step) -> StepTerms:
         lora_base_dtype=s.lora_base_dtype,
         lora_rank=s.lora_rank,
         lora_targets=s.lora_targets,
+        shards=s.shards,
     )
     ddp_buckets = gradients if s.ddp else 0
+    gathered = gathered_bytes(config) if s.shards > 1 else 0
     grads_now = gradients if s.grad_accum > 1 else 0
     ids = 16 * n * s.grad_accum
     # bf16 copies autocast makes of fp32 weight matrices (the LM head's is the tied embedding). Of trained
@@ -176,8 +180,9 @@ def step_terms(s: Step) -> StepTerms:
         gradients=gradients,
         optimizer=optimizer_bytes,
         ddp_buckets=ddp_buckets,
+        gathered=gathered,
         ids=ids,
-        static=weights + optimizer_bytes + ddp_buckets + grads_now + ids,
+        static=weights + optimizer_bytes + ddp_buckets + gathered + grads_now + ids,
         block_lowp=block_lowp,
         head_lowp=head_lowp,
         adapters_lowp=adapters_lowp,
@@ -263,7 +268,7 @@ def embedding_backward_bytes(t: StepTerms) -> int:
     # The backward pass ends with the embeddings: the token embedding's own gradient joins the LM head's,
     # and autograd adds them into a third tensor, beside every other gradient formed by then.
     formed = 0 if s.optimizer_in_backward else t.gradients - (t.wte_grad if s.grad_accum == 1 else 0)
-    return t.weights + t.optimizer + t.ddp_buckets + t.ids + t.logits + formed + 3 * t.wte_grad
+    return t.weights + t.optimizer + t.ddp_buckets + t.gathered + t.ids + t.logits + formed + 3 * t.wte_grad
 
 
 def optimizer_step_bytes(t: StepTerms) -> int:

@@ -9,6 +9,9 @@ tensor (Rajbhandari et al. 2020, "ZeRO", 3.1, count 16 bytes per parameter for f
                 across micro-steps), none for a frozen LoRA base
     moments     AdamW's two per trained weight: 8 B fp32; with adamw8bit about 2 B (below)
 
+Sharded over N processes (parallel=fsdp, nanogpt2/train/fsdp.py), each process holds of every tensor the
+rows ceil(rows / N) of its first dimension: all three terms divided by N, but for that rounding.
+
 LoRA (Hu et al. 2021; nanogpt2/lora.py) trains only the adapters A (r, in) and B (out, r) beside each
 targeted matrix of every block: for GPT-2 XL at r=16 on attention, 7.4M parameters instead of 1.56B.
 """
@@ -84,15 +87,22 @@ def trained_shapes(config: GPTConfig, lora_rank: int = 0, lora_targets: str = "a
     return lora_shapes(config, lora_rank, lora_targets) if lora_rank else param_shapes(config)
 
 
+def shard_numel(shape: tuple[int, ...], shards: int = 1) -> int:
+    """Values of a tensor one process holds when it is cut into `shards` pieces along dim 0 (rank 0's, the largest:
+    FSDP2 gives each process ceil(rows / shards) rows, padding the last pieces)."""
+    return -(-shape[0] // shards) * math.prod(shape[1:])
+
+
 def optimizer_state_bytes(
-    config: GPTConfig, optimizer: str = "adamw", lora_rank: int = 0, lora_targets: str = "attn"
+    config: GPTConfig, optimizer: str = "adamw", lora_rank: int = 0, lora_targets: str = "attn", shards: int = 1
 ) -> int:
-    """Bytes of AdamW's two moments: 8 per trained parameter in fp32; about 2 with adamw8bit."""
+    """Bytes of AdamW's two moments: 8 per trained parameter in fp32; about 2 with adamw8bit. Per process
+    when sharded over `shards` processes (adamw only)."""
     if optimizer not in ("adamw", "adamw8bit"):
         raise UserError(f"optimizer={optimizer!r}: use adamw or adamw8bit")
     total = 0
     for name, shape in trained_shapes(config, lora_rank, lora_targets):
-        numel = math.prod(shape)
+        numel = shard_numel(shape, shards)
         q = quantized(name, numel, optimizer)
         total += 2 * (numel + 4 * numel // BLOCK_8BIT + 4 * 256) if q else 8 * numel
     return total
@@ -119,9 +129,19 @@ def update_transient_max(config: GPTConfig, optimizer: str, lora_rank: int = 0, 
 
 
 def state_bytes(
-    config: GPTConfig, *, param_dtype: str, optimizer: str, lora_rank: int, lora_targets: str, lora_base_dtype: str
+    config: GPTConfig,
+    *,
+    param_dtype: str,
+    optimizer: str,
+    lora_rank: int,
+    lora_targets: str,
+    lora_base_dtype: str,
+    shards: int = 1,
 ) -> tuple[int, int, int]:
-    """(weights, gradients, moments) in bytes."""
+    """(weights, gradients, moments) in bytes, of one process when sharded over `shards` (all trained, fp32)."""
+    if shards > 1:
+        held = 4 * sum(shard_numel(shape, shards) for _, shape in param_shapes(config))
+        return held, held, optimizer_state_bytes(config, optimizer, shards=shards)
     base = sum(math.prod(shape) for _, shape in param_shapes(config))
     if lora_rank:
         adapters = sum(math.prod(shape) for _, shape in lora_shapes(config, lora_rank, lora_targets))
@@ -129,3 +149,14 @@ def state_bytes(
     else:
         weights = gradients = PARAM_BYTES[param_dtype] * base
     return weights, gradients, optimizer_state_bytes(config, optimizer, lora_rank, lora_targets)
+
+
+def gathered_bytes(config: GPTConfig) -> int:
+    """What a sharded process (FSDP2, nanogpt2/train/fsdp.py) holds whole during the backward pass besides its
+    shards: the root's fp32 weights (embeddings, ln_f), gathered from the forward pass through the backward
+    pass, the fp32 weights of two blocks (the one running, the next one prefetched) and one block's fp32
+    gradients before they are reduce-scattered to their shards."""
+    shapes = param_shapes(config)
+    block = sum(math.prod(shape) for name, shape in shapes if name.startswith("h.0."))
+    root = sum(math.prod(shape) for name, shape in shapes if not name.startswith("h."))
+    return 4 * root + 2 * 4 * block + 4 * block

@@ -10,8 +10,11 @@ A plain batch is (x, y); a pair-data or document batch is (x, y, examples), exam
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
+
+import torch
 
 from nanogpt2.common.runtime import Runtime
 from nanogpt2.data import Dataset, RandomBatches, count_sequential_batches, sequential_batches
@@ -49,9 +52,22 @@ def random_batches(
 
 
 def exact_batches(
+    cfg: TrainConfig, data: Dataset, split: str, rt: Runtime, dist: dist_utils.DistInfo, same_count: bool = False
+) -> tuple[int, Iterator[tuple]]:
+    """(how many, the batches) of one exact pass over a split on this rank (evaluation with eval_iters=None).
+    same_count: as many on every rank, the short ones padded with filler batches that have no targets."""
+    n, batches = _exact_batches(cfg, data, split, rt, dist)
+    if not same_count:
+        return n, batches
+    most = int(dist_utils.all_reduce_max(torch.tensor(float(n), device=rt.device)).item())
+    x = torch.zeros((cfg.batch_size, cfg.block_size), dtype=torch.int64, device=rt.device)
+    filler = (x, torch.full_like(x, -1), None)  # (x, y, examples): every target ignored
+    return most, itertools.chain(batches, itertools.repeat(filler, most - n))
+
+
+def _exact_batches(
     cfg: TrainConfig, data: Dataset, split: str, rt: Runtime, dist: dist_utils.DistInfo
 ) -> tuple[int, Iterator[tuple]]:
-    """(how many, the batches) of one exact pass over a split on this rank (evaluation with eval_iters=None)."""
     tokens, mask, rank, world = data.split(split), data.mask(split), dist.rank, dist.world_size
     if mask is None:
         n = count_sequential_batches(len(tokens), cfg.batch_size, cfg.block_size, rank=rank, world_size=world)

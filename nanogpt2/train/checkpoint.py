@@ -5,8 +5,10 @@ A training run keeps two files in its out_dir:
     ckpt.pt   the latest state, for resuming (init_from="resume")
     best.pt   the state with the lowest validation loss so far, for sampling and export
 
-Each is one `torch.save`d dict (see Trainer.checkpoint_state for the fields). Turning one back into
-a model is nanogpt2/loading.py's (model_from_checkpoint), with every other source of weights.
+Each is one `torch.save`d dict (see Trainer.checkpoint_state for the fields); a sharded run's
+(parallel=fsdp) keeps its weights and optimizer state in a folder of shards beside it, which the
+dict names (shards.py). Turning one back into a model is nanogpt2/loading.py's
+(model_from_checkpoint), with every other source of weights.
 Writing goes through `files.atomic_write` (a temporary file, flushed to disk, then
 renamed over the old one): a crash or Ctrl-C mid-write leaves the previous
 checkpoint intact, never half a file. Reading uses `weights_only=True`, so a checkpoint
@@ -23,19 +25,35 @@ from typing import Any
 
 import torch
 
-from nanogpt2.common.files import atomic_write, fsync_folder, temporary_name
+from nanogpt2.common.files import atomic_write, fsync_folder, temporary_name, why_failed
 from nanogpt2.errors import UserError
 from nanogpt2.interop.nanogpt import from_nanogpt, is_nanogpt_checkpoint
 
 LATEST = "ckpt.pt"
 BEST = "best.pt"
-FORMAT_VERSION = 2  # 2: a LoRA run's checkpoint holds adapters and its base's identity ("lora")
+FORMAT_VERSION = 3  # 2: a LoRA run's checkpoint holds adapters and its base's identity ("lora"); 3: "shards"
+SHARDS_PREFIX = "shards-"  # a sharded run's weights and optimizer state, in a folder beside ckpt.pt (shards.py)
+PARTIAL_PREFIX = ".partial-"  # a shards folder still being written
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """torch.save(obj, path), all or nothing."""
     with atomic_write(path) as f:
         torch.save(obj, f)
+
+
+def write_checkpoint(out_dir: Path, state: dict, best: bool) -> None:
+    """out_dir/ckpt.pt, and best.pt as the same file when best; one line (the old checkpoint kept) if the disk fails."""
+    try:
+        atomic_save(state, out_dir / LATEST)
+        if best:
+            link_or_copy(out_dir / LATEST, out_dir / BEST)
+    except (OSError, RuntimeError) as e:  # a full disk inside torch.save is RuntimeError("... unexpected pos")
+        kept = "the previous checkpoint is intact" if (out_dir / LATEST).exists() else "none was written"
+        raise UserError(
+            f"could not write a checkpoint to {out_dir} at step {state['step']} ({why_failed(e)}); {kept}. "
+            f"Free some space or choose another out_dir"
+        ) from None
 
 
 def link_or_copy(src: str | Path, dst: str | Path) -> None:
@@ -53,8 +71,9 @@ def link_or_copy(src: str | Path, dst: str | Path) -> None:
     fsync_folder(dst.parent)
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint dict written by this library, with a clear error if it isn't one."""
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", weights: bool = True) -> dict:
+    """Load a checkpoint dict written by this library, with a clear error if it isn't one. A sharded run's
+    (parallel=fsdp) has its weights read from its shards folder into "model", unless weights=False."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}")
@@ -70,10 +89,14 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from None
     if is_nanogpt_checkpoint(ckpt):  # nanoGPT's train.py wrote it: its weights, renamed (interop/nanogpt.py)
         return from_nanogpt(ckpt)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+    if not isinstance(ckpt, dict) or not ("model" in ckpt or "shards" in ckpt) or "model_config" not in ckpt:
         raise UserError(f"{path} is not a nanogpt2 checkpoint (no model/model_config entries)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer nanogpt2 (format {ckpt['format_version']}); upgrade to read it")
+    if "shards" in ckpt and weights:
+        from nanogpt2.train.shards import read_weights, shards_folder
+
+        ckpt["model"] = read_weights(shards_folder(path, ckpt))
     return ckpt
 
 

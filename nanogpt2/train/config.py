@@ -240,6 +240,12 @@ class TrainConfig:
     compile: bool | None = None
     """torch.compile the model. None: on for CUDA when Triton is available, off elsewhere."""
 
+    parallel: str = "ddp"
+    """How torchrun's processes share the model. ddp: each holds all of it (weights, gradients, AdamW moments)
+    and gradients are averaged. fsdp: each holds 1/N of them and gathers a block's weights just before the
+    block runs (FSDP2; nanogpt2/train/fsdp.py), with sharded checkpoint folders that resume on any number of
+    processes. fsdp needs torchrun, even for one process (docs/distributed.md)."""
+
     seed: int = 1337
     """Seed for weights, dropout and batch sampling; the same seed gives the same run."""
 
@@ -262,6 +268,7 @@ class TrainConfig:
         self._check_muon()
         self._check_param_dtype()
         self._check_optimizer_in_backward()
+        self._check_parallel()
 
     def _check_numbers(self) -> None:
         """Sizes are positive integers, rates and probabilities in their ranges."""
@@ -346,6 +353,24 @@ class TrainConfig:
                 "optimizer_in_backward=True saves no memory under compile (a compiled backward returns every "
                 "gradient at once): set compile=False, or drop optimizer_in_backward"
             )
+
+    def _check_parallel(self) -> None:
+        if self.parallel not in ("ddp", "fsdp"):
+            raise UserError(f"parallel={self.parallel!r}: use ddp or fsdp")
+        if self.parallel == "ddp":
+            return
+        refused = {  # what FSDP's sharded weights cannot do here, and why (docs/distributed.md)
+            "lora_rank": "LoRA's frozen base fits one card already; train the adapters with parallel=ddp",
+            "optimizer": "Muon orthogonalizes whole matrices and adamw8bit is not checked with shards: use adamw",
+            "param_dtype": "sharding already divides fp32 weights by the processes; use param_dtype=float32",
+            "optimizer_in_backward": "FSDP reduces each gradient across processes before any update; drop it",
+            "eval_tasks": "benchmarks run on rank 0 alone; score best.pt afterwards with python -m nanogpt2.evaluate",
+        }
+        defaults = {"lora_rank": 0, "optimizer": "adamw", "param_dtype": "float32", "optimizer_in_backward": False}
+        for name, why in refused.items():
+            value = getattr(self, name)
+            if value != defaults.get(name, ""):
+                raise UserError(f"parallel=fsdp with {name}={value}: {why}")
 
     def _check_param_dtype(self) -> None:
         if self.param_dtype not in ("float32", "bfloat16"):

@@ -16,10 +16,17 @@ every helper here is a no-op.
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+from nanogpt2.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,12 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
 def any_process(flag: bool, device: torch.device) -> bool:
     """True if `flag` is true in any process: lets every process stop at the same step."""
     if not dist.is_initialized():
@@ -88,6 +101,20 @@ def gather_objects(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def on_every_process(fn: Callable[[], T], fix: str) -> T:
+    """fn() in every process. If it fails (a UserError) in any, every process raises that one's reason, with
+    the host it ran on and `fix`: otherwise the others would wait for it at their next collective forever."""
+    try:
+        result, problem = fn(), None
+    except UserError as e:
+        result, problem = None, str(e)
+    reports = gather_objects((problem, socket.gethostname()))
+    for rank, (reason, host) in enumerate(reports):
+        if reason:
+            raise UserError(reason if len(reports) == 1 else f"rank {rank} on {host}: {reason} ({fix})")
+    return result  # type: ignore[return-value]
 
 
 def barrier() -> None:

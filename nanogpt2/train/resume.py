@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ from nanogpt2.model_config import GPTConfig
 from nanogpt2.train.checkpoint import BEST, read_checkpoint
 from nanogpt2.train.config import TrainConfig
 from nanogpt2.train.optim import lr_at
+from nanogpt2.train.shards import load_shards, shards_folder
 
 
 class RunComplete(Exception):
@@ -58,16 +60,24 @@ def resume_config(argv: Sequence[str] | None) -> tuple[TrainConfig, dict | None,
             f"init_from=resume but {path} does not exist: point out_dir at the run to continue, "
             f"or start one with init_from=scratch or a GPT-2 name"
         )
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, weights=False)  # a sharded run's weights are loaded once sharded (restore_training)
     if ckpt.get("origin") == "nanoGPT":
         raise UserError(
             f"{path} was written by nanoGPT: its weights load, its optimizer state does not, so it cannot be "
             f"resumed here; start a new run from it with --init_from={path} (and a new out_dir)"
         )
-    if "optimizer" not in ckpt or "step" not in ckpt:
+    if ("optimizer" not in ckpt and "shards" not in ckpt) or "step" not in ckpt:
         raise UserError(f"{path} holds weights only (no optimizer state or step), so it cannot be resumed")
     saved = ckpt.get("config", {})
     cfg = parse_config(TrainConfig, argv, base=saved)
+    was = saved.get("parallel", "ddp")
+    if cfg.parallel != was:
+        kind = "a folder of shards" if was == "fsdp" else "one file"
+        raise UserError(
+            f"the run in {cfg.out_dir} was trained with parallel={was}, whose checkpoint is {kind}: continue it "
+            f"with parallel={was} (any number of processes), or start a new run from its weights with "
+            f"--init_from={cfg.out_dir} and a new out_dir"
+        )
     fused_before = saved.get("optimizer_in_backward", False)
     if cfg.optimizer_in_backward != fused_before:
         raise UserError(
@@ -174,6 +184,8 @@ def model_for_resume(cfg: TrainConfig, ckpt: dict, lora_base_dtype: torch.dtype 
                 f"the run in {cfg.out_dir} has LoRA adapters {adapters}; the config asks for {wanted}: "
                 f"drop the lora_* settings to continue it"
             )
+    if "shards" in ckpt:  # random weights of the right shape, replaced by the shards once sharded (restore_training)
+        return GPT(replace(saved, dropout=cfg.dropout))
     return model_from_checkpoint(ckpt, base_dtype=lora_base_dtype, dropout=cfg.dropout)
 
 
@@ -197,6 +209,8 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 def restore_training(
     ckpt: dict,
     *,
+    path: Path,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     train_batches: Any,
@@ -205,13 +219,19 @@ def restore_training(
     world_size: int,
     device: torch.device,
     say: Callable[[str], None],
+    dropout_on: bool = False,
 ) -> tuple[int, float]:
     """Put the optimizer, loss scaler, random generators and batch position back; return (step, best val loss).
 
-    The random generators and batch positions are per process: they are restored
-    exactly when the run has as many processes as the one that wrote the
-    checkpoint, and otherwise the stream restarts from rank 0's position (said)."""
-    optimizer.load_state_dict(ckpt["optimizer"])
+    The random generators are per process: they are restored exactly when the run has as many processes as
+    the one that wrote the checkpoint (otherwise dropout's masks differ, said). The batch position is not:
+    batch i of a step is batch i of the whole run's stream, whichever process draws it (data/loader.py), so
+    the stream continues where it stopped on any number of processes. A sharded run (ckpt["shards"]) loads
+    its weights and optimizer state from its folder into `model`, resharded to this run's processes."""
+    if "shards" in ckpt:
+        load_shards(shards_folder(path, ckpt), model, optimizer)
+    else:
+        optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
     was = ckpt.get("config", {}).get("dataset")
     if was is not None and was != dataset:
@@ -233,13 +253,16 @@ def restore_training(
             f"note: since the checkpoint, {', '.join(changed)} (training tokens, batch, block size or documents): "
             f"the batches will differ from an uninterrupted run"
         )
-    if ckpt.get("world_size") == world_size:
+    written_by = int(ckpt.get("world_size", 1))
+    if written_by == world_size:
         set_rng_state(ckpt["rng"][rank], device)
         train_batches.load_state_dict(ckpt["loader"][rank])
-    else:
+    else:  # each of the writers drew `step` batches: the whole run drew step x their number
+        drawn = int(saved["step"]) * written_by
+        train_batches.load_state_dict({**saved, "step": drawn // world_size})
+        dropout = "; dropout's random masks will differ from an uninterrupted run's" if dropout_on else ""
         say(
-            f"note: the checkpoint was written by {ckpt.get('world_size')} processes and this run has "
-            f"{world_size}; batches and dropout will differ from an uninterrupted run"
+            f"note: the checkpoint was written by {written_by} process(es) and this run has {world_size}: the "
+            f"batches continue where the run stopped{dropout}"
         )
-        train_batches.load_state_dict(ckpt["loader"][0])
     return int(ckpt["step"]), float(ckpt["best_val_loss"])

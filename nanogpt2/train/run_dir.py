@@ -1,6 +1,6 @@
 """A run's out_dir: never another run's files overwritten by accident, one writer at a time, nothing left behind.
 
-    out_dir/ckpt.pt, best.pt     checkpoints (checkpoint.py)
+    out_dir/ckpt.pt, best.pt     checkpoints (checkpoint.py); a sharded run's shards-*/ folders (shards.py)
     out_dir/config.json          the resolved settings
     out_dir/metrics.jsonl        every logged figure (metrics.py)
     out_dir/.lock                held while a run writes here: its process id, and an OS lock on the file
@@ -20,11 +20,12 @@ Three rules, each one clear error instead of a silent surprise:
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from nanogpt2.common.files import process_alive
 from nanogpt2.errors import UserError
-from nanogpt2.train.checkpoint import BEST, LATEST
+from nanogpt2.train.checkpoint import BEST, LATEST, PARTIAL_PREFIX, SHARDS_PREFIX
 
 LOCK = ".lock"
 RUN_FILES = (LATEST, BEST, "metrics.jsonl", "config.json", "curves.png")  # what a run writes; --overwrite removes it
@@ -47,12 +48,16 @@ def check_new_run(out_dir: Path, overwrite: bool) -> None:
 
 
 def remove_run_files(out_dir: Path) -> list[str]:
-    """Delete an earlier run's files (for --overwrite=True); returns their names."""
+    """Delete an earlier run's files and shards folders (for --overwrite=True); returns their names."""
     removed = []
     for name in RUN_FILES:
         if (out_dir / name).is_file():
             (out_dir / name).unlink()
             removed.append(name)
+    for folder in sorted(out_dir.iterdir()):
+        if folder.is_dir() and folder.name.startswith((SHARDS_PREFIX, PARTIAL_PREFIX)):
+            shutil.rmtree(folder)
+            removed.append(folder.name + "/")
     return removed
 
 

@@ -7,6 +7,7 @@
     training  the optimizer, the fp16 loss scaler, the batch stream                      setup_training
     resume    optimizer, random state and batch position from the checkpoint           restore_training
     speed     the CPU's fast paths or torch.compile, then DistributedDataParallel       setup_speed
+              (parallel=fsdp: the model is sharded in setup_model instead, before its optimizer exists)
     reporting the MFU peak, the metrics logger, the run's header                         setup_reporting
 
 The pieces come back as a `Run`, which nanogpt2/train/trainer.py's Trainer drives.
@@ -46,7 +47,9 @@ from nanogpt2.model import GPT
 from nanogpt2.model_config import GPTConfig
 from nanogpt2.train import distributed as dist_utils
 from nanogpt2.train.batches import masking, random_batches
+from nanogpt2.train.checkpoint import LATEST
 from nanogpt2.train.config import TrainConfig
+from nanogpt2.train.fsdp import check_can_shard, is_sharded, shard
 from nanogpt2.train.header import describe_loss, describe_settings, flops_per_token
 from nanogpt2.train.metrics import MetricsLogger, describe_run, peak_for_mfu
 from nanogpt2.train.optim import make_optimizer
@@ -105,6 +108,8 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
     if ckpt is not None:
         step, best_val_loss = restore_training(
             ckpt,
+            path=Path(cfg.out_dir) / LATEST,
+            model=raw_model,
             optimizer=optimizer,
             scaler=scaler,
             train_batches=train_batches,
@@ -113,6 +118,7 @@ def build_run(source: Sequence[str] | TrainConfig | None = None) -> Run:
             world_size=dist.world_size,
             device=rt.device,
             say=say,
+            dropout_on=cfg.dropout > 0 or (cfg.lora_rank > 0 and cfg.lora_dropout > 0),
         )
         del ckpt  # the host copy of weights and AdamW moments is not needed any more: let it go now
     compiled, model = setup_speed(cfg, raw_model, rt, dist, packed=data.window is not None)
@@ -163,6 +169,8 @@ def setup_processes(cfg: TrainConfig) -> tuple[dist_utils.DistInfo, Runtime, str
         allocator = None
         if rt.device_type == "cpu":
             keep_freed_cpu_memory()
+    if cfg.parallel == "fsdp":
+        check_can_shard(dist.enabled, rt.needs_grad_scaler)
     if cfg.gradient_accumulation_steps % dist.world_size:
         raise UserError(
             f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple of the "
@@ -171,11 +179,22 @@ def setup_processes(cfg: TrainConfig) -> tuple[dist_utils.DistInfo, Runtime, str
     return dist, rt, allocator
 
 
+DATA_FIX = "prepare the same dataset on every machine, or put it on a file system they all mount"
+
+
 def setup_data(cfg: TrainConfig, dist: dist_utils.DistInfo, say: Callable[[str], None]) -> Dataset:
-    """The dataset's token files: rank 0 prepares a missing dataset that has a recipe while the others wait."""
-    folder = find_dataset(cfg.dataset, prepare=dist.is_main, say=say)
-    dist_utils.barrier()
-    data = open_dataset(folder)
+    """The dataset's token files: rank 0 prepares a missing dataset that has a recipe while the others wait.
+    Every process reads the files itself: on several machines, each needs them (module docstring of
+    nanogpt2/train/distributed.py), and a process that cannot read them stops every process with its reason."""
+    if dist.is_main:  # (on every process, so that the others hear of a failure instead of waiting for ever)
+        dist_utils.on_every_process(lambda: find_dataset(cfg.dataset, prepare=True, say=say), DATA_FIX)
+    else:
+        dist_utils.on_every_process(lambda: None, DATA_FIX)
+    data = dist_utils.on_every_process(lambda: open_dataset(find_dataset(cfg.dataset, prepare=False)), DATA_FIX)
+    folder = data.path
+    sizes = dist_utils.gather_objects((data.num_tokens("train"), data.num_tokens("val")))
+    if len(set(sizes)) > 1:
+        raise UserError(f"the processes read different datasets at {folder} (train, val tokens: {sizes}); {DATA_FIX}")
     if data.window is not None:  # pair data: packed for one block_size
         check_window(data.window, cfg.block_size)
         for name in ("doc_aligned", "doc_masking"):
@@ -220,7 +239,10 @@ def setup_model(
     if not cfg.lora_rank:  # on the host, so that the device never holds two copies. A resumed run may change
         # param_dtype: bf16 -> fp32 is exact, fp32 -> bf16 rounds once.
         raw_model.to(torch.bfloat16 if cfg.param_dtype == "bfloat16" else torch.float32)
-    raw_model.to(rt.device)
+    if cfg.parallel == "fsdp":  # from the host: each device receives only its 1/N (fsdp.py)
+        shard(raw_model, rt.device)
+    else:
+        raw_model.to(rt.device)
     seed_everything(cfg.seed + dist.rank)
     return raw_model, lora, source_text
 
@@ -250,15 +272,18 @@ def setup_speed(
     """(the model evaluation calls, the model training calls): the device's fast paths where they pay, or
     torch.compile, then DistributedDataParallel around it. raw_model stays the plain module checkpoints save."""
     compile_model = want_compile(cfg.compile, rt.device) and not cfg.optimizer_in_backward  # see its docstring
+    sharded = is_sharded(raw_model)
     # Eager fp32 on the CPU: the LM head and loss as one step, and cheaper dropout masks (nanogpt2/fast).
-    if fast.training_paths_pay(rt.device_type, rt.dtype, raw_model.lm_head.weight.dtype, compile_model):
+    # (Not with shards: the fused head reads the head's weight outside the module that gathers it.)
+    cpu_paths = fast.training_paths_pay(rt.device_type, rt.dtype, raw_model.lm_head.weight.dtype, compile_model)
+    if cpu_paths and not sharded:
         fast.for_cpu_training(raw_model)
     # Packed examples or documents on a GPU, compiled: FlexAttention skips the blocks between them (fast/flex.py).
     kept_apart = (packed and masking(cfg)[1]) or (not packed and cfg.doc_masking)
     if kept_apart and flex_pays(rt.device_type, compile_model, raw_model.config.dropout):
         for_cuda_training(raw_model)
     compiled = torch.compile(raw_model) if compile_model else raw_model
-    if not dist.enabled:
+    if not dist.enabled or sharded:  # FSDP's module does its own communication
         return compiled, compiled
     return compiled, DDP(compiled, device_ids=[rt.device.index] if rt.device_type == "cuda" else None)
 

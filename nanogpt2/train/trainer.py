@@ -21,11 +21,13 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nanogpt2.common.configurator import config_dict, save_config
+from nanogpt2.common.files import why_failed
 from nanogpt2.common.progress import format_duration, progress
 from nanogpt2.errors import UserError
 from nanogpt2.flops import mfu as model_flops_utilization
@@ -33,12 +35,14 @@ from nanogpt2.lora import adapter_state_dict
 from nanogpt2.plot import CurvesDuringTraining
 from nanogpt2.train import distributed as dist_utils
 from nanogpt2.train.batches import exact_batches, random_batches
-from nanogpt2.train.checkpoint import BEST, FORMAT_VERSION, LATEST, atomic_save, link_or_copy
+from nanogpt2.train.checkpoint import FORMAT_VERSION, LATEST, write_checkpoint
 from nanogpt2.train.config import TrainConfig
+from nanogpt2.train.fsdp import is_sharded, local
 from nanogpt2.train.optim import clip_grad_norm, lr_at
 from nanogpt2.train.resume import RunComplete, rng_state
 from nanogpt2.train.run_dir import RunFolder, RunLock, check_new_run, remove_run_files
 from nanogpt2.train.setup import Run, build_run
+from nanogpt2.train.shards import remove_unused_shards, save_shards
 from nanogpt2.train.stop import StopRequest
 from nanogpt2.train.summary import run_summary, summary_lines
 
@@ -86,6 +90,7 @@ class Trainer:
         self.step, self.best_val_loss, self.resumed = run.step, run.best_val_loss, run.resumed
         self.flops_per_token, self.peak_flops, self.logger = run.flops_per_token, run.peak_flops, run.logger
         self.eval_tasks, self.lora = run.eval_tasks, run.lora
+        self.sharded = is_sharded(self.raw_model)  # parallel=fsdp (fsdp.py)
         self.min_lr = self.cfg.min_lr if self.cfg.min_lr is not None else self.cfg.learning_rate / 10
         self.folder = RunFolder(self.out_dir)
         self.curves = CurvesDuringTraining(self.out_dir, self.cfg.plot, time.time())
@@ -104,7 +109,7 @@ class Trainer:
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise UserError(f"cannot create out_dir {self.out_dir}: {_why(e)}; choose another out_dir") from None
+            raise UserError(f"cannot create out_dir {self.out_dir}: {why_failed(e)}; choose another out_dir") from None
         note = self.lock.acquire()
         if note:
             self.say(note)
@@ -194,10 +199,13 @@ class Trainer:
         weights = self.micro_batch_weights(batches)
         loss_sum = torch.zeros((), device=self.rt.device)
         for i, (x, y, *examples) in enumerate(batches):
-            # Under DDP, skip the gradient all-reduce on all but the last micro-step: the
-            # gradients only need averaging across processes once they are complete.
-            sync = i == k - 1 or not isinstance(self.model, DDP)
-            with nullcontext() if sync else self.model.no_sync(), self.rt.autocast():
+            # Skip the gradients' all-reduce (DDP) or reduce-scatter (FSDP) on all but the last micro-step:
+            # they only need averaging across processes once they are complete.
+            sync = i == k - 1
+            if self.sharded:
+                self.raw_model.set_requires_gradient_sync(sync)  # type: ignore[operator]
+            no_sync = self.model.no_sync() if isinstance(self.model, DDP) and not sync else nullcontext()
+            with no_sync, self.rt.autocast():
                 # Keep only the loss: holding the (B, T, V) logits through backward would cost 2*B*T*V bytes.
                 loss = self.model(x, y, examples=examples[0] if examples else None)[1]
                 loss = loss / k if weights is None else loss * weights[i]  # the step's mean from the micro-means
@@ -245,8 +253,8 @@ class Trainer:
         self.eval_model.eval()
         losses = {}
         for split in splits:
-            if cfg.eval_iters is None:
-                n, batches = exact_batches(cfg, self.data, split, self.rt, d)
+            if cfg.eval_iters is None:  # sharded: every rank runs as many forward passes (each gathers weights)
+                n, batches = exact_batches(cfg, self.data, split, self.rt, d, same_count=self.sharded)
             else:
                 n = math.ceil(cfg.eval_iters / d.world_size)
                 stream = random_batches(cfg, self.data, split, cfg.seed + EVAL_SEED_OFFSET, self.rt, d, training=False)
@@ -257,10 +265,12 @@ class Trainer:
             ):
                 with self.rt.autocast():
                     _, loss = self.eval_model(x, y, examples=examples[0] if examples else None)
-                count = (y != -1).sum()
-                total += torch.stack([loss.double() * count, count.double()])
+                count = (y != -1).sum()  # 0 in a filler batch (same_count), whose loss is not a number
+                total += torch.stack([torch.where(count > 0, loss.double() * count, 0.0), count.double()])
             dist_utils.all_reduce_sum(total)
             losses[split] = (total[0] / total[1]).item()
+        if self.sharded:  # the root's weights (embeddings, head) stay gathered after a forward pass, for the
+            self.raw_model.reshard()  # type: ignore[operator]  # backward pass that starts with them: none follows here, so free them
         self.eval_model.train()
         return losses
 
@@ -321,16 +331,21 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------
 
-    def checkpoint_state(self) -> dict:
-        """Everything needed to continue exactly: weights, optimizer, scaler, step, best loss,
-        config, every process's random generators and data position."""
+    def checkpoint_state(self, shards: str | None = None) -> dict:
+        """Everything needed to continue exactly: weights, optimizer, scaler, step, best loss, config, every
+        process's random generators and data position. A sharded run's weights and optimizer state are in
+        the folder `shards` instead (shards.py)."""
+        weights: dict[str, Any]
+        if shards:
+            weights = {"shards": shards}
+        else:  # the plain module's weights (no compile/DDP key prefixes); a LoRA run's adapters only, plus its base
+            model = adapter_state_dict(self.raw_model) if self.lora else self.raw_model.state_dict()
+            weights = {"model": model, "optimizer": self.optimizer.state_dict()}
         return {
             "format_version": FORMAT_VERSION,
-            # The plain module's weights (no compile/DDP key prefixes); a LoRA run's adapters only, plus its base.
-            "model": adapter_state_dict(self.raw_model) if self.lora else self.raw_model.state_dict(),
+            **weights,
             **({"lora": self.lora} if self.lora else {}),
             "model_config": asdict(self.raw_model.config),
-            "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "best_val_loss": self.best_val_loss,
@@ -343,22 +358,20 @@ class Trainer:
         }
 
     def save_checkpoint(self, best: bool) -> None:
-        """Write out_dir/ckpt.pt atomically (and best.pt if this is the best so far). All ranks call it."""
-        if not all(torch.isfinite(p).all() for p in self.raw_model.parameters()):
+        """Write out_dir/ckpt.pt atomically (and best.pt if this is the best so far). All ranks call it.
+        A sharded run writes its folder of shards first, which the new ckpt.pt then names."""
+        finite = all(bool(torch.isfinite(local(p)).all()) for p in self.raw_model.parameters())
+        if dist_utils.any_process(not finite, self.rt.device):  # a shard: every process must agree
             self._diverged("the weights contain NaN or inf")
-        state = self.checkpoint_state()  # collective: every rank contributes its random state
+        shards = None
+        if self.sharded:
+            shards = save_shards(self.out_dir, self.raw_model, self.optimizer, self.step, self.dist)
+        state = self.checkpoint_state(shards)  # collective: every rank contributes its random state
         if self.dist.is_main:
-            try:
-                atomic_save(state, self.out_dir / LATEST)
-                self.folder.checkpointed = True
-                if best:
-                    link_or_copy(self.out_dir / LATEST, self.out_dir / BEST)
-            except (OSError, RuntimeError) as e:  # a full disk inside torch.save is RuntimeError("... unexpected pos")
-                kept = "the previous checkpoint is intact" if (self.out_dir / LATEST).exists() else "none was written"
-                raise UserError(
-                    f"could not write a checkpoint to {self.out_dir} at step {self.step} "
-                    f"({_why(e)}); {kept}. Free some space or choose another out_dir"
-                ) from None
+            write_checkpoint(self.out_dir, state, best)
+            self.folder.checkpointed = True
+            if shards:
+                remove_unused_shards(self.out_dir)  # only now: ckpt.pt no longer names the previous folder
         dist_utils.barrier()
 
     # -- reporting ----------------------------------------------------------------
@@ -411,11 +424,3 @@ class Trainer:
         if failed and self.dist.is_main and not self.cfg.eval_only:
             self.folder.clean_failed_start()
         dist_utils.shutdown()
-
-
-def _why(error: Exception) -> str:
-    """An OS or torch.save error in a few words: 'No space left on device', 'Permission denied', ..."""
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return "the disk is full or the write failed" if "unexpected pos" in text else text
