@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,9 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
         for key, meta in entries.items()
         if key.startswith("model.") and hasattr(meta, "size")
     }
-    dcp.load(state, storage_reader=reader, no_dist=True)
+    with warnings.catch_warnings():  # DCP warns that no process group exists: none is needed here
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(state, storage_reader=reader, no_dist=True)
     return {key.removeprefix("model."): t for key, t in state.items()}
 
 
