@@ -38,7 +38,7 @@ import gc
 from dataclasses import dataclass
 
 import torch
-from memory_fake import as_on_cuda, fake_peak  # noqa: F401  (as_on_cuda: for tests/test_memory.py)
+from memory_fake import as_on_cuda, fake_peak, fake_sharded_peak  # noqa: F401  (the two: for tests/test_memory.py)
 from memory_step import RECIPE_DEFAULTS, build, train_step
 
 from nanogpt2 import GPTConfig

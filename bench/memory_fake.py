@@ -39,7 +39,7 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-from memory_step import build, train_step
+from memory_step import Run, build, train_step
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker
 
@@ -156,4 +156,43 @@ def fake_peak(
         with tracker:  # MemTracker follows one forward per module: forget the last micro-step's before the next
             train_step(run.model, run, run.batches, autocast, attention, before_micro_step=tracker.reset_mod_stats)
         (peak,) = tracker.get_tracker_snapshot("peak").values()
+    return peak["Total"]
+
+
+def fake_sharded_peak(config: GPTConfig, batch_size: int, seq_len: int | None = None, *, shards: int, **options) -> int:
+    """fake_peak for one of `shards` processes of an FSDP run (parallel=fsdp, nanogpt2/train/fsdp.py), traced in this
+    process alone: a fake process group (torch.testing's FakeStore, whose collectives move no data) stands in for
+    the others. Only in a process without a process group of its own; it is taken down again at the end.
+
+    options: grad_accum, checkpointing, attention (FSDP trains fp32 AdamW on every weight, under bf16 autocast)."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    from nanogpt2 import GPT
+    from nanogpt2.train.fsdp import shard
+    from nanogpt2.train.optim import make_optimizer
+
+    seq_len = config.block_size if seq_len is None else seq_len
+    grad_accum, attention = options.get("grad_accum", 1), options.get("attention", "flash")
+    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=shards)
+    try:
+        mesh = init_device_mesh("cpu", (shards,))  # outside FakeTensorMode: the mesh's ranks are real tensors
+        autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+        with FakeTensorMode(), as_on_cuda():
+            model = GPT(config).train()
+            model.checkpointing = options.get("checkpointing", False)
+            shard(model, torch.device("cpu"), mesh)
+            optimizer = make_optimizer(model, 3e-5, 0.1, (0.9, 0.95), "cpu", "adamw")
+            shape = (batch_size, seq_len)
+            batches = [tuple(torch.randint(0, config.vocab_size, shape) for _ in "xy") for _ in range(grad_accum)]
+            run = Run(model, [optimizer], optimizer.step, batches)
+            train_step(model, run, batches, autocast, attention)  # allocates the optimizer's moments
+            tracker = LiveBytes()
+            tracker.track_external(model, optimizer, batches)
+            with tracker:
+                train_step(model, run, batches, autocast, attention, before_micro_step=tracker.reset_mod_stats)
+            (peak,) = tracker.get_tracker_snapshot("peak").values()
+    finally:
+        dist.destroy_process_group()
     return peak["Total"]

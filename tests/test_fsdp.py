@@ -24,7 +24,7 @@ from nanogpt2.train.trainer import train
 import train as train_script
 from conftest import REPO, SMALL_RUN, one_error_line
 
-# 4 micro-steps per step: 2 on each of two processes, so that the reduce-scatter is skipped on the first.
+# 4 micro-steps per step: 2 on each of two processes, whose gradients add up in the shards.
 COMMON = [
     *SMALL_RUN,
     "--gradient_accumulation_steps=4",

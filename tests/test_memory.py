@@ -124,6 +124,20 @@ def test_peak_matches_a_traced_training_step(config, batch, seq_len, attention, 
     assert abs(est.peak / traced - 1) <= 0.05, (est.peak_phase, est.phases, traced)
 
 
+@pytest.mark.parametrize("config,batch,seq_len", PEAK_SHAPES)
+@pytest.mark.parametrize("shards", [2, 4])
+@pytest.mark.parametrize("grad_accum", [1, 2])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_sharded_peak_matches_a_traced_training_step(config, batch, seq_len, shards, grad_accum, checkpointing):
+    """Sharded over 2 or 4 processes (FSDP2, parallel=fsdp), the estimated peak of one process is within 5% of the
+    live tensor bytes of its bf16 training step, traced with a fake process group standing in for the others."""
+    options = dict(grad_accum=grad_accum, checkpointing=checkpointing)
+    traced = bench_memory.fake_sharded_peak(config, batch, seq_len, shards=shards, **options)
+    est = estimate_training_memory(config, batch, seq_len, shards=shards, **options)
+    assert abs(est.peak / traced - 1) <= 0.05, (est.peak_phase, est.phases, traced)
+    assert est.peak < estimate_training_memory(config, batch, seq_len, **options).peak  # sharding saves memory
+
+
 # The memory-saving options (bench/memory.py traces each as training runs it), alone and in the combinations
 # the --fit recipes use.
 BF16_FULL = dict(param_dtype="bfloat16", optimizer="adamw8bit", checkpointing=True, loss_chunk_tokens=32)

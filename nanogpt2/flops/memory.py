@@ -100,7 +100,7 @@ class MemoryEstimate:
     gradients_live: bool  # do gradients exist during the backward pass (gradient accumulation)?
     optimizer: int  # AdamW's two moments (fp32, or 8-bit codes and block scales)
     ddp_buckets: int  # DistributedDataParallel's gradient buckets
-    gathered: int  # sharded (shards > 1): whole weights and gradients gathered beside the shards
+    gathered: int  # sharded (shards > 1): the root's and one block's whole weights, gathered beside the shards
     low_precision_weights: int  # bf16 weight copies autocast makes of fp32 weights, kept for the backward pass
     block_activations: int  # saved for backward by the transformer blocks (and embeddings)
     head_activations: int  # saved for backward by ln_f, the LM head and the loss
@@ -201,7 +201,7 @@ def estimate_training_memory(
         gradients_live=grad_accum > 1,
         optimizer=terms.optimizer,
         ddp_buckets=terms.ddp_buckets,
-        gathered=terms.gathered,
+        gathered=terms.root_gathered + terms.block_gathered,
         low_precision_weights=terms.lowp_through_forward,
         block_activations=terms.embed + terms.saved_blocks,
         head_activations=terms.head,

@@ -151,12 +151,11 @@ def state_bytes(
     return weights, gradients, optimizer_state_bytes(config, optimizer, lora_rank, lora_targets)
 
 
-def gathered_bytes(config: GPTConfig) -> int:
-    """What a sharded process (FSDP2, nanogpt2/train/fsdp.py) holds whole during the backward pass besides its
-    shards: the root's fp32 weights (embeddings, ln_f), gathered from the forward pass through the backward
-    pass, the fp32 weights of two blocks (the one running, the next one prefetched) and one block's fp32
-    gradients before they are reduce-scattered to their shards."""
+def gathered_bytes(config: GPTConfig) -> tuple[int, int]:
+    """(the root's, one block's) fp32 weights, which a sharded process (FSDP2, nanogpt2/train/fsdp.py) gathers
+    whole beside its shards: the root's (embeddings, ln_f) from the start of the forward pass to the end of the
+    backward pass, and each block's while it runs (memory_phases.py says how many blocks at which moment)."""
     shapes = param_shapes(config)
     block = sum(math.prod(shape) for name, shape in shapes if name.startswith("h.0."))
     root = sum(math.prod(shape) for name, shape in shapes if not name.startswith("h."))
-    return 4 * root + 2 * 4 * block + 4 * block
+    return 4 * root, 4 * block

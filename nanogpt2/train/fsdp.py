@@ -21,8 +21,10 @@ Numerics are DDP's. Weights stay fp32 and are gathered in fp32; autocast casts t
 each matmul, as in one process, and gradients are reduced in fp32 (MixedPrecisionPolicy below). What
 differs is traffic only: an fp32 gather moves twice the bytes of a bf16 one. (FSDP's own
 param_dtype=bfloat16 would halve it, but would also run LayerNorm and the residual stream in bf16,
-which autocast keeps in fp32.) Gradient accumulation skips the reduce-scatter on all but the last
-micro-step, as DDP skips its all-reduce.
+which autocast keeps in fp32.) Under gradient accumulation every micro-step's gradients are
+reduce-scattered into the shards, which add them up. (DDP skips its all-reduce on all but the last
+micro-step; skipping the reduce-scatter likewise would save traffic, but each process would then hold
+every gradient whole, 4 bytes per parameter, until the last micro-step: the memory sharding is for.)
 
 Checkpoints of a sharded run are folders of shards: nanogpt2/train/shards.py.
 """
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from nanogpt2.errors import UserError
@@ -55,11 +57,13 @@ def check_can_shard(under_torchrun: bool, needs_grad_scaler: bool) -> None:
         )
 
 
-def shard(model: GPT, device: torch.device) -> GPT:
+def shard(model: GPT, device: torch.device, mesh: DeviceMesh | None = None) -> GPT:
     """Shard every block, then the root (embeddings, final LayerNorm, tied LM head), in place: the same
     module, now an FSDPModule whose parameters are DTensors. A model on the host sends each device only
-    its own pieces. Build the optimizer after this: it must hold the sharded parameters."""
-    mesh = init_device_mesh(device.type, (dist.get_world_size(),))  # one dimension: every process a shard
+    its own pieces. Build the optimizer after this: it must hold the sharded parameters. mesh: the
+    processes to shard over; by default all of them, on `device`'s type."""
+    if mesh is None:
+        mesh = init_device_mesh(device.type, (dist.get_world_size(),))  # one dimension: every process a shard
     for block in model.h:
         fully_shard(block, mesh=mesh, mp_policy=POLICY)
     fully_shard(model, mesh=mesh, mp_policy=POLICY)

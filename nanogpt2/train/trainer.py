@@ -199,12 +199,11 @@ class Trainer:
         weights = self.micro_batch_weights(batches)
         loss_sum = torch.zeros((), device=self.rt.device)
         for i, (x, y, *examples) in enumerate(batches):
-            # Skip the gradients' all-reduce (DDP) or reduce-scatter (FSDP) on all but the last micro-step:
-            # they only need averaging across processes once they are complete.
-            sync = i == k - 1
-            if self.sharded:
-                self.raw_model.set_requires_gradient_sync(sync)  # type: ignore[operator]
-            no_sync = self.model.no_sync() if isinstance(self.model, DDP) and not sync else nullcontext()
+            # DDP: skip the gradients' all-reduce on all but the last micro-step: they only need averaging
+            # across processes once they are complete. FSDP reduce-scatters every micro-step's gradients into
+            # the shards instead: skipping it would hold every gradient whole until the last (fsdp.py).
+            sync = i == k - 1 or not isinstance(self.model, DDP)
+            no_sync = nullcontext() if sync else self.model.no_sync()
             with no_sync, self.rt.autocast():
                 # Keep only the loss: holding the (B, T, V) logits through backward would cost 2*B*T*V bytes.
                 loss = self.model(x, y, examples=examples[0] if examples else None)[1]
