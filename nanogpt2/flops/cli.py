@@ -105,12 +105,7 @@ def make_parser() -> argparse.ArgumentParser:
     budget.add_argument("--hours", type=_positive(float), help="a budget of wall-clock hours on the GPU(s)")
     opt("--gpu", help=f"the GPU: {', '.join(hardware.gpu_names())}, or auto (this machine's)")
     opt("--gpus", type=_positive(int), default=1, help="number of GPUs (data parallel; default 1)")
-    opt(
-        "--parallel",
-        choices=("ddp", "fsdp"),
-        default="ddp",
-        help="with --gpus N: ddp (a whole copy per GPU) or fsdp (each GPU holds 1/N of the weights, gradients, AdamW)",
-    )
+    opt("--parallel", choices=("ddp", "fsdp"), default="ddp", help="with --gpus: ddp (whole copies) or fsdp (1/N each)")
     opt("--mfu", type=_fraction, default=0.4, help="assumed model FLOPs utilization, in (0, 1] (default 0.4)")
     opt("--peak-tflops", type=_positive(float), help="dense bf16 peak of your GPU, TFLOP/s (overrides the table)")
     opt("--memory-gib", type=_positive(float), help="memory of your GPU, GiB (overrides the table)")
