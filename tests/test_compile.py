@@ -3,21 +3,15 @@ train/eval switch, and a bounded number of compiles over a long generation."""
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 import torch
 
 from nanogpt2 import GPT, GPTConfig
 
-pytestmark = [
-    pytest.mark.slow,  # each test compiles C++ kernels: tens of seconds on 2 busy cores
-    pytest.mark.skipif(
-        not any(shutil.which(cc) for cc in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if cc),
-        reason="inductor compiles C++ for the CPU and no C++ compiler is installed",
-    ),
-]
+from conftest import needs_cxx
+
+pytestmark = [pytest.mark.slow, needs_cxx]  # each test compiles C++ kernels: tens of seconds on 2 busy cores
+
 
 SHAPE = dict(n_layer=2, n_head=2, n_embd=32, vocab_size=64)
 

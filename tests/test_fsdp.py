@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from nanogpt2.train.metrics import read_metrics
 from nanogpt2.train.trainer import train
 
 import train as train_script
-from conftest import REPO, SMALL_RUN, one_error_line
+from conftest import REPO, SMALL_RUN, needs_cxx, one_error_line
 
 # 4 micro-steps per step: 2 on each of two processes, whose gradients add up in the shards.
 COMMON = [
@@ -53,6 +54,11 @@ def finished(proc) -> str:
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
     return out
+
+
+def error_messages(err: str) -> list[str]:
+    """The `error: ...` messages in the processes' shared stderr (two processes' lines can land on one)."""
+    return [m.strip() for m in re.findall(r"error: (.+?)(?=error: |$)", err, flags=re.MULTILINE)]
 
 
 def losses(run: Path) -> list[float]:
@@ -94,12 +100,33 @@ def sharded_run(shakespeare_data, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_two_sharded_processes_train_like_one_plain_process(plain_run, sharded_run):
     """FSDP over 2 processes (each with 2 micro-steps per step) logs the training and validation losses of one
-    plain process with 4, and ends with its weights, within 1e-5: sharding, the skipped reduce-scatter of the
-    first micro-step, the sharded gradient clipping and AdamW change nothing but the order of sums."""
+    plain process with 4, and ends with its weights, within 1e-5: sharding, the reduce-scatter of every
+    micro-step, the sharded gradient clipping and AdamW change nothing but the order of sums."""
     assert_same_run(plain_run, sharded_run)
     ckpt = torch.load(sharded_run / "ckpt.pt", weights_only=True)
     assert "model" not in ckpt and "optimizer" not in ckpt and ckpt["world_size"] == 2  # they are in the shards
     assert sorted(p.name for p in sharded_run.glob("shards-*")) == [ckpt["shards"]]  # older folders removed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "settings,said",
+    [
+        pytest.param(["--compile=True"], "compile on", marks=needs_cxx, id="compile"),
+        pytest.param(["--checkpointing=True", "--loss_chunk_tokens=64"], "", id="savers"),
+    ],
+)
+def test_sharded_processes_with_compile_or_memory_savers_train_like_plain_ones(
+    settings, said, sharded_run, shakespeare_data, tmp_path
+):
+    """compile=True on each of two sharded processes (FSDP's gathers and reduce-scatters around inductor's
+    graphs of each block), or activation checkpointing (each block's forward recomputed, its weights gathered
+    again) with the loss in chunks: the losses and weights of the plain sharded run, within 1e-5."""
+    argv = [*COMMON, f"--dataset={shakespeare_data}", "--max_iters=4", "--parallel=fsdp", *settings]
+    assert said in finished(torchrun(2, [*argv, f"--out_dir={tmp_path / 'run'}"]))
+    config = read_checkpoint(tmp_path / "run" / "ckpt.pt", weights=False)["config"]
+    assert [f"--{key}={config[key]}" for key in (s[2:].split("=")[0] for s in settings)] == settings  # in effect
+    assert_same_run(sharded_run, tmp_path / "run")
 
 
 @pytest.mark.slow
@@ -175,6 +202,7 @@ def test_fsdp_without_torchrun_is_one_line(shakespeare_data, tmp_path, capsys):
         ("--parallel=zero3", "use ddp or fsdp"),
         ("--optimizer=muon", "optimizer=muon"),
         ("--optimizer=adamw8bit", "optimizer=adamw8bit"),
+        ("--param_dtype=bfloat16", "param_dtype=bfloat16"),
         ("--optimizer_in_backward=True", "optimizer_in_backward=True"),
         ("--eval_tasks=lambada", "eval_tasks=lambada"),
     ],
@@ -210,9 +238,32 @@ def test_a_world_size_that_does_not_divide_the_batch_is_one_line(shakespeare_dat
     argv = [*COMMON, f"--dataset={shakespeare_data}", "--parallel=fsdp", "--gradient_accumulation_steps=3"]
     proc = torchrun(2, [*argv, f"--out_dir={tmp_path / 'run'}"])
     _, err = proc.communicate(timeout=240)
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    errors = error_messages(err)
     assert proc.returncode != 0 and "exitcode  : 2" in err and str(REPO / "nanogpt2") not in err
     assert len(errors) == 2 and all("multiple of the 2 processes" in line for line in errors)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "apart,said",
+    [
+        ("data", "rank 1 on "),  # ... its own reason (no dataset there), then DATA_FIX
+        ("out_dir", "is not shared by every process: rank 0 cannot see the checkpoint pieces of rank(s) 1"),
+    ],
+)
+def test_machines_that_do_not_share_data_or_out_dir_stop_in_one_line(apart, said, shakespeare_data, tmp_path):
+    """Two processes acting as two machines that do not share a folder (tests/fixtures/machines_apart.py): the
+    dataset missing on one, or out_dir local to each. Every process stops with the same one line, exit status 2,
+    and no checkpoint names a folder missing pieces."""
+    script = REPO / "tests" / "fixtures" / "machines_apart.py"
+    argv = [apart, *COMMON, f"--dataset={shakespeare_data}", "--max_iters=2", "--parallel=fsdp"]
+    proc = torchrun(2, [*argv, f"--out_dir={tmp_path / 'run'}"], script=script)
+    _, err = proc.communicate(timeout=240)
+    errors = error_messages(err)
+    assert proc.returncode != 0 and "exitcode  : 2" in err and str(REPO / "nanogpt2") not in err
+    assert len(errors) == 2 and len(set(errors)) == 1 and said in errors[0], err[-2000:]
+    assert "docs/distributed.md" in errors[0] or "on every machine" in errors[0]
+    assert not list(tmp_path.glob("run*/ckpt.pt"))
 
 
 def test_a_shards_index_cannot_run_code(tmp_path):
