@@ -38,7 +38,7 @@ import gc
 from dataclasses import dataclass
 
 import torch
-from memory_fake import as_on_cuda, fake_peak, fake_sharded_peak  # noqa: F401  (the two: for tests/test_memory.py)
+from memory_fake import as_on_cuda, fake_peak, fake_sharded_peak  # noqa: F401  (as_on_cuda: for tests/test_memory.py)
 from memory_step import RECIPE_DEFAULTS, build, train_step
 
 from nanogpt2 import GPTConfig
@@ -68,6 +68,7 @@ class Case:
     lora_rank: int = 0
     lora_targets: str = "attn"
     lora_base_dtype: str = "float32"
+    shards: int = 1  # >1: one of that many processes of a parallel=fsdp run (fp32 AdamW on every weight)
 
     def config(self) -> GPTConfig:
         return GPTConfig.gpt2(self.model, dropout=self.dropout, pad_vocab_multiple=64 if self.scratch else 1)
@@ -76,6 +77,8 @@ class Case:
         """The keywords of estimate_training_memory and fake_peak (all but dtype, which the run decides)."""
         names = ("attention", "checkpointing", "grad_accum", "optimizer", "param_dtype", "loss_chunk_tokens")
         names += ("optimizer_in_backward", "lora_rank", "lora_targets", "lora_base_dtype")
+        if self.shards > 1:  # what fake_sharded_peak takes: FSDP refuses the others (TrainConfig._check_parallel)
+            names = ("attention", "checkpointing", "grad_accum")
         return {name: getattr(self, name) for name in names}
 
 
@@ -113,6 +116,12 @@ CASES = {
     "xl-full-fused": Case("gpt2-xl", 1, grad_accum=1, optimizer_in_backward=True, loss_chunk_tokens=1024, **XL_FULL),
     "xl-scratch": Case("gpt2-xl", 1, dropout=0.0, scratch=True, **XL_FULL),
     "xl-scratch-chunk1024": Case("gpt2-xl", 1, dropout=0.0, scratch=True, loss_chunk_tokens=1024, **XL_FULL),
+    # parallel=fsdp, traced as one of N processes (fake only): docs/distributed.md's table and --fit's FSDP recipes
+    "large-fsdp2-b1": Case("gpt2-large", 1, shards=2),
+    "large-fsdp4-b2": Case("gpt2-large", 2, shards=4),
+    "xl-fsdp2-b1": Case("gpt2-xl", 1, shards=2),  # does not fit 12 GB: weights, gradients and moments are 11.6 GiB
+    "xl-fsdp4-b1": Case("gpt2-xl", 1, shards=4),
+    "xl-fsdp4-ckpt": Case("gpt2-xl", 1, checkpointing=True, shards=4),  # --fit's cheapest gpt2-xl recipe on 4 cards
 }
 
 
@@ -120,11 +129,16 @@ def measure(case: Case, rt, fake: bool, compile_model: bool, steps: int = 3) -> 
     config = case.config()
     dtype = str(rt.dtype).removeprefix("torch.") if rt else "bfloat16"
     options = case.options()
-    est = estimate_training_memory(config, case.batch_size, case.seq_len, dtype=dtype, **options)
+    est = estimate_training_memory(config, case.batch_size, case.seq_len, dtype=dtype, shards=case.shards, **options)
     row = {"estimate_gib": est.peak / GiB, "estimate_phase": est.peak_phase}
+    if case.shards > 1 and not fake:
+        return {**row, "measured_gib": "not measured", "error": None, "note": "one process of N: use --fake"}
     if fake:
         try:
-            measured = fake_peak(config, case.batch_size, case.seq_len, dtype=dtype, **options)
+            if case.shards > 1:
+                measured = fake_sharded_peak(config, case.batch_size, case.seq_len, shards=case.shards, **options)
+            else:
+                measured = fake_peak(config, case.batch_size, case.seq_len, dtype=dtype, **options)
         except UserError as e:
             return {**row, "measured_gib": "not traced", "error": None, "note": str(e)}
         return {**row, "measured_gib": measured / GiB, "error": est.peak / measured - 1}
