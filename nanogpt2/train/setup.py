@@ -66,8 +66,8 @@ class Run:
     rt: Runtime
     out_dir: Path
     data: Dataset
-    raw_model: GPT  # the plain module: what checkpoints save
-    model: Any  # what training calls: compiled, and wrapped in DDP under torchrun (a Module, or compile's wrapper)
+    raw_model: GPT  # the plain module: what checkpoints save (parallel=fsdp: sharded in place, fsdp.py)
+    model: Any  # what training calls: compiled, and wrapped in DDP under torchrun unless sharded
     eval_model: Any  # compiled but not DDP: ranks may evaluate different batch counts
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler

@@ -4,7 +4,8 @@ One optimizer step, in the order the code below runs it:
 
     for each of the k micro-batches:          (gradient accumulation)
         forward under autocast -> loss / k    (so the k gradients sum to the mean)
-        backward                              (DDP all-reduces on the last one only)
+        backward                              (DDP all-reduces on the last one only;
+                                               FSDP reduce-scatters each one into the shards)
     clip the global gradient norm
     AdamW step at this step's learning rate   (optimizer_in_backward: each parameter's, during backward)
 
