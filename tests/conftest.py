@@ -36,13 +36,12 @@ TINY_RUN = [
     "--eval_iters=1",
     "--log_interval=1",
 ]
-# A 2-layer GPT that trains a step in well under a second: the shape most training tests use.
 # inductor compiles C++ kernels for the CPU: tests that torch.compile carry this mark.
 needs_cxx = pytest.mark.skipif(
     not any(shutil.which(cc) for cc in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if cc),
     reason="inductor compiles C++ for the CPU and no C++ compiler is installed",
 )
-
+# A 2-layer GPT that trains a step in well under a second: the shape most training tests use.
 SMALL_RUN = [
     "--init_from=scratch",
     "--n_layer=2",
